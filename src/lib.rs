@@ -1,0 +1,11 @@
+//! CloudOptim: a Kubernetes operator that keeps AWS clusters on the cheapest capacity that is safe.
+//!
+//! The crate is one library with one binary (`cloudoptim`). Module layout follows DESIGN.md section 1:
+//! `api` holds the CRD types, `engine` the pure decisions (no kube or AWS types), `cloud` the narrow AWS
+//! interface, `controllers` the reconcilers, `hub` the multi-cluster risk-sharing service.
+
+pub mod api;
+pub mod cli;
+pub mod engine;
+pub mod telemetry;
+pub mod translate;

@@ -1,0 +1,1 @@
+//! Translation of Kubernetes objects (Nodes, Pods, PodDisruptionBudgets) into the engine snapshot model.
