@@ -8,7 +8,9 @@ use crate::cli::LogFormat;
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
     /// The log filter could not be parsed.
-    #[error("--log-level {filter:?} is not a valid filter ({source}); use e.g. `info` or `info,cloudoptim=debug`")]
+    #[error(
+        "--log-level {filter:?} is not a valid filter ({source}); use e.g. `info` or `info,cloudoptim=debug`"
+    )]
     Filter {
         /// The filter as given.
         filter: String,
@@ -26,7 +28,9 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), TelemetryError> {
         filter: filter.to_string(),
         source,
     })?;
-    let builder = fmt().with_env_filter(env_filter).with_writer(std::io::stderr);
+    let builder = fmt()
+        .with_env_filter(env_filter)
+        .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Pretty => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

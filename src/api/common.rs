@@ -23,7 +23,9 @@ pub fn conditions_schema(generator: &mut SchemaGenerator) -> Schema {
 }
 
 /// Whether capacity is Spot or on-demand.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
 pub enum CapacityType {
     /// EC2 Spot capacity: cheaper, can be reclaimed with a 2-minute warning.
     #[serde(rename = "spot")]

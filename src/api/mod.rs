@@ -25,12 +25,13 @@ pub const GROUP: &str = "cloudoptim.io";
 /// API version served and stored.
 pub const VERSION: &str = "v1alpha1";
 
-/// Every CRD of CloudOptim, in a stable order (the order of `cloudoptim crds` and of the files in crds/).
+/// Every CRD of CloudOptim, sorted by name, which is also the order of the files in crds/ (one per
+/// kind, named `<plural>.cloudoptim.io.yaml`), so `cat crds/*.yaml` equals `cloudoptim crds`.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![
+        HibernationSchedule::crd(),
         NodeTemplate::crd(),
         OptimizationPolicy::crd(),
-        HibernationSchedule::crd(),
         SpotRiskFlag::crd(),
     ]
 }

@@ -23,10 +23,28 @@ use super::common::{CapacityType, Taint, conditions_schema, default_true};
     status = "NodeTemplateStatus",
     doc = "Instance constraints bound to Auto Scaling groups; CloudOptim writes the ranked instance types into the groups' MixedInstancesPolicy.",
     printcolumn(name = "Strategy", type_ = "string", json_path = ".spec.strategy"),
-    printcolumn(name = "Best", type_ = "string", json_path = ".status.candidates[0].instanceType", description = "Best-ranked instance type"),
-    printcolumn(name = "Zone", type_ = "string", json_path = ".status.candidates[0].zone", description = "Zone of the best-ranked candidate"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Best",
+        type_ = "string",
+        json_path = ".status.candidates[0].instanceType",
+        description = "Best-ranked instance type"
+    ),
+    printcolumn(
+        name = "Zone",
+        type_ = "string",
+        json_path = ".status.candidates[0].zone",
+        description = "Zone of the best-ranked candidate"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct NodeTemplateSpec {
@@ -90,11 +108,19 @@ pub struct Requirements {
     #[schemars(range(min = 1, max = 1024))]
     pub max_vcpu: Option<u32>,
     /// Minimum memory per instance, GiB.
-    #[serde(default, rename = "minMemoryGiB", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "minMemoryGiB",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(range(min = 0.0, max = 32768.0))]
     pub min_memory_gib: Option<f64>,
     /// Maximum memory per instance, GiB.
-    #[serde(default, rename = "maxMemoryGiB", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "maxMemoryGiB",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(range(min = 0.0, max = 32768.0))]
     pub max_memory_gib: Option<f64>,
     /// Availability zones allowed, e.g. `us-east-1a`.

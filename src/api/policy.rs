@@ -20,12 +20,33 @@ use super::common::{DURATION_PATTERN, conditions_schema, default_true};
     status = "OptimizationPolicyStatus",
     doc = "Cluster policy: Spot percentage, node bounds, consolidation, disruption budgets, right-sizing, zombies and interruption handling.",
     printcolumn(name = "Nodes", type_ = "integer", json_path = ".status.nodes.total"),
-    printcolumn(name = "Spot%", type_ = "integer", json_path = ".status.nodes.spotPercentage"),
+    printcolumn(
+        name = "Spot%",
+        type_ = "integer",
+        json_path = ".status.nodes.spotPercentage"
+    ),
     printcolumn(name = "$/h", type_ = "number", json_path = ".status.cost.hourly"),
-    printcolumn(name = "Savings%", type_ = "number", json_path = ".status.cost.savingsPercent"),
-    printcolumn(name = "DryRun", type_ = "boolean", json_path = ".spec.dryRun", priority = 1),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Savings%",
+        type_ = "number",
+        json_path = ".status.cost.savingsPercent"
+    ),
+    printcolumn(
+        name = "DryRun",
+        type_ = "boolean",
+        json_path = ".spec.dryRun",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct OptimizationPolicySpec {
