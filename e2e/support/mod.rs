@@ -1,0 +1,267 @@
+//! Real test peers for the end-to-end tests: a Kubernetes control plane (etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler, kwok) and a moto server, all started by the tests.
+//!
+//! The binaries are built and cached by `e2e/tools/setup.sh`, which writes `env.sh` with their
+//! paths; `scripts/test.sh` sources it. The control plane is started by `e2e/tools/control-plane.sh`
+//! (one source of truth for the flags) once per test binary and shared by its tests; every test makes
+//! its own `kube::Client` (a client belongs to one tokio runtime) and its own uniquely named objects.
+//! A watchdog process stops the peers when the test binary exits, even on panic or abort.
+//!
+//! Without the peers the tests are skipped with a message saying why, unless
+//! `CLOUDOPTIM_E2E_REQUIRED=1` (CI), where a missing peer fails the test.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Client, Config};
+
+pub mod nodes;
+
+/// Path of the repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn required() -> bool {
+    std::env::var("CLOUDOPTIM_E2E_REQUIRED").is_ok_and(|v| v == "1")
+}
+
+/// Skip (return `None`) or fail, depending on `CLOUDOPTIM_E2E_REQUIRED`, when a peer is missing.
+fn missing<T>(what: &str) -> Option<T> {
+    if required() {
+        panic!("e2e peer unavailable: {what} (CLOUDOPTIM_E2E_REQUIRED=1); run e2e/tools/setup.sh");
+    }
+    eprintln!("SKIPPED: e2e peer unavailable: {what}; run scripts/test.sh (it builds the peers)");
+    None
+}
+
+/// The variable `name`, from the environment or from the cache's env.sh written by setup.sh.
+fn peer_env(name: &str) -> Option<String> {
+    if let Ok(v) = std::env::var(name) {
+        return Some(v);
+    }
+    let cache = std::env::var("CLOUDOPTIM_E2E_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/cloudoptim-e2e")
+        });
+    let env_sh = std::fs::read_to_string(cache.join("env.sh")).ok()?;
+    env_sh.lines().find_map(|line| {
+        let rest = line
+            .trim()
+            .strip_prefix("export ")?
+            .strip_prefix(name)?
+            .strip_prefix('=')?;
+        Some(rest.trim_matches(|c| c == '"' || c == '\'').to_string())
+    })
+}
+
+/// Start a watchdog that runs `cleanup` (a shell command) once this process exits.
+fn watchdog(cleanup: &str) {
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {cleanup}",
+        pid = std::process::id()
+    );
+    let _ = Command::new("setsid")
+        .args(["bash", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+}
+
+/// A unique suffix for object names within this test binary.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id() % 100_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A running control plane shared by the tests of one test binary.
+pub struct ControlPlane {
+    /// Directory holding kubeconfig, token, logs.
+    pub dir: PathBuf,
+}
+
+impl ControlPlane {
+    /// The shared control plane with every component (etcd, apiserver, controller-manager,
+    /// scheduler, kwok), started on first use; `None` when skipped.
+    pub fn shared() -> Option<&'static ControlPlane> {
+        static CP: OnceLock<Option<ControlPlane>> = OnceLock::new();
+        CP.get_or_init(Self::start).as_ref()
+    }
+
+    fn start() -> Option<ControlPlane> {
+        for var in [
+            "CLOUDOPTIM_KUBE_APISERVER",
+            "CLOUDOPTIM_ETCD",
+            "CLOUDOPTIM_KWOK",
+        ] {
+            if peer_env(var).is_none_or(|p| !Path::new(&p).exists()) {
+                return missing(&format!("{var} (no binary)"));
+            }
+        }
+        let dir = std::env::temp_dir().join(unique("cloudoptim-e2e-cp"));
+        let script = repo_root().join("e2e/tools/control-plane.sh");
+        let stop = format!(
+            "{} stop {} >/dev/null 2>&1; rm -rf {}",
+            script.display(),
+            dir.display(),
+            dir.display()
+        );
+        watchdog(&stop);
+        let mut cmd = Command::new(&script);
+        cmd.arg("start").arg(&dir);
+        for var in [
+            "CLOUDOPTIM_KUBE_APISERVER",
+            "CLOUDOPTIM_KUBE_CONTROLLER_MANAGER",
+            "CLOUDOPTIM_KUBE_SCHEDULER",
+            "CLOUDOPTIM_ETCD",
+            "CLOUDOPTIM_KWOK",
+        ] {
+            if let Some(v) = peer_env(var) {
+                cmd.env(var, v);
+            }
+        }
+        let out = cmd.output().expect("control-plane.sh runs");
+        if !out.status.success() {
+            panic!(
+                "control plane failed to start:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let cp = ControlPlane { dir };
+        install_crds_blocking(&cp);
+        Some(cp)
+    }
+
+    /// Path of the admin kubeconfig.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+
+    /// A new admin client (bound to the calling test's runtime).
+    pub async fn client(&self) -> Client {
+        let kubeconfig = Kubeconfig::read_from(self.kubeconfig()).expect("kubeconfig readable");
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("kubeconfig valid");
+        Client::try_from(config).expect("client builds")
+    }
+}
+
+fn install_crds_blocking(cp: &ControlPlane) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let client = cp.client().await;
+        install_crds(&client).await;
+    });
+}
+
+/// Apply every CloudOptim CRD (server-side apply) and wait until each is Established.
+pub async fn install_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in cloudoptim::api::crds() {
+        let name = crd.metadata.name.clone().expect("CRD has a name");
+        api.patch(
+            &name,
+            &PatchParams::apply("cloudoptim-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("CRD {name} rejected by the API server: {e}"));
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            await_condition(api.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("CRD {name} not established in 30 s"))
+        .expect("watching the CRD");
+    }
+}
+
+/// A moto server (EC2, Auto Scaling, SQS, STS) on a free loopback port, one per test; stopped on drop.
+pub struct Moto {
+    /// Endpoint URL, e.g. `http://127.0.0.1:40123`.
+    pub endpoint: String,
+    child: Child,
+}
+
+impl Moto {
+    /// Start a fresh moto server; `None` when skipped.
+    pub fn start() -> Option<Moto> {
+        let Some(bin) = peer_env("CLOUDOPTIM_MOTO_SERVER").filter(|p| Path::new(p).exists()) else {
+            return missing("CLOUDOPTIM_MOTO_SERVER (no moto_server)");
+        };
+        let port = free_port();
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", "true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server starts");
+        watchdog(&format!("kill {} 2>/dev/null", child.id()));
+        let endpoint = format!("http://127.0.0.1:{port}");
+        wait_until_listening(port, Duration::from_secs(60));
+        Some(Moto { endpoint, child })
+    }
+
+    /// Reset all moto state (`POST /moto-api/reset`).
+    pub fn reset(&self) {
+        let status = Command::new("curl")
+            .args([
+                "-fsS",
+                "-X",
+                "POST",
+                &format!("{}/moto-api/reset", self.endpoint),
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .expect("curl runs");
+        assert!(status.success(), "moto reset failed");
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Block until something accepts connections on `port` (readiness of a started peer).
+fn wait_until_listening(port: u16, timeout: Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "port {port} not listening after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
