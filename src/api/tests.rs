@@ -348,12 +348,12 @@ fn committed_crd_files_match_the_code() {
         let name = crd.metadata.name.clone().unwrap_or_default();
         let committed =
             std::fs::read_to_string(dir.join(format!("{name}.yaml"))).unwrap_or_else(|e| {
-                panic!("crds/{name}.yaml: {e}; run `cargo run -- crds --dir crds`")
+                panic!("crds/{name}.yaml: {e}; run scripts/update-crds.sh")
             });
         let generated = format!("---\n{}", serde_yaml::to_string(&crd).expect("serialises"));
         assert!(
             committed == generated,
-            "crds/{name}.yaml drifted from the code; run `cargo run -- crds --dir crds`"
+            "crds/{name}.yaml drifted from the code; run scripts/update-crds.sh"
         );
     }
 }
