@@ -136,8 +136,9 @@ do_start() {
         [[ -f "$f" ]] && kill -0 "$(cat "$f")" 2>/dev/null && die "already running in $DIR (stop it first)"
     done
     rm -f "$DIR"/pids/*.pid
-    local t0; t0=$(now_ms)
+    local t0 te; t0=$(now_ms)
     gen_pki
+    log "pki ready ($(( $(now_ms) - t0 )) ms)"
 
     ETCD_PORT=$(free_port); ETCD_PEER_PORT=$(free_port); API_PORT=$(free_port)
     KCM_PORT=$(free_port); SCHED_PORT=$(free_port); KWOK_PORT=$(free_port)
@@ -169,6 +170,7 @@ EOF
 
     # --- etcd ---
     rm -rf "$DIR/etcd"
+    te=$(now_ms)
     start_bg etcd "$ETCD" \
         --name=e2e \
         --data-dir="$DIR/etcd" \
@@ -180,7 +182,7 @@ EOF
         --unsafe-no-fsync=true \
         --log-level=warn
     wait_for etcd curl -fsS --max-time 2 "http://127.0.0.1:$ETCD_PORT/health"
-    log "etcd ready ($(( $(now_ms) - t0 )) ms)"
+    log "etcd ready ($(( $(now_ms) - te )) ms after start)"
 
     # --- kube-apiserver ---
     local ta; ta=$(now_ms)
@@ -192,6 +194,11 @@ EOF
         --tls-cert-file="$DIR/pki/apiserver.crt" \
         --tls-private-key-file="$DIR/pki/apiserver.key" \
         --client-ca-file="$DIR/pki/ca.crt" \
+        --requestheader-client-ca-file="$DIR/pki/ca.crt" \
+        --requestheader-allowed-names=front-proxy-client \
+        --requestheader-username-headers=X-Remote-User \
+        --requestheader-group-headers=X-Remote-Group \
+        --requestheader-extra-headers-prefix=X-Remote-Extra- \
         --token-auth-file="$DIR/tokens.csv" \
         --authorization-mode=RBAC \
         --service-account-issuer=https://kubernetes.default.svc.cluster.local \
@@ -199,6 +206,7 @@ EOF
         --service-account-signing-key-file="$DIR/pki/sa.key" \
         --service-cluster-ip-range="$SERVICE_CIDR" \
         --allow-privileged=true \
+        --endpoint-reconciler-type=none \
         --profiling=false \
         --cert-dir="$DIR/pki/apiserver-generated" \
         --v=1
@@ -276,8 +284,26 @@ do_stop() {
     log "stopped ($DIR kept)"
 }
 
+start_with_retry() {
+    # Free ports are picked before the servers bind them; if another process took one meanwhile,
+    # start over with new ports (up to 3 times).
+    local attempt rc
+    for attempt in 1 2 3; do
+        # Not `if (do_start)`: set -e would be off inside a condition.
+        set +e; (set -e; do_start); rc=$?; set -e
+        ((rc == 0)) && return 0
+        if grep -qs 'address already in use' "$DIR"/logs/*.log && ((attempt < 3)); then
+            log "a port was taken meanwhile; retrying with new ports"
+            do_stop
+            continue
+        fi
+        do_stop
+        return 1
+    done
+}
+
 case "$CMD" in
-    start) do_start ;;
+    start) start_with_retry ;;
     stop) do_stop ;;
     *) usage ;;
 esac

@@ -29,6 +29,7 @@ MOTO_EXTRAS="server,ec2,autoscaling,sqs,events,sts"
 
 export GOTOOLCHAIN=local      # never download a Go toolchain
 export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
+export CGO_ENABLED=0          # static binaries, as the upstream release builds; no C toolchain needed
 # Build flags shared by every Go build: small, reproducible binaries.
 GO_BUILD=(nice -n 10 go build -trimpath)
 
@@ -51,6 +52,7 @@ gomod_version() {
 # go_build_tool MODDIR PKG OUT LDFLAGS: build PKG (a `tool` of MODDIR/go.mod) to OUT atomically.
 go_build_tool() {
     local moddir=$1 pkg=$2 out=$3 ldflags=$4 tmp t0
+    if ((NOBUILD)); then log "not building $(basename "$out") (CLOUDOPTIM_E2E_SKIP)"; return 0; fi
     tmp="$out.tmp.$$"
     t0=$(date +%s)
     log "building $(basename "$out") from $pkg (cd $moddir) ..."
@@ -61,12 +63,16 @@ go_build_tool() {
     log "built $(basename "$out") in $(( $(date +%s) - t0 ))s"
 }
 
-# resolve VAR CANDIDATE...: first executable among (pre-set $VAR, candidates); sets VAR or empty.
+# RESOLVED[VAR] = the path exported for VAR.
 declare -A RESOLVED=()
-preset() {   # preset VAR: succeed (and record) if the user pre-set VAR to an executable
+preset() {   # preset VAR: succeed (and record) if the user pre-set VAR to an executable (or file)
     local var=$1 val=${!1:-}
     if [[ -n "$val" ]]; then
-        [[ -x "$val" ]] || die "$var=$val is not an executable"
+        if [[ $var == *_STAGES ]]; then
+            [[ -f "$val" ]] || die "$var=$val is not a file"
+        else
+            [[ -x "$val" ]] || die "$var=$val is not an executable"
+        fi
         RESOLVED[$var]=$val
         return 0
     fi
@@ -129,9 +135,14 @@ build_etcd() {
 
 # --- kwok (the fake-kubelet controller, not kwokctl) -----------------------------------------
 build_kwok() {
-    preset CLOUDOPTIM_KWOK && return 0
     local moddir="$HERE/kwok" ver dir
     ver=$(gomod_version "$moddir" sigs.k8s.io/kwok)
+    # kwok needs its stages (what kwokctl injects by default); keep a copy beside the binary.
+    mkdir -p "$CACHE/kwok-$ver"
+    cp "$moddir/stages.yaml" "$CACHE/kwok-$ver/stages.yaml.tmp.$$"
+    mv -f "$CACHE/kwok-$ver/stages.yaml.tmp.$$" "$CACHE/kwok-$ver/stages.yaml"
+    preset CLOUDOPTIM_KWOK_STAGES || RESOLVED[CLOUDOPTIM_KWOK_STAGES]="$CACHE/kwok-$ver/stages.yaml"
+    preset CLOUDOPTIM_KWOK && return 0
     dir="$CACHE/kwok-$ver/bin"
     RESOLVED[CLOUDOPTIM_KWOK]="$dir/kwok"
     [[ -x "$dir/kwok" ]] && return 0
@@ -164,6 +175,7 @@ build_moto() {
     local dir="$CACHE/moto-$MOTO_VERSION" py t0
     RESOLVED[CLOUDOPTIM_MOTO_SERVER]="$dir/venv/bin/moto_server"
     [[ -f "$dir/.complete" && -x "$dir/venv/bin/moto_server" ]] && return 0
+    if ((NOBUILD)); then log "not installing moto (CLOUDOPTIM_E2E_SKIP)"; return 0; fi
     t0=$(date +%s)
     py=$(command -v python3) || die "python3 not found (needed for moto)"
     log "creating moto $MOTO_VERSION venv in $dir/venv ..."
@@ -184,7 +196,9 @@ build_prometheus() {
     preset CLOUDOPTIM_PROMETHEUS && p=1 || p=0
     preset CLOUDOPTIM_PROMTOOL && t=1 || t=0
     ((p && t)) && return 0
-    if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+    if ((NOBUILD)); then
+        log "not installing prometheus (CLOUDOPTIM_E2E_SKIP)"
+    elif ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
         if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
             log "installing Debian package prometheus ..."
             { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
@@ -196,7 +210,7 @@ build_prometheus() {
     fi
     ((p)) || { command -v prometheus >/dev/null && RESOLVED[CLOUDOPTIM_PROMETHEUS]=$(command -v prometheus); } || true
     ((t)) || { command -v promtool >/dev/null && RESOLVED[CLOUDOPTIM_PROMTOOL]=$(command -v promtool); } || true
-    if [[ -z "${RESOLVED[CLOUDOPTIM_PROMETHEUS]:-}" || -z "${RESOLVED[CLOUDOPTIM_PROMTOOL]:-}" ]]; then
+    if ((!NOBUILD)) && [[ -z "${RESOLVED[CLOUDOPTIM_PROMETHEUS]:-}" || -z "${RESOLVED[CLOUDOPTIM_PROMTOOL]:-}" ]]; then
         [[ "$REQUIRED" == 1 ]] && die "prometheus/promtool unavailable and CLOUDOPTIM_E2E_REQUIRED=1"
         log "WARNING: prometheus/promtool unavailable; the tests that need them will skip"
     fi
@@ -204,23 +218,23 @@ build_prometheus() {
 
 # --- main ------------------------------------------------------------------------------------
 T0=$(date +%s)
-if ! skipped k8s || ! skipped etcd || ! skipped kwok || ! skipped helm; then
-    command -v go >/dev/null || die "go not found in PATH"
-fi
-skipped k8s || build_k8s
-skipped etcd || build_etcd
-skipped kwok || build_kwok
-skipped helm || build_helm
-skipped moto || build_moto
-skipped prometheus || build_prometheus
+# A skipped component is not built, but an already cached copy is still exported.
+for comp in k8s etcd kwok helm moto prometheus; do
+    NOBUILD=0
+    skipped "$comp" && NOBUILD=1
+    if ((!NOBUILD)) && [[ $comp != moto && $comp != prometheus ]]; then
+        command -v go >/dev/null || die "go not found in PATH (needed to build $comp)"
+    fi
+    "build_$comp"
+done
 
 ENV_FILE="$CACHE/env.sh"
 {
     echo "# written by e2e/tools/setup.sh"
     for var in CLOUDOPTIM_KUBE_APISERVER CLOUDOPTIM_KUBE_CONTROLLER_MANAGER CLOUDOPTIM_KUBE_SCHEDULER \
-               CLOUDOPTIM_KUBECTL CLOUDOPTIM_ETCD CLOUDOPTIM_KWOK CLOUDOPTIM_HELM \
+               CLOUDOPTIM_KUBECTL CLOUDOPTIM_ETCD CLOUDOPTIM_KWOK CLOUDOPTIM_KWOK_STAGES CLOUDOPTIM_HELM \
                CLOUDOPTIM_MOTO_SERVER CLOUDOPTIM_PROMETHEUS CLOUDOPTIM_PROMTOOL; do
-        [[ -n "${RESOLVED[$var]:-}" ]] && printf 'export %s=%q\n' "$var" "${RESOLVED[$var]}"
+        [[ -n "${RESOLVED[$var]:-}" && -e "${RESOLVED[$var]}" ]] && printf 'export %s=%q\n' "$var" "${RESOLVED[$var]}"
     done
     printf 'export %s=%q\n' CLOUDOPTIM_E2E_CACHE "$CACHE"
 } > "$ENV_FILE.tmp.$$"

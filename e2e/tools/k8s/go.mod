@@ -183,6 +183,7 @@ tool (
 	k8s.io/kubernetes/cmd/kubectl
 )
 
+// Every staging module of k8s.io/kubernetes v1.36.3, pinned to its published tag.
 replace (
 	k8s.io/api => k8s.io/api v0.36.3
 	k8s.io/apiextensions-apiserver => k8s.io/apiextensions-apiserver v0.36.3
