@@ -387,3 +387,62 @@ async fn evicted_deployment_pod_is_rescheduled_onto_another_kwok_node() {
         assert!(tokio::time::Instant::now() < deadline, "no replacement pod");
     }
 }
+
+#[tokio::test]
+async fn the_aws_sdk_creates_a_group_in_moto_and_cloudoptim_sees_its_instances() {
+    use cloudoptim::cloud::aws::{AwsCloud, AwsOptions};
+    use cloudoptim::cloud::{Cloud, GroupSelector};
+    let Some(moto) = support::Moto::start() else {
+        return;
+    };
+    let sdk = support::aws::sdk_config(&moto.endpoint).await;
+    let template = support::aws::launch_template(&sdk, "proof").await;
+    let tags = [("cloudoptim.io/cluster".to_string(), "proof".to_string())].into();
+    support::aws::create_group(&sdk, "proof-asg", &template, 2, &tags).await;
+
+    let metrics = cloudoptim::metrics::Metrics::new().expect("metrics");
+    let options = AwsOptions {
+        region: support::aws::REGION.into(),
+        endpoint_url: Some(moto.endpoint.clone()),
+        static_credentials: Some((
+            support::aws::ACCESS_KEY.into(),
+            support::aws::SECRET_KEY.into(),
+        )),
+        ..AwsOptions::default()
+    };
+    let cloud = AwsCloud::connect(&options, metrics.clone()).await;
+    let groups = cloud
+        .groups(&GroupSelector::Tags(tags.clone()))
+        .await
+        .expect("describe groups");
+    assert_eq!(groups.len(), 1);
+    assert_eq!(
+        groups[0].instances.len(),
+        2,
+        "moto launched the desired capacity"
+    );
+    let instances = cloud
+        .instances("cloudoptim.io/cluster")
+        .await
+        .expect("describe instances");
+    for id in &groups[0].instances {
+        assert!(
+            instances.iter().any(|i| &i.id == id),
+            "instance {id} carries the propagated cluster tag"
+        );
+    }
+    let missing = cloud
+        .groups(&GroupSelector::Names(vec!["nope".into()]))
+        .await
+        .expect("describe");
+    assert!(missing.is_empty());
+    assert!(metrics.render().contains(
+        "cloudoptim_aws_api_calls_total{op=\"DescribeAutoScalingGroups\",result=\"ok\"} 2"
+    ));
+    moto.reset();
+    let after_reset = cloud
+        .groups(&GroupSelector::Tags(tags))
+        .await
+        .expect("describe after reset");
+    assert!(after_reset.is_empty(), "reset clears moto's state");
+}

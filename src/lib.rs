@@ -6,6 +6,10 @@
 
 pub mod api;
 pub mod cli;
+pub mod cloud;
+pub mod controllers;
 pub mod engine;
+pub mod http;
+pub mod metrics;
 pub mod telemetry;
 pub mod translate;

@@ -24,7 +24,9 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config};
 
+pub mod aws;
 pub mod nodes;
+pub mod operator;
 
 /// Path of the repository root.
 pub fn repo_root() -> PathBuf {
@@ -66,7 +68,7 @@ fn peer_env(name: &str) -> Option<String> {
 }
 
 /// Start a watchdog that runs `cleanup` (a shell command) once this process exits.
-fn watchdog(cleanup: &str) {
+pub fn watchdog(cleanup: &str) {
     let script = format!(
         "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {cleanup}",
         pid = std::process::id()
@@ -163,14 +165,23 @@ impl ControlPlane {
 }
 
 fn install_crds_blocking(cp: &ControlPlane) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let client = cp.client().await;
-        install_crds(&client).await;
-    });
+    // Called from inside a test's runtime: install from a thread with a runtime of its own.
+    let kubeconfig = cp.kubeconfig();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let kubeconfig = Kubeconfig::read_from(kubeconfig).expect("kubeconfig readable");
+            let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .expect("kubeconfig valid");
+            install_crds(&Client::try_from(config).expect("client builds")).await;
+        });
+    })
+    .join()
+    .expect("CRDs installed");
 }
 
 /// Apply every CloudOptim CRD (server-side apply) and wait until each is Established.

@@ -1,0 +1,128 @@
+//! AWS SDK clients pointed at a moto server, and fixtures: launch templates and Auto Scaling groups.
+
+use std::collections::BTreeMap;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_autoscaling::types::{LaunchTemplateSpecification, Tag};
+use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+
+/// The region every e2e test uses.
+pub const REGION: &str = "us-east-1";
+/// Dummy credentials moto accepts.
+pub const ACCESS_KEY: &str = "testing";
+/// Dummy secret.
+pub const SECRET_KEY: &str = "testing";
+
+/// SDK config for `endpoint` (a moto server).
+pub async fn sdk_config(endpoint: &str) -> SdkConfig {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .endpoint_url(endpoint)
+        .http_client(http)
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            ACCESS_KEY, SECRET_KEY, None, None, "e2e",
+        ))
+        .load()
+        .await
+}
+
+/// A launch template for test groups; returns its id.
+pub async fn launch_template(config: &SdkConfig, name: &str) -> String {
+    let ec2 = aws_sdk_ec2::Client::new(config);
+    let image = ec2
+        .describe_images()
+        .send()
+        .await
+        .expect("describe images")
+        .images()
+        .first()
+        .and_then(|i| i.image_id().map(str::to_string))
+        .unwrap_or_else(|| "ami-12c6146b".to_string());
+    ec2.create_launch_template()
+        .launch_template_name(name)
+        .launch_template_data(
+            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                .image_id(image)
+                .instance_type(aws_sdk_ec2::types::InstanceType::M5Large)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("create launch template")
+        .launch_template()
+        .and_then(|t| t.launch_template_id().map(str::to_string))
+        .expect("launch template id")
+}
+
+/// Create an Auto Scaling group with `size` instances, tagged with `tags`.
+pub async fn create_group(
+    config: &SdkConfig,
+    name: &str,
+    template_id: &str,
+    size: i32,
+    tags: &BTreeMap<String, String>,
+) {
+    let autoscaling = aws_sdk_autoscaling::Client::new(config);
+    let mut request = autoscaling
+        .create_auto_scaling_group()
+        .auto_scaling_group_name(name)
+        .launch_template(
+            LaunchTemplateSpecification::builder()
+                .launch_template_id(template_id)
+                .version("$Latest")
+                .build(),
+        )
+        .min_size(0)
+        .max_size(size.max(1) * 2)
+        .desired_capacity(size)
+        .availability_zones(format!("{REGION}a"))
+        .availability_zones(format!("{REGION}b"));
+    for (key, value) in tags {
+        request = request.tags(
+            Tag::builder()
+                .key(key)
+                .value(value)
+                .resource_id(name)
+                .resource_type("auto-scaling-group")
+                .propagate_at_launch(true)
+                .build(),
+        );
+    }
+    request
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create group {name}: {e:?}"));
+}
+
+/// The group as moto reports it.
+pub async fn describe_group(
+    config: &SdkConfig,
+    name: &str,
+) -> Option<aws_sdk_autoscaling::types::AutoScalingGroup> {
+    aws_sdk_autoscaling::Client::new(config)
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(name)
+        .send()
+        .await
+        .expect("describe groups")
+        .auto_scaling_groups()
+        .first()
+        .cloned()
+}
+
+/// Instance-type overrides of a group's MixedInstancesPolicy, in order.
+pub fn overrides(group: &aws_sdk_autoscaling::types::AutoScalingGroup) -> Vec<String> {
+    group
+        .mixed_instances_policy()
+        .and_then(|p| p.launch_template())
+        .map(|lt| {
+            lt.overrides()
+                .iter()
+                .filter_map(|o| o.instance_type().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}

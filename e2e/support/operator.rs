@@ -1,0 +1,142 @@
+//! The real `cloudoptim run` binary as a child process against the test peers.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{ControlPlane, Moto, aws, free_port, repo_root, watchdog};
+
+/// A running operator; killed on drop.
+pub struct Operator {
+    child: Child,
+    /// Port of /metrics, /healthz, /readyz.
+    pub metrics_port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Operator {
+    /// Start `cloudoptim run` with `extra` arguments and wait until /readyz answers 200.
+    pub fn start(cp: &ControlPlane, moto: &Moto, cluster: &str, extra: &[&str]) -> Operator {
+        let metrics_port = free_port();
+        let log = cp.dir.join(format!("operator-{metrics_port}.log"));
+        let advisor = repo_root().join("data/catalog/spot-advisor.json");
+        let child = Command::new(env!("CARGO_BIN_EXE_cloudoptim"))
+            .args([
+                "--log-format",
+                "json",
+                "--log-level",
+                "info,cloudoptim=debug",
+                "run",
+            ])
+            .args(["--cluster-name", cluster, "--region", aws::REGION])
+            .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
+            .arg(format!("--spot-advisor-url=file://{}", advisor.display()))
+            .args(extra)
+            .env("KUBECONFIG", cp.kubeconfig())
+            .env("AWS_ENDPOINT_URL", &moto.endpoint)
+            .env("AWS_ACCESS_KEY_ID", aws::ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", aws::SECRET_KEY)
+            .env_remove("AWS_PROFILE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("operator log file"))
+            .spawn()
+            .expect("cloudoptim run starts");
+        watchdog(&format!("kill {} 2>/dev/null", child.id()));
+        let mut operator = Operator {
+            child,
+            metrics_port,
+            log,
+        };
+        operator.wait_ready(Duration::from_secs(60));
+        operator
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("cloudoptim run exited with {status}:\n{}", self.log_tail());
+            }
+            if self.get("/readyz").is_some_and(|(code, _)| code == 200) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "operator not ready in {timeout:?}:\n{}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// GET a path from the operator's HTTP server: (status code, body).
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.metrics_port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let code = response.split_whitespace().nth(1)?.parse().ok()?;
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Some((code, body))
+    }
+
+    /// The value of one metric series (exact label set as rendered), 0 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        let (_, body) = self.get("/metrics").unwrap_or_default();
+        body.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// The last lines of the operator's log (for failure messages).
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Stop the operator with SIGKILL (a crash) and wait for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Poll `check` every 200 ms until it returns `Some`, or panic with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+    }
+}

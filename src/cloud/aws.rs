@@ -1,0 +1,647 @@
+//! `Cloud` implemented with the AWS SDK for Rust. Retries with jittered backoff come from the SDK's
+//! standard retry mode; on top of that every call takes a token from the EC2 bucket of its kind, and
+//! is counted in `cloudoptim_aws_api_calls_total{op,result}`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig, retry::RetryConfig};
+use aws_sdk_autoscaling::types as asg;
+use aws_sdk_ec2::types as ec2;
+use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_types::request_id::RequestId;
+
+use super::rate::Ec2Limits;
+use super::{
+    AutoScalingGroup, Cloud, CloudError, CloudResult, GroupSelector, GroupUpdate, Instance,
+    InstanceTypeInfo, MixedInstances, QueueMessage, SpotPrice, Volume,
+};
+use crate::metrics::Metrics;
+
+/// How to reach AWS.
+#[derive(Debug, Clone, Default)]
+pub struct AwsOptions {
+    /// Region, e.g. `us-east-1`.
+    pub region: String,
+    /// Endpoint override (tests against moto, private endpoints); `AWS_ENDPOINT_URL` also works.
+    pub endpoint_url: Option<String>,
+    /// Assume this role (with an external id) on top of the default credential chain.
+    pub assume_role: Option<AssumeRole>,
+    /// Static credentials (tests and development only); otherwise the default chain (IRSA, env, ...).
+    pub static_credentials: Option<(String, String)>,
+}
+
+/// STS AssumeRole parameters.
+#[derive(Debug, Clone)]
+pub struct AssumeRole {
+    /// Role ARN.
+    pub role_arn: String,
+    /// External id the role's trust policy requires.
+    pub external_id: Option<String>,
+}
+
+/// The AWS SDK clients CloudOptim uses.
+#[derive(Clone)]
+pub struct AwsCloud {
+    ec2: aws_sdk_ec2::Client,
+    autoscaling: aws_sdk_autoscaling::Client,
+    sqs: aws_sdk_sqs::Client,
+    limits: Arc<Ec2Limits>,
+    metrics: Metrics,
+}
+
+async fn sdk_config(options: &AwsOptions) -> SdkConfig {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(options.region.clone()))
+        .http_client(http)
+        .retry_config(RetryConfig::standard().with_max_attempts(5));
+    if let Some(url) = &options.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    if let Some((key, secret)) = &options.static_credentials {
+        loader = loader.credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            key, secret, None, None, "static",
+        ));
+    }
+    let base = loader.load().await;
+    let Some(role) = &options.assume_role else {
+        return base;
+    };
+    let mut provider = aws_config::sts::AssumeRoleProvider::builder(&role.role_arn)
+        .session_name("cloudoptim")
+        .configure(&base);
+    if let Some(id) = &role.external_id {
+        provider = provider.external_id(id);
+    }
+    base.into_builder()
+        .credentials_provider(aws_sdk_ec2::config::SharedCredentialsProvider::new(
+            provider.build().await,
+        ))
+        .build()
+}
+
+/// Map an SDK error to a `CloudError`, keeping the operation and request id.
+fn classify<E, R>(op: &'static str, err: SdkError<E, R>) -> CloudError
+where
+    E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+    SdkError<E, R>: RequestId,
+{
+    let request_id = err.request_id().map(str::to_string);
+    let (code, message) = match &err {
+        SdkError::ServiceError(service) => {
+            let e = service.err();
+            (
+                e.code().unwrap_or_default().to_string(),
+                e.message().unwrap_or_default().to_string(),
+            )
+        }
+        other => (
+            String::new(),
+            aws_smithy_types::error::display::DisplayErrorContext(other).to_string(),
+        ),
+    };
+    match code.as_str() {
+        "Throttling"
+        | "ThrottlingException"
+        | "RequestLimitExceeded"
+        | "TooManyRequestsException" => CloudError::Throttled { op, request_id },
+        "UnauthorizedOperation" | "AccessDenied" | "AccessDeniedException" | "AuthFailure" => {
+            CloudError::AccessDenied { op, request_id }
+        }
+        c if c.contains("NotFound") || c == "AWS.SimpleQueueService.NonExistentQueue" => {
+            CloudError::NotFound {
+                op,
+                what: message,
+                request_id,
+            }
+        }
+        _ => CloudError::Other {
+            op,
+            message: if code.is_empty() {
+                message
+            } else {
+                format!("{code}: {message}")
+            },
+            request_id,
+        },
+    }
+}
+
+impl AwsCloud {
+    /// Build the SDK clients (loads credentials lazily; nothing is called yet).
+    pub async fn connect(options: &AwsOptions, metrics: Metrics) -> AwsCloud {
+        let config = sdk_config(options).await;
+        AwsCloud {
+            ec2: aws_sdk_ec2::Client::new(&config),
+            autoscaling: aws_sdk_autoscaling::Client::new(&config),
+            sqs: aws_sdk_sqs::Client::new(&config),
+            limits: Arc::new(Ec2Limits::default()),
+            metrics,
+        }
+    }
+
+    /// Count one call and pass its result through.
+    fn count<T>(&self, op: &'static str, result: CloudResult<T>) -> CloudResult<T> {
+        let label = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.metric_label(),
+        };
+        self.metrics
+            .aws_api_calls
+            .with_label_values(&[op, label])
+            .inc();
+        result
+    }
+}
+
+fn tags_of_ec2(tags: &[ec2::Tag]) -> BTreeMap<String, String> {
+    tags.iter()
+        .filter_map(|t| {
+            Some((
+                t.key()?.to_string(),
+                t.value().unwrap_or_default().to_string(),
+            ))
+        })
+        .collect()
+}
+
+fn mixed_of(policy: &asg::MixedInstancesPolicy) -> MixedInstances {
+    let distribution = policy.instances_distribution();
+    MixedInstances {
+        overrides: policy
+            .launch_template()
+            .map(|lt| {
+                lt.overrides()
+                    .iter()
+                    .filter_map(|o| o.instance_type().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        on_demand_base: distribution
+            .and_then(|d| d.on_demand_base_capacity())
+            .unwrap_or(0),
+        on_demand_percentage_above_base: distribution
+            .and_then(|d| d.on_demand_percentage_above_base_capacity())
+            .unwrap_or(100),
+        spot_allocation_strategy: distribution
+            .and_then(|d| d.spot_allocation_strategy().map(str::to_string)),
+    }
+}
+
+fn group_of(g: &asg::AutoScalingGroup) -> AutoScalingGroup {
+    AutoScalingGroup {
+        name: g.auto_scaling_group_name().unwrap_or_default().to_string(),
+        min: g.min_size().unwrap_or(0),
+        max: g.max_size().unwrap_or(0),
+        desired: g.desired_capacity().unwrap_or(0),
+        instances: g
+            .instances()
+            .iter()
+            .filter_map(|i| i.instance_id().map(str::to_string))
+            .collect(),
+        zones: g.availability_zones().to_vec(),
+        tags: g
+            .tags()
+            .iter()
+            .filter_map(|t| {
+                Some((
+                    t.key()?.to_string(),
+                    t.value().unwrap_or_default().to_string(),
+                ))
+            })
+            .collect(),
+        mixed: g.mixed_instances_policy().map(mixed_of),
+        launch_template: g
+            .mixed_instances_policy()
+            .and_then(|p| p.launch_template())
+            .and_then(|lt| lt.launch_template_specification())
+            .or(g.launch_template())
+            .map(|spec| super::LaunchTemplateRef {
+                id: spec.launch_template_id().map(str::to_string),
+                name: spec.launch_template_name().map(str::to_string),
+                version: spec.version().map(str::to_string),
+            }),
+    }
+}
+
+fn policy_for(update: &GroupUpdate, mixed: &MixedInstances) -> asg::MixedInstancesPolicy {
+    let mut template = asg::LaunchTemplate::builder();
+    if let Some(lt) = &update.launch_template {
+        template = template.launch_template_specification(
+            asg::LaunchTemplateSpecification::builder()
+                .set_launch_template_id(lt.id.clone())
+                .set_launch_template_name(if lt.id.is_some() {
+                    None
+                } else {
+                    lt.name.clone()
+                })
+                .set_version(lt.version.clone())
+                .build(),
+        );
+    }
+    for instance_type in &mixed.overrides {
+        template = template.overrides(
+            asg::LaunchTemplateOverrides::builder()
+                .instance_type(instance_type)
+                .build(),
+        );
+    }
+    asg::MixedInstancesPolicy::builder()
+        .launch_template(template.build())
+        .instances_distribution(
+            asg::InstancesDistribution::builder()
+                .on_demand_base_capacity(mixed.on_demand_base)
+                .on_demand_percentage_above_base_capacity(mixed.on_demand_percentage_above_base)
+                .set_spot_allocation_strategy(mixed.spot_allocation_strategy.clone())
+                .build(),
+        )
+        .build()
+}
+
+impl Cloud for AwsCloud {
+    async fn instance_types(&self) -> CloudResult<Vec<InstanceTypeInfo>> {
+        const OP: &str = "DescribeInstanceTypes";
+        self.limits.describe.acquire().await;
+        let pages: Result<Vec<_>, _> = self
+            .ec2
+            .describe_instance_types()
+            .into_paginator()
+            .send()
+            .try_collect()
+            .await;
+        let result = pages.map_err(|e| classify(OP, e)).map(|pages| {
+            pages
+                .iter()
+                .flat_map(|p| p.instance_types())
+                .filter_map(|t| {
+                    Some(InstanceTypeInfo {
+                        name: t.instance_type()?.as_str().to_string(),
+                        vcpu: t
+                            .v_cpu_info()
+                            .and_then(|v| v.default_v_cpus())
+                            .unwrap_or(0)
+                            .max(0) as u32,
+                        memory_mib: t
+                            .memory_info()
+                            .and_then(|m| m.size_in_mib())
+                            .unwrap_or(0)
+                            .max(0) as u64,
+                        arch: t
+                            .processor_info()
+                            .and_then(|p| p.supported_architectures().first())
+                            .map(|a| a.as_str().to_string())
+                            .unwrap_or_default(),
+                        gpu: t
+                            .gpu_info()
+                            .map(|g| {
+                                g.gpus()
+                                    .iter()
+                                    .filter_map(|d| d.count())
+                                    .sum::<i32>()
+                                    .max(0) as u32
+                            })
+                            .unwrap_or(0),
+                        current_generation: t.current_generation().unwrap_or(true),
+                    })
+                })
+                .collect()
+        });
+        self.count(OP, result)
+    }
+
+    async fn spot_prices(&self, instance_types: &[String]) -> CloudResult<Vec<SpotPrice>> {
+        const OP: &str = "DescribeSpotPriceHistory";
+        self.limits.describe.acquire().await;
+        let since =
+            aws_sdk_ec2::primitives::DateTime::from_secs(chrono::Utc::now().timestamp() - 3600);
+        let pages: Result<Vec<_>, _> = self
+            .ec2
+            .describe_spot_price_history()
+            .start_time(since)
+            .product_descriptions("Linux/UNIX")
+            .into_paginator()
+            .send()
+            .try_collect()
+            .await;
+        let wanted: std::collections::HashSet<&str> =
+            instance_types.iter().map(String::as_str).collect();
+        let result = pages.map_err(|e| classify(OP, e)).map(|pages| {
+            // Latest price per (zone, type).
+            let mut latest: HashMap<(String, String), (i64, f64)> = HashMap::new();
+            for p in pages.iter().flat_map(|p| p.spot_price_history()) {
+                let (Some(zone), Some(t), Some(price)) =
+                    (p.availability_zone(), p.instance_type(), p.spot_price())
+                else {
+                    continue;
+                };
+                if !wanted.is_empty() && !wanted.contains(t.as_str()) {
+                    continue;
+                }
+                let Ok(price) = price.parse::<f64>() else {
+                    continue;
+                };
+                let at = p.timestamp().map(|t| t.secs()).unwrap_or(0);
+                let entry = latest
+                    .entry((zone.to_string(), t.as_str().to_string()))
+                    .or_insert((at, price));
+                if at > entry.0 {
+                    *entry = (at, price);
+                }
+            }
+            latest
+                .into_iter()
+                .map(|((zone, instance_type), (_, price))| SpotPrice {
+                    zone,
+                    instance_type,
+                    price,
+                })
+                .collect()
+        });
+        self.count(OP, result)
+    }
+
+    async fn zones(&self) -> CloudResult<Vec<String>> {
+        const OP: &str = "DescribeAvailabilityZones";
+        self.limits.describe.acquire().await;
+        let result = self
+            .ec2
+            .describe_availability_zones()
+            .send()
+            .await
+            .map_err(|e| classify(OP, e))
+            .map(|out| {
+                out.availability_zones()
+                    .iter()
+                    .filter_map(|z| z.zone_name().map(str::to_string))
+                    .collect()
+            });
+        self.count(OP, result)
+    }
+
+    async fn instances(&self, cluster_tag: &str) -> CloudResult<Vec<Instance>> {
+        const OP: &str = "DescribeInstances";
+        self.limits.describe.acquire().await;
+        let pages: Result<Vec<_>, _> = self
+            .ec2
+            .describe_instances()
+            .filters(
+                ec2::Filter::builder()
+                    .name("tag-key")
+                    .values(cluster_tag)
+                    .build(),
+            )
+            .into_paginator()
+            .send()
+            .try_collect()
+            .await;
+        let result = pages.map_err(|e| classify(OP, e)).map(|pages| {
+            pages
+                .iter()
+                .flat_map(|p| p.reservations())
+                .flat_map(|r| r.instances())
+                .filter(|i| i.tags().iter().any(|t| t.key() == Some(cluster_tag)))
+                .filter_map(|i| {
+                    Some(Instance {
+                        id: i.instance_id()?.to_string(),
+                        instance_type: i
+                            .instance_type()
+                            .map(|t| t.as_str().to_string())
+                            .unwrap_or_default(),
+                        zone: i
+                            .placement()
+                            .and_then(|p| p.availability_zone())
+                            .unwrap_or_default()
+                            .to_string(),
+                        state: i
+                            .state()
+                            .and_then(|s| s.name())
+                            .map(|n| n.as_str().to_string())
+                            .unwrap_or_default(),
+                        spot: i.instance_lifecycle().is_some_and(|l| l.as_str() == "spot"),
+                        launched_at: i.launch_time().map(|t| t.secs()),
+                        tags: tags_of_ec2(i.tags()),
+                    })
+                })
+                .collect()
+        });
+        self.count(OP, result)
+    }
+
+    async fn available_volumes(&self, cluster_tag: &str) -> CloudResult<Vec<Volume>> {
+        const OP: &str = "DescribeVolumes";
+        self.limits.describe.acquire().await;
+        let pages: Result<Vec<_>, _> = self
+            .ec2
+            .describe_volumes()
+            .filters(
+                ec2::Filter::builder()
+                    .name("status")
+                    .values("available")
+                    .build(),
+            )
+            .filters(
+                ec2::Filter::builder()
+                    .name("tag-key")
+                    .values(cluster_tag)
+                    .build(),
+            )
+            .into_paginator()
+            .send()
+            .try_collect()
+            .await;
+        let result = pages.map_err(|e| classify(OP, e)).map(|pages| {
+            pages
+                .iter()
+                .flat_map(|p| p.volumes())
+                .filter(|v| v.tags().iter().any(|t| t.key() == Some(cluster_tag)))
+                .filter_map(|v| {
+                    Some(Volume {
+                        id: v.volume_id()?.to_string(),
+                        size_gib: v.size().unwrap_or(0),
+                        volume_type: v
+                            .volume_type()
+                            .map(|t| t.as_str().to_string())
+                            .unwrap_or_default(),
+                        zone: v.availability_zone().unwrap_or_default().to_string(),
+                        created_at: v.create_time().map(|t| t.secs()),
+                    })
+                })
+                .collect()
+        });
+        self.count(OP, result)
+    }
+
+    async fn terminate_instances(&self, ids: &[String]) -> CloudResult<()> {
+        const OP: &str = "TerminateInstances";
+        self.limits.mutating.acquire().await;
+        let result = self
+            .ec2
+            .terminate_instances()
+            .set_instance_ids(Some(ids.to_vec()))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(OP, e));
+        self.count(OP, result)
+    }
+
+    async fn delete_volume(&self, id: &str) -> CloudResult<()> {
+        const OP: &str = "DeleteVolume";
+        self.limits.mutating.acquire().await;
+        let result = self
+            .ec2
+            .delete_volume()
+            .volume_id(id)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(OP, e));
+        self.count(OP, result)
+    }
+
+    async fn create_tags(
+        &self,
+        ids: &[String],
+        tags: &BTreeMap<String, String>,
+    ) -> CloudResult<()> {
+        const OP: &str = "CreateTags";
+        self.limits.mutating.acquire().await;
+        let tags = tags
+            .iter()
+            .map(|(k, v)| ec2::Tag::builder().key(k).value(v).build())
+            .collect();
+        let result = self
+            .ec2
+            .create_tags()
+            .set_resources(Some(ids.to_vec()))
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(OP, e));
+        self.count(OP, result)
+    }
+
+    async fn groups(&self, selector: &GroupSelector) -> CloudResult<Vec<AutoScalingGroup>> {
+        const OP: &str = "DescribeAutoScalingGroups";
+        self.limits.describe.acquire().await;
+        let mut request = self.autoscaling.describe_auto_scaling_groups();
+        match selector {
+            GroupSelector::Names(names) => {
+                request = request.set_auto_scaling_group_names(Some(names.clone()))
+            }
+            GroupSelector::Tags(tags) => {
+                for (key, value) in tags {
+                    request = request.filters(
+                        asg::Filter::builder()
+                            .name(format!("tag:{key}"))
+                            .values(value)
+                            .build(),
+                    );
+                }
+            }
+        }
+        let pages: Result<Vec<_>, _> = request.into_paginator().send().try_collect().await;
+        let result = pages.map_err(|e| classify(OP, e)).map(|pages| {
+            pages
+                .iter()
+                .flat_map(|p| p.auto_scaling_groups())
+                .map(group_of)
+                // Filters are applied again here: not every endpoint honours tag filters.
+                .filter(|g| match selector {
+                    GroupSelector::Names(names) => names.contains(&g.name),
+                    GroupSelector::Tags(tags) => tags.iter().all(|(k, v)| g.tags.get(k) == Some(v)),
+                })
+                .collect()
+        });
+        self.count(OP, result)
+    }
+
+    async fn update_group(&self, update: &GroupUpdate) -> CloudResult<()> {
+        const OP: &str = "UpdateAutoScalingGroup";
+        self.limits.mutating.acquire().await;
+        let request = self
+            .autoscaling
+            .update_auto_scaling_group()
+            .auto_scaling_group_name(&update.name)
+            .set_mixed_instances_policy(update.mixed.as_ref().map(|m| policy_for(update, m)))
+            .set_min_size(update.min)
+            .set_max_size(update.max)
+            .set_desired_capacity(update.desired);
+        let result = request
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(OP, e));
+        self.count(OP, result)
+    }
+
+    async fn terminate_in_group(
+        &self,
+        instance_id: &str,
+        decrement_desired: bool,
+    ) -> CloudResult<()> {
+        const OP: &str = "TerminateInstanceInAutoScalingGroup";
+        self.limits.mutating.acquire().await;
+        let result = self
+            .autoscaling
+            .terminate_instance_in_auto_scaling_group()
+            .instance_id(instance_id)
+            .should_decrement_desired_capacity(decrement_desired)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(OP, e));
+        self.count(OP, result)
+    }
+
+    async fn receive(
+        &self,
+        queue_url: &str,
+        max: i32,
+        wait_seconds: i32,
+    ) -> CloudResult<Vec<QueueMessage>> {
+        const OP: &str = "ReceiveMessage";
+        let result = self
+            .sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(max.clamp(1, 10))
+            .wait_time_seconds(wait_seconds.clamp(0, 20))
+            .send()
+            .await
+            .map_err(|e| classify(OP, e))
+            .map(|out| {
+                out.messages()
+                    .iter()
+                    .filter_map(|m| {
+                        Some(QueueMessage {
+                            id: m.message_id()?.to_string(),
+                            receipt: m.receipt_handle()?.to_string(),
+                            body: m.body().unwrap_or_default().to_string(),
+                        })
+                    })
+                    .collect()
+            });
+        self.count(OP, result)
+    }
+
+    async fn delete_message(&self, queue_url: &str, receipt: &str) -> CloudResult<()> {
+        const OP: &str = "DeleteMessage";
+        let result = self
+            .sqs
+            .delete_message()
+            .queue_url(queue_url)
+            .receipt_handle(receipt)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(OP, e));
+        self.count(OP, result)
+    }
+}

@@ -1,0 +1,203 @@
+//! An in-memory `Cloud` for fast tests of decisions: it holds groups, instances, volumes, prices and
+//! queue messages, records every mutating call, and can be told to fail the next call. It is never the
+//! only test of anything: `aws.rs` is tested against a moto server.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{
+    AutoScalingGroup, Cloud, CloudError, CloudResult, GroupSelector, GroupUpdate, Instance,
+    InstanceTypeInfo, QueueMessage, SpotPrice, Volume,
+};
+
+/// State of the fake cloud; tests arrange it directly.
+#[derive(Debug, Default)]
+pub struct FakeState {
+    /// Instance types.
+    pub instance_types: Vec<InstanceTypeInfo>,
+    /// Spot prices.
+    pub spot_prices: Vec<SpotPrice>,
+    /// Zones.
+    pub zones: Vec<String>,
+    /// Instances.
+    pub instances: Vec<Instance>,
+    /// Volumes.
+    pub volumes: Vec<Volume>,
+    /// Auto Scaling groups by name.
+    pub groups: BTreeMap<String, AutoScalingGroup>,
+    /// Queue messages by queue URL.
+    pub queues: BTreeMap<String, VecDeque<QueueMessage>>,
+    /// Every mutating call, e.g. `UpdateAutoScalingGroup asg-a`.
+    pub calls: Vec<String>,
+    /// The error the next call returns.
+    pub fail_next: Option<CloudError>,
+}
+
+/// The fake cloud (cheap to clone; clones share state).
+#[derive(Debug, Clone, Default)]
+pub struct FakeCloud {
+    state: Arc<Mutex<FakeState>>,
+}
+
+impl FakeCloud {
+    /// Lock the state to arrange or inspect it.
+    pub fn state(&self) -> MutexGuard<'_, FakeState> {
+        // A poisoned lock only happens after a panicking test; the state is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn call<T>(
+        &self,
+        record: Option<String>,
+        f: impl FnOnce(&mut FakeState) -> CloudResult<T>,
+    ) -> CloudResult<T> {
+        let mut state = self.state();
+        if let Some(err) = state.fail_next.take() {
+            return Err(err);
+        }
+        if let Some(record) = record {
+            state.calls.push(record);
+        }
+        f(&mut state)
+    }
+}
+
+impl Cloud for FakeCloud {
+    async fn instance_types(&self) -> CloudResult<Vec<InstanceTypeInfo>> {
+        self.call(None, |s| Ok(s.instance_types.clone()))
+    }
+
+    async fn spot_prices(&self, instance_types: &[String]) -> CloudResult<Vec<SpotPrice>> {
+        self.call(None, |s| {
+            Ok(s.spot_prices
+                .iter()
+                .filter(|p| instance_types.is_empty() || instance_types.contains(&p.instance_type))
+                .cloned()
+                .collect())
+        })
+    }
+
+    async fn zones(&self) -> CloudResult<Vec<String>> {
+        self.call(None, |s| Ok(s.zones.clone()))
+    }
+
+    async fn instances(&self, cluster_tag: &str) -> CloudResult<Vec<Instance>> {
+        self.call(None, |s| {
+            Ok(s.instances
+                .iter()
+                .filter(|i| i.tags.contains_key(cluster_tag))
+                .cloned()
+                .collect())
+        })
+    }
+
+    async fn available_volumes(&self, _cluster_tag: &str) -> CloudResult<Vec<Volume>> {
+        self.call(None, |s| Ok(s.volumes.clone()))
+    }
+
+    async fn terminate_instances(&self, ids: &[String]) -> CloudResult<()> {
+        self.call(Some(format!("TerminateInstances {}", ids.join(","))), |s| {
+            s.instances.retain(|i| !ids.contains(&i.id));
+            Ok(())
+        })
+    }
+
+    async fn delete_volume(&self, id: &str) -> CloudResult<()> {
+        self.call(Some(format!("DeleteVolume {id}")), |s| {
+            s.volumes.retain(|v| v.id != id);
+            Ok(())
+        })
+    }
+
+    async fn create_tags(
+        &self,
+        ids: &[String],
+        tags: &BTreeMap<String, String>,
+    ) -> CloudResult<()> {
+        self.call(Some(format!("CreateTags {}", ids.join(","))), |s| {
+            for instance in s.instances.iter_mut().filter(|i| ids.contains(&i.id)) {
+                instance.tags.extend(tags.clone());
+            }
+            Ok(())
+        })
+    }
+
+    async fn groups(&self, selector: &GroupSelector) -> CloudResult<Vec<AutoScalingGroup>> {
+        self.call(None, |s| {
+            Ok(s.groups
+                .values()
+                .filter(|g| match selector {
+                    GroupSelector::Names(names) => names.contains(&g.name),
+                    GroupSelector::Tags(tags) => tags.iter().all(|(k, v)| g.tags.get(k) == Some(v)),
+                })
+                .cloned()
+                .collect())
+        })
+    }
+
+    async fn update_group(&self, update: &GroupUpdate) -> CloudResult<()> {
+        self.call(
+            Some(format!("UpdateAutoScalingGroup {}", update.name)),
+            |s| {
+                let group = s
+                    .groups
+                    .get_mut(&update.name)
+                    .ok_or_else(|| CloudError::NotFound {
+                        op: "UpdateAutoScalingGroup",
+                        what: update.name.clone(),
+                        request_id: None,
+                    })?;
+                if let Some(mixed) = &update.mixed {
+                    group.mixed = Some(mixed.clone());
+                }
+                group.min = update.min.unwrap_or(group.min);
+                group.max = update.max.unwrap_or(group.max);
+                group.desired = update.desired.unwrap_or(group.desired);
+                Ok(())
+            },
+        )
+    }
+
+    async fn terminate_in_group(
+        &self,
+        instance_id: &str,
+        decrement_desired: bool,
+    ) -> CloudResult<()> {
+        self.call(
+            Some(format!("TerminateInstanceInAutoScalingGroup {instance_id}")),
+            |s| {
+                for group in s.groups.values_mut() {
+                    if group.instances.iter().any(|i| i == instance_id) {
+                        group.instances.retain(|i| i != instance_id);
+                        if decrement_desired {
+                            group.desired -= 1;
+                        }
+                    }
+                }
+                s.instances.retain(|i| i.id != instance_id);
+                Ok(())
+            },
+        )
+    }
+
+    async fn receive(
+        &self,
+        queue_url: &str,
+        max: i32,
+        _wait_seconds: i32,
+    ) -> CloudResult<Vec<QueueMessage>> {
+        self.call(None, |s| {
+            let queue = s.queues.entry(queue_url.to_string()).or_default();
+            Ok(queue.iter().take(max.max(1) as usize).cloned().collect())
+        })
+    }
+
+    async fn delete_message(&self, queue_url: &str, receipt: &str) -> CloudResult<()> {
+        self.call(Some(format!("DeleteMessage {receipt}")), |s| {
+            if let Some(queue) = s.queues.get_mut(queue_url) {
+                queue.retain(|m| m.receipt != receipt);
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,279 @@
+//! The narrow cloud interface: exactly the AWS calls CloudOptim makes (DESIGN.md section 5), as plain
+//! data in and out. `aws.rs` implements it with the AWS SDK (tested against a moto server); `fake.rs`
+//! is an in-memory implementation that records calls and can be told to fail, for fast decision tests.
+//!
+//! Never GetSpotPlacementScores: interruption risk comes from the public Spot Advisor data.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+pub mod aws;
+pub mod fake;
+pub mod rate;
+pub mod spot_advisor;
+
+/// Why an AWS call failed, with the operation and the AWS request id when there is one.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CloudError {
+    /// The call was throttled and the SDK's retries ran out.
+    #[error(
+        "{op}: throttled by AWS (request id {request_id:?}); retried with backoff, will try again"
+    )]
+    Throttled {
+        /// Operation, e.g. `DescribeAutoScalingGroups`.
+        op: &'static str,
+        /// AWS request id.
+        request_id: Option<String>,
+    },
+    /// The object does not exist.
+    #[error("{op}: {what} not found (request id {request_id:?})")]
+    NotFound {
+        /// Operation.
+        op: &'static str,
+        /// What was missing.
+        what: String,
+        /// AWS request id.
+        request_id: Option<String>,
+    },
+    /// The credentials lack a permission; the chart's IAM policy lists every action needed.
+    #[error(
+        "{op}: access denied (request id {request_id:?}); grant the action in the IAM policy shipped in charts/cloudoptim"
+    )]
+    AccessDenied {
+        /// Operation.
+        op: &'static str,
+        /// AWS request id.
+        request_id: Option<String>,
+    },
+    /// Anything else.
+    #[error("{op}: {message} (request id {request_id:?})")]
+    Other {
+        /// Operation.
+        op: &'static str,
+        /// The error as AWS or the SDK described it.
+        message: String,
+        /// AWS request id.
+        request_id: Option<String>,
+    },
+}
+
+impl CloudError {
+    /// A short label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            CloudError::Throttled { .. } => "throttled",
+            CloudError::NotFound { .. } => "not_found",
+            CloudError::AccessDenied { .. } => "access_denied",
+            CloudError::Other { .. } => "error",
+        }
+    }
+}
+
+/// Result of a cloud call.
+pub type CloudResult<T> = Result<T, CloudError>;
+
+/// An EC2 instance type as DescribeInstanceTypes reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceTypeInfo {
+    /// e.g. `m5.large`.
+    pub name: String,
+    /// vCPUs.
+    pub vcpu: u32,
+    /// Memory, MiB.
+    pub memory_mib: u64,
+    /// `x86_64` or `arm64`.
+    pub arch: String,
+    /// GPUs.
+    pub gpu: u32,
+    /// Whether AWS lists it as current generation.
+    pub current_generation: bool,
+}
+
+/// The latest Spot price of a type in a zone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpotPrice {
+    /// Availability zone.
+    pub zone: String,
+    /// Instance type.
+    pub instance_type: String,
+    /// USD per hour, Linux.
+    pub price: f64,
+}
+
+/// An EC2 instance carrying the cluster tag.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instance {
+    /// `i-...`.
+    pub id: String,
+    /// Instance type.
+    pub instance_type: String,
+    /// Availability zone.
+    pub zone: String,
+    /// `pending`, `running`, `stopping`, ...
+    pub state: String,
+    /// `spot` when it is a Spot instance.
+    pub spot: bool,
+    /// Launch time, seconds since the epoch.
+    pub launched_at: Option<i64>,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// An unattached (`available`) EBS volume carrying the cluster tag.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Volume {
+    /// `vol-...`.
+    pub id: String,
+    /// Size, GiB.
+    pub size_gib: i32,
+    /// Volume type, e.g. `gp3`.
+    pub volume_type: String,
+    /// Availability zone.
+    pub zone: String,
+    /// Creation time, seconds since the epoch.
+    pub created_at: Option<i64>,
+}
+
+/// How an Auto Scaling group mixes instance types and purchase options.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MixedInstances {
+    /// Instance type overrides, in priority order.
+    pub overrides: Vec<String>,
+    /// Nodes always on-demand.
+    pub on_demand_base: i32,
+    /// Percentage of capacity above the base that is on-demand.
+    pub on_demand_percentage_above_base: i32,
+    /// Spot allocation strategy, e.g. `capacity-optimized-prioritized`.
+    pub spot_allocation_strategy: Option<String>,
+}
+
+/// An Auto Scaling group.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AutoScalingGroup {
+    /// Group name.
+    pub name: String,
+    /// Minimum size.
+    pub min: i32,
+    /// Maximum size.
+    pub max: i32,
+    /// Desired capacity.
+    pub desired: i32,
+    /// Instance ids in the group.
+    pub instances: Vec<String>,
+    /// Availability zones.
+    pub zones: Vec<String>,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// The MixedInstancesPolicy, when the group has one.
+    pub mixed: Option<MixedInstances>,
+    /// The launch template the group (or its MixedInstancesPolicy) uses.
+    pub launch_template: Option<LaunchTemplateRef>,
+}
+
+/// A launch template reference.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LaunchTemplateRef {
+    /// Template id.
+    pub id: Option<String>,
+    /// Template name.
+    pub name: Option<String>,
+    /// Version, e.g. `$Latest`.
+    pub version: Option<String>,
+}
+
+/// Which groups to describe.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GroupSelector {
+    /// By name.
+    Names(Vec<String>),
+    /// Every group carrying all of these tags.
+    Tags(BTreeMap<String, String>),
+}
+
+/// A change to an Auto Scaling group; `None` fields are left as they are.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GroupUpdate {
+    /// Group name.
+    pub name: String,
+    /// New MixedInstancesPolicy (overrides and distribution).
+    pub mixed: Option<MixedInstances>,
+    /// The launch template to keep in the MixedInstancesPolicy (from the group as described).
+    pub launch_template: Option<LaunchTemplateRef>,
+    /// New minimum size.
+    pub min: Option<i32>,
+    /// New maximum size.
+    pub max: Option<i32>,
+    /// New desired capacity.
+    pub desired: Option<i32>,
+}
+
+/// A message received from an SQS queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueMessage {
+    /// SQS message id.
+    pub id: String,
+    /// Receipt handle, needed to delete it.
+    pub receipt: String,
+    /// Body (EventBridge JSON).
+    pub body: String,
+}
+
+/// Exactly the AWS calls CloudOptim makes. Every instance or volume acted on must carry the cluster tag:
+/// callers pass the tag and implementations filter by it, so nothing untagged is ever returned.
+pub trait Cloud: Send + Sync + 'static {
+    /// DescribeInstanceTypes (all pages).
+    fn instance_types(&self) -> impl Future<Output = CloudResult<Vec<InstanceTypeInfo>>> + Send;
+    /// DescribeSpotPriceHistory for the last hour, Linux/UNIX; the latest price per (zone, type).
+    fn spot_prices(
+        &self,
+        instance_types: &[String],
+    ) -> impl Future<Output = CloudResult<Vec<SpotPrice>>> + Send;
+    /// DescribeAvailabilityZones: zone names of the region.
+    fn zones(&self) -> impl Future<Output = CloudResult<Vec<String>>> + Send;
+    /// DescribeInstances filtered by the cluster tag key.
+    fn instances(
+        &self,
+        cluster_tag: &str,
+    ) -> impl Future<Output = CloudResult<Vec<Instance>>> + Send;
+    /// DescribeVolumes with status `available` and the cluster tag key.
+    fn available_volumes(
+        &self,
+        cluster_tag: &str,
+    ) -> impl Future<Output = CloudResult<Vec<Volume>>> + Send;
+    /// TerminateInstances.
+    fn terminate_instances(&self, ids: &[String]) -> impl Future<Output = CloudResult<()>> + Send;
+    /// DeleteVolume.
+    fn delete_volume(&self, id: &str) -> impl Future<Output = CloudResult<()>> + Send;
+    /// CreateTags on instances or volumes.
+    fn create_tags(
+        &self,
+        ids: &[String],
+        tags: &BTreeMap<String, String>,
+    ) -> impl Future<Output = CloudResult<()>> + Send;
+    /// DescribeAutoScalingGroups (all pages).
+    fn groups(
+        &self,
+        selector: &GroupSelector,
+    ) -> impl Future<Output = CloudResult<Vec<AutoScalingGroup>>> + Send;
+    /// UpdateAutoScalingGroup.
+    fn update_group(&self, update: &GroupUpdate) -> impl Future<Output = CloudResult<()>> + Send;
+    /// TerminateInstanceInAutoScalingGroup.
+    fn terminate_in_group(
+        &self,
+        instance_id: &str,
+        decrement_desired: bool,
+    ) -> impl Future<Output = CloudResult<()>> + Send;
+    /// SQS ReceiveMessage (long poll).
+    fn receive(
+        &self,
+        queue_url: &str,
+        max: i32,
+        wait_seconds: i32,
+    ) -> impl Future<Output = CloudResult<Vec<QueueMessage>>> + Send;
+    /// SQS DeleteMessage.
+    fn delete_message(
+        &self,
+        queue_url: &str,
+        receipt: &str,
+    ) -> impl Future<Output = CloudResult<()>> + Send;
+}

@@ -1,0 +1,128 @@
+//! Controllers: thin runtime wiring around the pure engine. Each controller is a pipeline
+//! read -> validate -> plan (engine) -> apply -> status, shares one `Context`, writes status with
+//! server-side apply (field manager `cloudoptim`) and records Events and metrics for every action.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::Client;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
+use crate::cloud::Cloud;
+use crate::metrics::Metrics;
+
+pub mod catalog;
+pub mod leader;
+pub mod node_template;
+
+/// The field manager of every write CloudOptim makes.
+pub const FIELD_MANAGER: &str = "cloudoptim";
+
+/// Settings of one operator process.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Cluster name: the cluster tag key is `cloudoptim.io/cluster` with this value... and instances are
+    /// acted on only when they carry it.
+    pub cluster_name: String,
+    /// AWS region of the cluster.
+    pub region: String,
+    /// Change nothing anywhere, whatever the policies say.
+    pub dry_run: bool,
+}
+
+/// What every reconcile gets.
+pub struct Context<C: Cloud> {
+    /// Kubernetes client.
+    pub client: Client,
+    /// The AWS calls.
+    pub cloud: C,
+    /// Metrics registry.
+    pub metrics: Metrics,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// Process settings.
+    pub config: RunConfig,
+    /// Instance types, prices and Spot Advisor data, live where possible.
+    pub catalog: catalog::LiveCatalog,
+}
+
+impl<C: Cloud> Context<C> {
+    /// A context with a recorder reporting as `cloudoptim`.
+    pub fn new(
+        client: Client,
+        cloud: C,
+        metrics: Metrics,
+        config: RunConfig,
+        catalog: catalog::LiveCatalog,
+    ) -> Arc<Self> {
+        let reporter = Reporter {
+            controller: "cloudoptim".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Arc::new(Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            cloud,
+            metrics,
+            config,
+            catalog,
+        })
+    }
+
+    /// Record an Event about `object`; failures are logged, never fatal.
+    pub async fn event(
+        &self,
+        object: &k8s_openapi::api::core::v1::ObjectReference,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_string(),
+            note: Some(note),
+            action: reason.to_string(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, object).await {
+            tracing::warn!(error = %e, reason, "could not record event");
+        }
+    }
+}
+
+/// A condition for status, keeping the previous transition time when the status did not change.
+pub fn condition(
+    previous: &[Condition],
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+) -> Condition {
+    let status = if ok { "True" } else { "False" };
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now()));
+    Condition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message: message.into(),
+        last_transition_time,
+        observed_generation: generation,
+    }
+}
+
+/// Labels of an object, or an empty map.
+pub fn labels_of(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> BTreeMap<String, String> {
+    meta.labels.clone().unwrap_or_default()
+}

@@ -1,0 +1,225 @@
+//! Prometheus metrics (prefix `cloudoptim_`, DESIGN.md section 9): one registry, every metric defined
+//! here, and a guard that records a reconcile's duration when dropped.
+
+use std::time::Instant;
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Errors building the metrics registry (only at start-up).
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// A metric could not be created or registered.
+    #[error("registering metric: {0}")]
+    Register(#[from] prometheus::Error),
+}
+
+/// Every metric CloudOptim exports.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `cloudoptim_nodes{capacity_type,template}`.
+    pub nodes: IntGaugeVec,
+    /// `cloudoptim_node_hourly_cost_dollars{node,instance_type,zone,capacity_type}`.
+    pub node_hourly_cost: GaugeVec,
+    /// OpenCost-compatible `node_total_hourly_cost{node,instance_type,region,arch}`.
+    pub node_total_hourly_cost: GaugeVec,
+    /// `cloudoptim_estimated_savings_dollars_per_hour{policy}`.
+    pub estimated_savings: GaugeVec,
+    /// `cloudoptim_interruptions_total{kind}`.
+    pub interruptions: IntCounterVec,
+    /// `cloudoptim_drains_total{result}`.
+    pub drains: IntCounterVec,
+    /// `cloudoptim_drain_duration_seconds`.
+    pub drain_duration: HistogramVec,
+    /// `cloudoptim_evictions_total{result}`.
+    pub evictions: IntCounterVec,
+    /// `cloudoptim_consolidation_actions_total{action,result}`.
+    pub consolidation_actions: IntCounterVec,
+    /// `cloudoptim_hibernation_state{schedule}` (0 awake, 1 hibernating, 2 waking up, 3 suspended).
+    pub hibernation_state: IntGaugeVec,
+    /// `cloudoptim_risk_flags{source}`.
+    pub risk_flags: IntGaugeVec,
+    /// `cloudoptim_reconcile_duration_seconds{controller}`.
+    pub reconcile_duration: HistogramVec,
+    /// `cloudoptim_reconcile_errors_total{controller,reason}`.
+    pub reconcile_errors: IntCounterVec,
+    /// `cloudoptim_aws_api_calls_total{op,result}`.
+    pub aws_api_calls: IntCounterVec,
+    /// `cloudoptim_spot_advisor_stale` (1 when the last refresh failed and an older copy is used).
+    pub spot_advisor_stale: IntGaugeVec,
+}
+
+impl Metrics {
+    /// Create and register every metric in a new registry.
+    pub fn new() -> Result<Metrics, MetricsError> {
+        let registry = Registry::new();
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, MetricsError> {
+                let metric =
+                    IntCounterVec::new(Opts::new(format!("cloudoptim_{name}"), help), labels)?;
+                registry.register(Box::new(metric.clone()))?;
+                Ok(metric)
+            };
+        let int_gauge =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, MetricsError> {
+                let metric =
+                    IntGaugeVec::new(Opts::new(format!("cloudoptim_{name}"), help), labels)?;
+                registry.register(Box::new(metric.clone()))?;
+                Ok(metric)
+            };
+        let gauge = |name: &str, help: &str, labels: &[&str]| -> Result<GaugeVec, MetricsError> {
+            let metric = GaugeVec::new(Opts::new(name.to_string(), help), labels)?;
+            registry.register(Box::new(metric.clone()))?;
+            Ok(metric)
+        };
+        let histogram = |name: &str,
+                         help: &str,
+                         labels: &[&str],
+                         buckets: Vec<f64>|
+         -> Result<HistogramVec, MetricsError> {
+            let metric = HistogramVec::new(
+                HistogramOpts::new(format!("cloudoptim_{name}"), help).buckets(buckets),
+                labels,
+            )?;
+            registry.register(Box::new(metric.clone()))?;
+            Ok(metric)
+        };
+        let fast = vec![0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+        let slow = vec![1.0, 5.0, 10.0, 30.0, 60.0, 90.0, 120.0, 300.0, 600.0];
+        Ok(Metrics {
+            nodes: int_gauge(
+                "nodes",
+                "Nodes by capacity type and NodeTemplate.",
+                &["capacity_type", "template"],
+            )?,
+            node_hourly_cost: gauge(
+                "cloudoptim_node_hourly_cost_dollars",
+                "Hourly cost of a node, USD.",
+                &["node", "instance_type", "zone", "capacity_type"],
+            )?,
+            node_total_hourly_cost: gauge(
+                "node_total_hourly_cost",
+                "OpenCost-compatible total hourly cost of a node, USD.",
+                &["node", "instance_type", "region", "arch"],
+            )?,
+            estimated_savings: gauge(
+                "cloudoptim_estimated_savings_dollars_per_hour",
+                "Estimated savings against the same nodes on-demand, USD per hour.",
+                &["policy"],
+            )?,
+            interruptions: counter(
+                "interruptions_total",
+                "Interruption notices handled, by kind.",
+                &["kind"],
+            )?,
+            drains: counter("drains_total", "Node drains, by result.", &["result"])?,
+            drain_duration: histogram(
+                "drain_duration_seconds",
+                "Time to drain a node.",
+                &[],
+                slow,
+            )?,
+            evictions: counter(
+                "evictions_total",
+                "Pod evictions through the Eviction API, by result.",
+                &["result"],
+            )?,
+            consolidation_actions: counter(
+                "consolidation_actions_total",
+                "Consolidation actions, by action and result.",
+                &["action", "result"],
+            )?,
+            hibernation_state: int_gauge(
+                "hibernation_state",
+                "State of a HibernationSchedule: 0 Awake, 1 Hibernating, 2 WakingUp, 3 Suspended.",
+                &["schedule"],
+            )?,
+            risk_flags: int_gauge(
+                "risk_flags",
+                "Active SpotRiskFlags, by source.",
+                &["source"],
+            )?,
+            reconcile_duration: histogram(
+                "reconcile_duration_seconds",
+                "Duration of one reconcile, by controller.",
+                &["controller"],
+                fast,
+            )?,
+            reconcile_errors: counter(
+                "reconcile_errors_total",
+                "Failed reconciles, by controller and error reason.",
+                &["controller", "reason"],
+            )?,
+            aws_api_calls: counter(
+                "aws_api_calls_total",
+                "AWS API calls, by operation and result.",
+                &["op", "result"],
+            )?,
+            spot_advisor_stale: int_gauge(
+                "spot_advisor_stale",
+                "1 when the last Spot Advisor refresh failed and an older copy is in use.",
+                &["source"],
+            )?,
+            registry,
+        })
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        // Encoding into a Vec cannot fail for the text format.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        String::from_utf8_lossy(&buffer).into_owned()
+    }
+
+    /// Start timing a reconcile of `controller`; the duration is recorded when the guard drops.
+    pub fn reconcile_timer(&self, controller: &'static str) -> ReconcileTimer {
+        ReconcileTimer {
+            histogram: self.reconcile_duration.clone(),
+            controller,
+            start: Instant::now(),
+        }
+    }
+}
+
+/// Records a reconcile's duration when dropped.
+pub struct ReconcileTimer {
+    histogram: HistogramVec,
+    controller: &'static str,
+    start: Instant,
+}
+
+impl Drop for ReconcileTimer {
+    fn drop(&mut self) {
+        self.histogram
+            .with_label_values(&[self.controller])
+            .observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_exported_with_the_prefix_once_touched() {
+        let metrics = Metrics::new().expect("registry builds");
+        metrics
+            .aws_api_calls
+            .with_label_values(&["DescribeAutoScalingGroups", "ok"])
+            .inc();
+        {
+            let _timer = metrics.reconcile_timer("node_template");
+        }
+        let text = metrics.render();
+        assert!(text.contains(
+            "cloudoptim_aws_api_calls_total{op=\"DescribeAutoScalingGroups\",result=\"ok\"} 1"
+        ));
+        assert!(text.contains(
+            "cloudoptim_reconcile_duration_seconds_count{controller=\"node_template\"} 1"
+        ));
+    }
+}
