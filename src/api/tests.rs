@@ -346,10 +346,8 @@ fn committed_crd_files_match_the_code() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
     for crd in crds() {
         let name = crd.metadata.name.clone().unwrap_or_default();
-        let committed =
-            std::fs::read_to_string(dir.join(format!("{name}.yaml"))).unwrap_or_else(|e| {
-                panic!("crds/{name}.yaml: {e}; run scripts/update-crds.sh")
-            });
+        let committed = std::fs::read_to_string(dir.join(format!("{name}.yaml")))
+            .unwrap_or_else(|e| panic!("crds/{name}.yaml: {e}; run scripts/update-crds.sh"));
         let generated = format!("---\n{}", serde_yaml::to_string(&crd).expect("serialises"));
         assert!(
             committed == generated,
