@@ -117,6 +117,12 @@ impl Operator {
 
 impl Drop for Operator {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- cloudoptim run log (last lines) ---\n{}",
+                self.log_tail()
+            );
+        }
         self.kill();
     }
 }

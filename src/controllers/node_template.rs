@@ -214,6 +214,30 @@ fn active_flags(flags: &[SpotRiskFlag], region: &str, now: i64) -> (Vec<FlaggedP
     (pairs, next_expiry)
 }
 
+/// The instance types to write as overrides, best first. Ranking keeps the on-demand candidate of a
+/// flagged (zone, type); the overrides are shared by Spot and on-demand launches, so a type is left out
+/// here wherever it is flagged, unless nothing else is left.
+fn override_types<'c>(
+    ranking: &Ranking<'c>,
+    flagged: &[FlaggedPair],
+    max_types: usize,
+) -> Vec<&'c str> {
+    let is_flagged = |t: &str, z: &str| flagged.iter().any(|f| f.instance_type == t && f.zone == z);
+    let mut types: Vec<&'c str> = Vec::with_capacity(max_types);
+    for c in &ranking.candidates {
+        if types.len() == max_types {
+            break;
+        }
+        if !types.contains(&c.instance_type) && !is_flagged(c.instance_type, c.zone) {
+            types.push(c.instance_type);
+        }
+    }
+    if types.is_empty() {
+        return ranking.top_instance_types(max_types);
+    }
+    types
+}
+
 fn candidate_status(ranking: &Ranking<'_>) -> Vec<CandidateStatus> {
     ranking
         .candidates
@@ -302,7 +326,7 @@ async fn plan_and_apply<C: Cloud>(
     )
     .map_err(Error::Requirements)?;
     let max_types = usize::try_from(template.spec.requirements.max_types).unwrap_or(20);
-    let top = ranking.top_instance_types(max_types);
+    let top = override_types(&ranking, &flagged, max_types);
     let bases = split_base(mix.on_demand_base, groups.len());
     // apply
     let mut updated = Vec::new();
@@ -423,6 +447,7 @@ pub async fn reconcile<C: Cloud>(
                 ctx.event(&reference, false, "RankingUpdated", note).await;
             }
             write_status(&api, &template, &status).await?;
+            tracing::info!(template = %template.name_any(), updated = ?outcome.updated, note = %outcome.note, "ranked");
             Ok(Action::requeue(outcome.requeue))
         }
         Err(error) => {
@@ -490,8 +515,9 @@ pub async fn run<C: Cloud>(
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "controller event");
+            match result {
+                Ok((object, _)) => tracing::debug!(template = %object.name, "reconciled"),
+                Err(e) => tracing::warn!(error = %e, "NodeTemplate controller"),
             }
         })
         .await;
