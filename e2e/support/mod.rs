@@ -67,6 +67,11 @@ fn peer_env(name: &str) -> Option<String> {
     })
 }
 
+/// A peer's path from the environment or the cache's env.sh.
+pub fn peer_env_public(name: &str) -> Option<String> {
+    peer_env(name)
+}
+
 /// Start a watchdog that runs `cleanup` (a shell command) once this process exits.
 pub fn watchdog(cleanup: &str) {
     let script = format!(
