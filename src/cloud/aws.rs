@@ -91,10 +91,12 @@ where
     R: std::fmt::Debug,
     SdkError<E, R>: RequestId,
 {
-    let request_id = err.request_id().map(str::to_string);
+    let mut request_id = err.request_id().map(str::to_string);
     let (code, message) = match &err {
         SdkError::ServiceError(service) => {
             let e = service.err();
+            // Query-protocol APIs (EC2, Auto Scaling) carry the request id in the error body.
+            request_id = e.meta().request_id().map(str::to_string).or(request_id);
             (
                 e.code().unwrap_or_default().to_string(),
                 e.message().unwrap_or_default().to_string(),
