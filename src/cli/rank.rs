@@ -1,10 +1,25 @@
-//! `cloudoptim rank`: ranked Spot candidates for a region.
+//! `cloudoptim rank`: ranked Spot and on-demand candidates for a region (DESIGN.md sections 4 and 8).
+//!
+//! The NodeTemplate and SpotRiskFlag files are read into small private structs holding only the fields
+//! used here, so this command does not depend on the CRD types' Kubernetes plumbing.
 
-use std::path::PathBuf;
+use std::collections::HashSet;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
 
+use chrono::{DateTime, Utc};
 use clap::Args;
+use serde::Deserialize;
 
 use super::{CliError, OutputFormat};
+use crate::engine::catalog::{Arch, Catalog};
+use crate::engine::ranking::{
+    CapacityType, FlaggedPair, RankError, RankedCandidate, Ranking, Requirements, Strategy,
+    Weights, rank,
+};
+
+/// Rows shown by the table output when `--limit` is not given.
+const DEFAULT_TABLE_ROWS: usize = 20;
 
 /// Arguments of `cloudoptim rank`.
 #[derive(Debug, Args)]
@@ -24,9 +39,536 @@ pub struct RankArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
+    /// Show only the best N candidates. Default: 20 for the table, all for JSON.
+    #[arg(long)]
+    pub limit: Option<usize>,
 }
 
-/// Delivered by the decision-engine issue.
-pub fn run(_args: &RankArgs) -> Result<(), CliError> {
-    Err(CliError::NotImplemented("rank"))
+/// Ranks the candidates of `--region` and prints them best first.
+pub fn run(args: &RankArgs) -> Result<(), CliError> {
+    let loaded;
+    let catalog = match &args.catalog {
+        Some(dir) => {
+            loaded = Catalog::from_dir(dir)
+                .map_err(|e| CliError::BadInput(format!("--catalog: {e}")))?;
+            &loaded
+        }
+        None => Catalog::embedded(),
+    };
+    if !catalog.regions().any(|r| r == args.region) {
+        let known: Vec<&str> = catalog.regions().collect();
+        return Err(CliError::BadInput(format!(
+            "--region {}: not in the catalog; known regions: {}",
+            args.region,
+            known.join(", ")
+        )));
+    }
+    let template = match &args.template {
+        Some(path) => load_template(path)?,
+        None => Template::default(),
+    };
+    let flags = match &args.flags {
+        Some(path) => load_flags(path, &args.region, Utc::now())?,
+        None => Vec::new(),
+    };
+    let ranking = rank(
+        catalog,
+        &args.region,
+        &template.requirements,
+        template.weights,
+        &flags,
+    )
+    .map_err(|e| rank_error(e, args.template.as_deref()))?;
+    let report = Report {
+        args,
+        catalog,
+        template: &template,
+        flags: flags.len(),
+        ranking: &ranking,
+    };
+    let mut out = BufWriter::new(io::stdout().lock());
+    let written = match args.output {
+        OutputFormat::Json => report.write_json(&mut out),
+        OutputFormat::Table => report.write_table(&mut out),
+    };
+    match written.and_then(|()| out.flush()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+            Err(CliError::Failed(format!("writing the ranking: {e}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn rank_error(error: RankError, template: Option<&Path>) -> CliError {
+    match (error, template) {
+        (RankError::Invalid { field, problem }, Some(path)) => {
+            CliError::BadInput(format!("{}: spec.{field}: {problem}", path.display()))
+        }
+        (error @ RankError::NoCandidates { .. }, Some(path)) => {
+            CliError::BadInput(format!("{error} (spec.requirements of {})", path.display()))
+        }
+        (error, _) => CliError::BadInput(error.to_string()),
+    }
+}
+
+/// What a NodeTemplate contributes to a ranking.
+struct Template {
+    requirements: Requirements,
+    weights: Weights,
+    /// How the weights were chosen, for the table's header.
+    weights_source: String,
+}
+
+impl Default for Template {
+    fn default() -> Self {
+        Template {
+            requirements: Requirements::default(),
+            weights: Strategy::default().weights(),
+            weights_source: format!("strategy {:?}", Strategy::default()),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TemplateDoc {
+    #[serde(default)]
+    api_version: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    spec: TemplateSpec,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct TemplateSpec {
+    #[serde(default)]
+    requirements: RequirementsDoc,
+    #[serde(default)]
+    strategy: Option<Strategy>,
+    #[serde(default)]
+    weights: Option<WeightsDoc>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RequirementsDoc {
+    #[serde(default)]
+    families: Vec<String>,
+    #[serde(default)]
+    exclude_types: Vec<String>,
+    #[serde(default)]
+    architectures: Vec<Arch>,
+    #[serde(default)]
+    min_vcpu: Option<u32>,
+    #[serde(default)]
+    max_vcpu: Option<u32>,
+    #[serde(default, rename = "minMemoryGiB")]
+    min_memory_gib: Option<f64>,
+    #[serde(default, rename = "maxMemoryGiB")]
+    max_memory_gib: Option<f64>,
+    #[serde(default)]
+    zones: Vec<String>,
+    #[serde(default)]
+    capacity_types: Vec<CapacityType>,
+    #[serde(default)]
+    current_generation_only: Option<bool>,
+    #[serde(default)]
+    max_types: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WeightsDoc {
+    price: f64,
+    risk: f64,
+}
+
+fn read(path: &Path, flag: &str) -> Result<String, CliError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| CliError::BadInput(format!("{flag} {}: {e}", path.display())))
+}
+
+fn load_template(path: &Path) -> Result<Template, CliError> {
+    let bad = |what: String| CliError::BadInput(format!("{}: {what}", path.display()));
+    let doc: TemplateDoc =
+        serde_yaml::from_str(&read(path, "--template")?).map_err(|e| bad(e.to_string()))?;
+    match doc.kind.as_deref() {
+        Some("NodeTemplate") => {}
+        Some(other) => return Err(bad(format!("kind: expected NodeTemplate, found {other}"))),
+        None => return Err(bad("kind: missing; expected NodeTemplate".into())),
+    }
+    if let Some(api_version) = doc.api_version.filter(|v| !v.starts_with("cloudoptim.io/")) {
+        return Err(bad(format!(
+            "apiVersion: expected cloudoptim.io/v1alpha1, found {api_version}"
+        )));
+    }
+    let r = doc.spec.requirements;
+    let defaults = Requirements::default();
+    let requirements = Requirements {
+        families: r.families,
+        exclude_types: r.exclude_types,
+        architectures: r.architectures,
+        min_vcpu: r.min_vcpu,
+        max_vcpu: r.max_vcpu,
+        min_memory_gib: r.min_memory_gib,
+        max_memory_gib: r.max_memory_gib,
+        zones: r.zones,
+        capacity_types: r.capacity_types,
+        current_generation_only: r
+            .current_generation_only
+            .unwrap_or(defaults.current_generation_only),
+        max_types: r.max_types.unwrap_or(defaults.max_types),
+    };
+    requirements
+        .validate()
+        .map_err(|e| rank_error(e, Some(path)))?;
+    let strategy = doc.spec.strategy.unwrap_or_default();
+    let (weights, weights_source) = match doc.spec.weights {
+        Some(w) => {
+            let weights = Weights::new(w.price, w.risk).map_err(|e| rank_error(e, Some(path)))?;
+            (weights, "spec.weights".to_string())
+        }
+        None => (strategy.weights(), format!("strategy {strategy:?}")),
+    };
+    Ok(Template {
+        requirements,
+        weights,
+        weights_source,
+    })
+}
+
+#[derive(Deserialize)]
+struct FlagDoc {
+    #[serde(default)]
+    kind: Option<String>,
+    spec: FlagSpec,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FlagSpec {
+    region: String,
+    zone: String,
+    instance_type: String,
+    #[serde(default)]
+    expires_at: Option<String>,
+}
+
+/// The (zone, type) pairs of the flags in `path` that belong to `region` and have not expired at `now`.
+/// The file is a YAML list, a `kind: List` with `items`, or a stream of documents (each a flag or a list).
+/// A flag without `spec.expiresAt` counts as active.
+fn load_flags(path: &Path, region: &str, now: DateTime<Utc>) -> Result<Vec<FlaggedPair>, CliError> {
+    let text = read(path, "--flags")?;
+    let bad = |place: &str, what: String| {
+        CliError::BadInput(format!("{}: {place}: {what}", path.display()))
+    };
+    let mut pairs = Vec::new();
+    for (d, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+        let place = format!("document {}", d + 1);
+        let value =
+            serde_yaml::Value::deserialize(document).map_err(|e| bad(&place, e.to_string()))?;
+        for (i, item) in flag_items(value)
+            .map_err(|e| bad(&place, e))?
+            .into_iter()
+            .enumerate()
+        {
+            let place = format!("{place}, item {}", i + 1);
+            let flag: FlagDoc =
+                serde_yaml::from_value(item).map_err(|e| bad(&place, e.to_string()))?;
+            if let Some(kind) = flag.kind.filter(|k| k != "SpotRiskFlag") {
+                return Err(bad(
+                    &place,
+                    format!("kind: expected SpotRiskFlag, found {kind}"),
+                ));
+            }
+            let spec = flag.spec;
+            if let Some(expires_at) = &spec.expires_at {
+                let at = DateTime::parse_from_rfc3339(expires_at).map_err(|e| {
+                    bad(
+                        &place,
+                        format!("spec.expiresAt: `{expires_at}` is not an RFC 3339 time ({e})"),
+                    )
+                })?;
+                if at <= now {
+                    continue;
+                }
+            }
+            if spec.region == region {
+                pairs.push(FlaggedPair {
+                    zone: spec.zone,
+                    instance_type: spec.instance_type,
+                });
+            }
+        }
+    }
+    Ok(pairs)
+}
+
+/// The flag objects of one YAML document.
+fn flag_items(value: serde_yaml::Value) -> Result<Vec<serde_yaml::Value>, String> {
+    use serde_yaml::Value;
+    match value {
+        Value::Null => Ok(Vec::new()),
+        Value::Sequence(items) => Ok(items),
+        Value::Mapping(mut map) if map.get("kind").and_then(Value::as_str) == Some("List") => {
+            match map.remove("items") {
+                Some(Value::Sequence(items)) => Ok(items),
+                Some(Value::Null) | None => Ok(Vec::new()),
+                Some(_) => Err("items: expected a list of SpotRiskFlag objects".into()),
+            }
+        }
+        Value::Mapping(map) => Ok(vec![Value::Mapping(map)]),
+        _ => Err("expected a SpotRiskFlag, a list of them, or a `kind: List`".into()),
+    }
+}
+
+/// Everything the output needs.
+struct Report<'a> {
+    args: &'a RankArgs,
+    catalog: &'a Catalog,
+    template: &'a Template,
+    flags: usize,
+    ranking: &'a Ranking<'a>,
+}
+
+impl Report<'_> {
+    fn shown(&self, default: usize) -> &[RankedCandidate<'_>] {
+        let candidates = &self.ranking.candidates;
+        &candidates[..self.args.limit.unwrap_or(default).min(candidates.len())]
+    }
+
+    fn write_json(&self, out: &mut impl Write) -> io::Result<()> {
+        serde_json::to_writer_pretty(&mut *out, self.shown(usize::MAX))?;
+        writeln!(out)
+    }
+
+    fn write_table(&self, out: &mut impl Write) -> io::Result<()> {
+        let candidates = &self.ranking.candidates;
+        let types: HashSet<&str> = candidates.iter().map(|c| c.instance_type).collect();
+        let weights = self.template.weights;
+        writeln!(
+            out,
+            "Ranking for {}: {} candidates ({} instance types), {} (price {}, risk {}); lower score is better.",
+            self.args.region,
+            candidates.len(),
+            types.len(),
+            self.template.weights_source,
+            weights.price,
+            weights.risk
+        )?;
+        if self.catalog.is_sample() {
+            writeln!(
+                out,
+                "Catalog: embedded sample data. Spot prices and Spot Advisor buckets are generated by a \
+                 documented rule, not market data (data/catalog/README.md); use --catalog DIR for real data."
+            )?;
+        } else if let Some(dir) = &self.args.catalog {
+            writeln!(out, "Catalog: {}", dir.display())?;
+        }
+        if self.args.flags.is_some() {
+            let removed = self.ranking.flagged_removed;
+            writeln!(
+                out,
+                "Risk flags: {} active in this region; {removed} flagged spot candidates left out.",
+                self.flags
+            )?;
+        }
+        if self.ranking.all_flagged() {
+            writeln!(
+                out,
+                "Every candidate is flagged: they are kept (nothing else is left) and marked FLAGGED."
+            )?;
+        }
+        writeln!(out)?;
+        writeln!(
+            out,
+            "{:>4}  {:<16} {:<12} {:<9} {:>5} {:>8} {:>10} {:>10} {:>6} {:>10} {:>6}",
+            "RANK",
+            "INSTANCE TYPE",
+            "ZONE",
+            "CAPACITY",
+            "VCPU",
+            "MEM GIB",
+            "$/HOUR",
+            "$/VCPU-H",
+            "P-NORM",
+            "RISK",
+            "SCORE"
+        )?;
+        let shown = self.shown(DEFAULT_TABLE_ROWS);
+        for (i, c) in shown.iter().enumerate() {
+            self.write_row(out, i + 1, c)?;
+        }
+        if shown.len() < candidates.len() {
+            writeln!(
+                out,
+                "\nShowing {} of {}; --limit N for more, -o json for every field.",
+                shown.len(),
+                candidates.len()
+            )?;
+        }
+        Ok(())
+    }
+
+    fn write_row(
+        &self,
+        out: &mut impl Write,
+        rank: usize,
+        c: &RankedCandidate<'_>,
+    ) -> io::Result<()> {
+        let (vcpu, memory) = self
+            .catalog
+            .instance_type(c.instance_type)
+            .map_or((0, 0.0), |t| (t.vcpu, t.memory_gib()));
+        let risk = match (c.capacity_type, c.risk_bucket) {
+            (CapacityType::OnDemand, _) => format!("{:.2}", c.risk),
+            (CapacityType::Spot, Some(r)) => format!("{:.2} (r{r})", c.risk),
+            (CapacityType::Spot, None) => format!("{:.2} (r?)", c.risk),
+        };
+        writeln!(
+            out,
+            "{rank:>4}  {:<16} {:<12} {:<9} {vcpu:>5} {memory:>8.1} {:>10.6} {:>10.6} {:>6.3} {risk:>10} {:>6.3}{}",
+            c.instance_type,
+            c.zone,
+            c.capacity_type.as_str(),
+            c.price_per_hour,
+            c.price_per_vcpu_hour,
+            c.price_norm,
+            c.score,
+            if c.flagged { "  FLAGGED" } else { "" }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_file(name: &str, content: &str) -> PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("cloudoptim-rank-{}-{name}", std::process::id()));
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-23T10:20:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    const FLAG: &str = "apiVersion: cloudoptim.io/v1alpha1\nkind: SpotRiskFlag\nspec:\n  region: us-east-1\n  \
+                        zone: us-east-1a\n  instanceType: m5.large\n  expiresAt: \"2026-11-23T10:35:00Z\"\n";
+
+    #[test]
+    fn flags_are_read_from_a_list_a_kind_list_and_a_document_stream() {
+        let list = FLAG
+            .lines()
+            .map(|l| format!("  {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .replacen("  ", "- ", 1);
+        let kind_list = format!("kind: List\nitems:\n{list}\n");
+        let stream = format!("{FLAG}---\n{}", FLAG.replace("us-east-1a", "us-east-1b"));
+        for (name, text, expected) in [
+            ("list", list.as_str(), 1),
+            ("kindlist", &kind_list, 1),
+            ("stream", &stream, 2),
+        ] {
+            let path = temp_file(name, text);
+            let pairs = load_flags(&path, "us-east-1", now()).unwrap();
+            assert_eq!(pairs.len(), expected, "{name}: {text}");
+            assert_eq!(
+                pairs[0],
+                FlaggedPair {
+                    zone: "us-east-1a".into(),
+                    instance_type: "m5.large".into()
+                }
+            );
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+
+    #[test]
+    fn expired_flags_and_other_regions_are_ignored() {
+        let text = format!(
+            "{}---\n{}",
+            FLAG.replace("10:35", "10:19"),
+            FLAG.replace("region: us-east-1", "region: eu-west-1")
+        );
+        let path = temp_file("ignored", &text);
+        assert!(load_flags(&path, "us-east-1", now()).unwrap().is_empty());
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn bad_flag_names_document_item_and_field() {
+        let path = temp_file(
+            "bad-flag",
+            &format!(
+                "{FLAG}---\n{}",
+                FLAG.replace("2026-11-23T10:35:00Z", "soon")
+            ),
+        );
+        let err = load_flags(&path, "us-east-1", now())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("document 2, item 1: spec.expiresAt: `soon`"),
+            "{err}"
+        );
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn template_fields_become_requirements_and_weights() {
+        let path = temp_file(
+            "template",
+            "apiVersion: cloudoptim.io/v1alpha1\nkind: NodeTemplate\nmetadata: {name: t}\nspec:\n  \
+             autoScalingGroups: {names: [a]}\n  requirements:\n    families: [m5]\n    minMemoryGiB: 4\n    \
+             capacityTypes: [spot]\n    architectures: [arm64]\n    currentGenerationOnly: false\n  \
+             strategy: Stable\n",
+        );
+        let t = load_template(&path).unwrap();
+        assert_eq!(t.requirements.families, ["m5"]);
+        assert_eq!(t.requirements.min_memory_gib, Some(4.0));
+        assert_eq!(t.requirements.capacity_types, [CapacityType::Spot]);
+        assert_eq!(t.requirements.architectures, [Arch::Arm64]);
+        assert!(!t.requirements.current_generation_only);
+        assert_eq!(t.weights, Strategy::Stable.weights());
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn template_errors_name_the_field_path() {
+        let head = "apiVersion: cloudoptim.io/v1alpha1\nkind: NodeTemplate\nspec:\n";
+        let cases = [
+            (
+                "  requirements:\n    minVcpu: four\n",
+                "spec.requirements.minVcpu",
+            ),
+            (
+                "  requirements:\n    minVCPU: 4\n",
+                "unknown field `minVCPU`",
+            ),
+            (
+                "  requirements:\n    minVcpu: 8\n    maxVcpu: 4\n",
+                "spec.requirements.maxVcpu",
+            ),
+            (
+                "  weights: {price: 0.9, risk: 0.3}\n",
+                "spec.weights: price + risk",
+            ),
+            ("  strategy: Fastest\n", "spec.strategy"),
+        ];
+        for (i, (body, expected)) in cases.into_iter().enumerate() {
+            let path = temp_file(&format!("bad-template-{i}"), &format!("{head}{body}"));
+            let err = load_template(&path).err().unwrap().to_string();
+            assert!(err.contains(expected), "{body}: {err}");
+            assert!(err.contains(&path.display().to_string()), "{err}");
+            std::fs::remove_file(path).unwrap();
+        }
+    }
 }
