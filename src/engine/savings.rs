@@ -7,7 +7,9 @@
 //!   less spot than `spot.percentage`, the on-demand nodes whose conversion saves most (same type, same
 //!   zone, at the spot price) are counted as spot. The number of spot nodes is rounded down, in favour of
 //!   on-demand, as EC2 Auto Scaling does. A cluster already above the target is left as it is (the
-//!   estimate never adds cost). Nodes annotated do-not-disrupt are never converted.
+//!   estimate never adds cost). Nodes annotated do-not-disrupt, and the `pinned` nodes the caller names
+//!   (e.g. nodes the planner keeps for a pinned pod or a PDB), are never converted: converting a node
+//!   means replacing it.
 //! - "Savings vs on-demand" compares the optimised cost with the current nodes all billed on demand.
 
 use crate::engine::snapshot::{CapacityType, NodeId, Snapshot};
@@ -102,14 +104,25 @@ fn price(value: Option<f64>) -> Option<f64> {
     value.filter(|p| p.is_finite() && *p >= 0.0)
 }
 
-/// Cost of `snapshot` now and once `removed` are gone and the kept nodes follow `target`.
-pub fn estimate(snapshot: &Snapshot, removed: &[NodeId], target: Option<SpotTarget>) -> CostReport {
-    let mut is_removed = vec![false; snapshot.nodes.len()];
-    for id in removed {
-        if let Some(slot) = is_removed.get_mut(id.index()) {
-            *slot = true;
+/// Cost of `snapshot` now and once `removed` are gone and the kept nodes (except `pinned` ones) follow
+/// `target`.
+pub fn estimate(
+    snapshot: &Snapshot,
+    removed: &[NodeId],
+    pinned: &[NodeId],
+    target: Option<SpotTarget>,
+) -> CostReport {
+    let flags = |ids: &[NodeId]| {
+        let mut set = vec![false; snapshot.nodes.len()];
+        for id in ids {
+            if let Some(slot) = set.get_mut(id.index()) {
+                *slot = true;
+            }
         }
-    }
+        set
+    };
+    let is_removed = flags(removed);
+    let is_pinned = flags(pinned);
     let mut current_mix = Mix::default();
     let mut kept_mix = Mix::default();
     let mut on_demand_equivalent = 0.0;
@@ -127,7 +140,7 @@ pub fn estimate(snapshot: &Snapshot, removed: &[NodeId], target: Option<SpotTarg
         }
     }
     let (spot_conversions, spot_mix_hourly, optimized_mix) =
-        apply_spot_target(snapshot, &is_removed, kept_mix, target);
+        apply_spot_target(snapshot, &is_removed, &is_pinned, kept_mix, target);
     let current_hourly = current_mix.hourly();
     let optimized_hourly = optimized_mix.hourly();
     let savings_hourly = (current_hourly - optimized_hourly).max(0.0);
@@ -162,6 +175,7 @@ pub fn estimate(snapshot: &Snapshot, removed: &[NodeId], target: Option<SpotTarg
 fn apply_spot_target(
     snapshot: &Snapshot,
     is_removed: &[bool],
+    is_pinned: &[bool],
     kept: Mix,
     target: Option<SpotTarget>,
 ) -> (Vec<NodeId>, f64, Mix) {
@@ -177,7 +191,10 @@ fn apply_spot_target(
         .iter()
         .enumerate()
         .filter(|(i, n)| {
-            !is_removed[*i] && n.capacity_type == CapacityType::OnDemand && !n.do_not_disrupt
+            !is_removed[*i]
+                && !is_pinned[*i]
+                && n.capacity_type == CapacityType::OnDemand
+                && !n.do_not_disrupt
         })
         .filter_map(|(i, n)| {
             let now = price(n.hourly_price)?;
@@ -231,7 +248,7 @@ mod tests {
 
     #[test]
     fn removing_nodes_saves_their_price_monthly_at_730_hours() {
-        let r = estimate(&cluster(), &[NodeId(1)], None);
+        let r = estimate(&cluster(), &[NodeId(1)], &[], None);
         assert!((r.current_hourly - 1.5).abs() < 1e-9);
         assert!((r.optimized_hourly - 1.3).abs() < 1e-9);
         assert!((r.savings_monthly - 0.2 * 730.0).abs() < 1e-9);
@@ -246,18 +263,21 @@ mod tests {
     #[test]
     fn spot_target_converts_the_on_demand_nodes_that_save_most() {
         // 3 kept nodes, base 0, 70% -> 2 spot wanted, 1 present: convert od-big (saves 0.7).
-        let r = estimate(
-            &cluster(),
-            &[],
-            Some(SpotTarget {
-                percentage: 70,
-                on_demand_base: 0,
-            }),
-        );
+        let target = Some(SpotTarget {
+            percentage: 70,
+            on_demand_base: 0,
+        });
+        let r = estimate(&cluster(), &[], &[], target);
         assert_eq!(r.spot_conversions, [NodeId(0)]);
         assert!((r.spot_mix_hourly - 0.7).abs() < 1e-9);
         assert!((r.optimized_hourly - 0.8).abs() < 1e-9);
         assert_eq!(r.optimized_mix.spot_nodes, 2);
+        let r = estimate(&cluster(), &[], &[NodeId(0)], target);
+        assert_eq!(
+            r.spot_conversions,
+            [NodeId(1)],
+            "a pinned node is not replaced"
+        );
     }
 
     #[test]
@@ -266,13 +286,14 @@ mod tests {
             percentage: 100,
             on_demand_base: 2,
         };
-        let r = estimate(&cluster(), &[], Some(target));
+        let r = estimate(&cluster(), &[], &[], Some(target));
         assert!(
             r.spot_conversions.is_empty(),
             "3 nodes - base 2 = 1 spot wanted, 1 present"
         );
         let r = estimate(
             &cluster(),
+            &[],
             &[],
             Some(SpotTarget {
                 percentage: 50,
@@ -292,6 +313,7 @@ mod tests {
         let r = estimate(
             &s,
             &[],
+            &[],
             Some(SpotTarget {
                 percentage: 0,
                 on_demand_base: 0,
@@ -299,7 +321,7 @@ mod tests {
         );
         assert_eq!(r.savings_hourly, 0.0);
         assert_eq!(r.unpriced_nodes, [NodeId(2)]);
-        let empty = estimate(&Snapshot::default(), &[], None);
+        let empty = estimate(&Snapshot::default(), &[], &[], None);
         assert_eq!(empty.savings_percent, 0.0);
     }
 }

@@ -160,10 +160,11 @@ impl Removal {
         if self.pods_moved == 0 {
             "empty (only DaemonSet or static pods)".to_owned()
         } else {
-            format!(
-                "utilization {:.2}, its {} pods fit elsewhere",
-                self.utilization, self.pods_moved
-            )
+            let pods = match self.pods_moved {
+                1 => "its pod fits".to_owned(),
+                n => format!("its {n} pods fit"),
+            };
+            format!("utilization {:.2}, {pods} elsewhere", self.utilization)
         }
     }
 }
@@ -266,7 +267,29 @@ pub enum KeepReason {
     },
 }
 
+/// `1 pod`, `2 pods`.
+fn count(n: impl Into<u64>, noun: &str) -> String {
+    match n.into() {
+        1 => format!("1 {noun}"),
+        n => format!("{n} {noun}s"),
+    }
+}
+
 impl KeepReason {
+    /// True for reasons that hold the node in place whatever the plan does (protection, pinned pods,
+    /// PDBs, cordon, mode Off): such a node can be neither removed nor replaced.
+    pub fn pins_node(&self) -> bool {
+        !matches!(
+            self,
+            KeepReason::AboveThreshold { .. }
+                | KeepReason::NotEmpty { .. }
+                | KeepReason::Destination { .. }
+                | KeepReason::NodesMin(_)
+                | KeepReason::BudgetZero
+                | KeepReason::NoRoom { .. }
+        )
+    }
+
     /// The reason as a sentence fragment, with pod and PDB names from `snapshot`.
     pub fn describe(&self, snapshot: &Snapshot) -> String {
         let pod = |id: &PodId| {
@@ -309,12 +332,11 @@ impl KeepReason {
                     .pdbs
                     .get(*pdb)
                     .map_or_else(|| format!("#{pdb}"), |p| p.key());
+                let allows = count(*allowed, "disruption");
                 if *used == 0 {
-                    format!("PDB {name} allows {allowed} disruptions")
+                    format!("PDB {name} allows {allows}")
                 } else {
-                    format!(
-                        "PDB {name} allows {allowed} disruptions, {used} already used by this plan"
-                    )
+                    format!("PDB {name} allows {allows}, {used} already used by this plan")
                 }
             }
             KeepReason::AboveThreshold {
@@ -324,9 +346,14 @@ impl KeepReason {
                 format!("utilization {utilization:.2} above threshold {threshold:.2}")
             }
             KeepReason::NotEmpty { pods } => {
-                format!("not empty ({pods} movable pods; mode WhenEmpty)")
+                format!(
+                    "not empty ({}; mode WhenEmpty)",
+                    count(*pods as u64, "movable pod")
+                )
             }
-            KeepReason::Destination { pods } => format!("receives {pods} pods from removed nodes"),
+            KeepReason::Destination { pods } => {
+                format!("receives {} from removed nodes", count(*pods as u64, "pod"))
+            }
             KeepReason::NodesMin(min) => format!("nodes.min {min} reached"),
             KeepReason::BudgetZero => {
                 "budget exhausted: the disruption budget allows 0 nodes now".to_owned()

@@ -324,7 +324,7 @@ impl Builder {
         if stateful {
             template
                 .unmodelled
-                .push("persistent volume claim data (volume topology not in the snapshot)".into());
+                .push("persistent volume claim data".into());
         }
         let first = self.pods.len();
         for r in 0..replicas {

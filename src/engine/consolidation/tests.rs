@@ -152,7 +152,7 @@ fn a_candidate_that_receives_pods_is_kept_as_destination() {
     );
     let p = run(&s, &options());
     assert_eq!(removed(&p, &s), ["n1"]);
-    assert_eq!(reason(&p, &s, "n0"), "receives 1 pods from removed nodes");
+    assert_eq!(reason(&p, &s, "n0"), "receives 1 pod from removed nodes");
 }
 
 #[test]
@@ -240,7 +240,7 @@ fn when_empty_mode_removes_only_empty_nodes() {
     assert_eq!(removed(&p, &s), ["n2"]);
     assert_eq!(
         reason(&p, &s, "n1"),
-        "not empty (1 movable pods; mode WhenEmpty)"
+        "not empty (1 movable pod; mode WhenEmpty)"
     );
 }
 
@@ -468,7 +468,7 @@ fn pdb_allowance_is_consumed_across_the_whole_plan() {
     assert_eq!(removed(&p, &s), ["n1"]);
     assert_eq!(
         reason(&p, &s, "n2"),
-        "PDB app/web allows 1 disruptions, 1 already used by this plan"
+        "PDB app/web allows 1 disruption, 1 already used by this plan"
     );
 }
 

@@ -1,0 +1,309 @@
+//! `cloudoptim plan`: the offline what-if report (DESIGN.md section 8).
+//!
+//! Reads a Kubernetes List of Nodes, Pods and PodDisruptionBudgets (or the bundled example), prices the
+//! nodes from the catalog, applies an OptimizationPolicy (or the defaults), runs the consolidation
+//! planner and the savings estimate, ranks spot candidates for the cluster's region, and prints a table
+//! or JSON. Nothing here talks to a cluster or to AWS.
+
+mod policy;
+mod report;
+
+use std::collections::BTreeMap;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use clap::Args;
+
+use super::{CliError, OutputFormat};
+use crate::engine::catalog::Catalog;
+use crate::engine::consolidation::{self, Options, Plan};
+use crate::engine::ranking::{self, CapacityType, RankedCandidate, Requirements, Strategy};
+use crate::engine::savings::{self, CostReport};
+use crate::translate::{self, Translated};
+
+use policy::Policy;
+
+/// Arguments of `cloudoptim plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// A Kubernetes List of Nodes, Pods and PodDisruptionBudgets (`kubectl get
+    /// nodes,pods,poddisruptionbudgets -A -o yaml`). Default: the bundled example cluster.
+    #[arg(long)]
+    pub snapshot: Option<PathBuf>,
+    /// Catalog directory (instance-types.csv, on-demand-prices.csv, spot-prices.csv,
+    /// spot-advisor.json). Default: the embedded sample catalog.
+    #[arg(long)]
+    pub catalog: Option<PathBuf>,
+    /// An OptimizationPolicy YAML whose spot, consolidation and disruption settings apply.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+/// The bundled example cluster, so `cloudoptim plan` works from any directory.
+const BUNDLED_SNAPSHOT: &str = include_str!("../../../examples/snapshot.yaml");
+/// How `plan` names the bundled example.
+const BUNDLED_NAME: &str = "examples/snapshot.yaml (bundled example)";
+/// Spot candidates per zone in the report.
+const RANKED_PER_ZONE: usize = 3;
+
+/// Everything the report shows.
+struct Analysis<'c> {
+    source: String,
+    catalog: &'c Catalog,
+    catalog_label: String,
+    policy: Policy,
+    options: Options,
+    translated: Translated,
+    plan: Plan,
+    cost: CostReport,
+    region: Option<String>,
+    ranking: Vec<RankedCandidate<'c>>,
+    ranking_note: Option<String>,
+}
+
+/// Runs the what-if report and prints it.
+pub fn run(args: &PlanArgs) -> Result<(), CliError> {
+    let (source, text) = match &args.snapshot {
+        Some(path) => (path.display().to_string(), read(path, "--snapshot")?),
+        None => (BUNDLED_NAME.to_owned(), BUNDLED_SNAPSHOT.to_owned()),
+    };
+    let loaded;
+    let (catalog, catalog_label) = match &args.catalog {
+        Some(dir) => {
+            loaded = Catalog::from_dir(dir)
+                .map_err(|e| CliError::BadInput(format!("--catalog {}: {e}", dir.display())))?;
+            (&loaded, dir.display().to_string())
+        }
+        None => (Catalog::embedded(), "embedded".to_owned()),
+    };
+    let policy = match &args.policy {
+        Some(path) => {
+            let mut policy = policy::load(path).map_err(CliError::BadInput)?;
+            policy.source = path.display().to_string();
+            policy
+        }
+        None => Policy::default(),
+    };
+    let analysis = analyse(source, &text, catalog, catalog_label, policy, Utc::now())
+        .map_err(CliError::BadInput)?;
+    let mut out = BufWriter::new(io::stdout().lock());
+    let written = match args.output {
+        OutputFormat::Json => report::write_json(&analysis, &mut out),
+        OutputFormat::Table => report::write_table(&analysis, &mut out),
+    };
+    match written.and_then(|()| out.flush()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+            Err(CliError::Failed(format!("writing the plan: {e}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn read(path: &Path, flag: &str) -> Result<String, CliError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| CliError::BadInput(format!("{flag} {}: cannot read: {e}", path.display())))
+}
+
+/// Translate, price, plan, estimate and rank. Errors name the input.
+fn analyse<'c>(
+    source: String,
+    text: &str,
+    catalog: &'c Catalog,
+    catalog_label: String,
+    policy: Policy,
+    now: DateTime<Utc>,
+) -> Result<Analysis<'c>, String> {
+    let mut translated = translate::from_list_text(text).map_err(|e| format!("{source}: {e}"))?;
+    if translated.snapshot.nodes.is_empty() {
+        return Err(format!(
+            "{source}: no Node items; expected the output of `kubectl get nodes,pods,poddisruptionbudgets -A -o yaml`"
+        ));
+    }
+    translate::apply_prices(&mut translated.snapshot, catalog);
+    let snapshot = &translated.snapshot;
+    let options = policy.options(snapshot.nodes.len(), now);
+    let plan = consolidation::plan(snapshot, &options).map_err(|e| format!("{source}: {e}"))?;
+    let removed: Vec<_> = plan.removals.iter().map(|r| r.node).collect();
+    let pinned: Vec<_> = plan
+        .kept
+        .iter()
+        .filter(|k| k.reason.pins_node())
+        .map(|k| k.node)
+        .collect();
+    let cost = savings::estimate(snapshot, &removed, &pinned, Some(policy.spot));
+    let region = main_region(&translated);
+    let (ranking, ranking_note) = match &region {
+        Some(region) => top_spot_per_zone(catalog, region, &translated),
+        None => (
+            Vec::new(),
+            Some("no node has a region or zone label".to_owned()),
+        ),
+    };
+    Ok(Analysis {
+        source,
+        catalog,
+        catalog_label,
+        policy,
+        options,
+        translated,
+        plan,
+        cost,
+        region,
+        ranking,
+        ranking_note,
+    })
+}
+
+/// The region most nodes are in.
+fn main_region(translated: &Translated) -> Option<String> {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for node in &translated.snapshot.nodes {
+        if let Some(region) = node.region.as_deref() {
+            *counts.entry(region).or_insert(0) += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))
+        .map(|(r, _)| r.to_owned())
+}
+
+/// The best spot candidates of each zone the cluster uses, in rank order: Balanced weights over
+/// current-generation, non-burstable types (CPU credits make `t*` types poor nodes for packed clusters)
+/// sized like the cluster's nodes (their vCPU range; at least 2).
+fn top_spot_per_zone<'c>(
+    catalog: &'c Catalog,
+    region: &str,
+    translated: &Translated,
+) -> (Vec<RankedCandidate<'c>>, Option<String>) {
+    let mut families: Vec<String> = catalog
+        .instance_types()
+        .filter(|t| !t.family.starts_with('t'))
+        .map(|t| t.family.clone())
+        .collect();
+    families.sort_unstable();
+    families.dedup();
+    let sizes: Vec<u32> = translated
+        .snapshot
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            n.instance_type
+                .as_deref()
+                .and_then(|t| catalog.instance_type(t))
+        })
+        .map(|t| t.vcpu)
+        .collect();
+    let requirements = Requirements {
+        families,
+        min_vcpu: Some(sizes.iter().copied().min().unwrap_or(2).max(2)),
+        max_vcpu: sizes.iter().copied().max().filter(|m| *m >= 2),
+        ..Requirements::default()
+    };
+    let weights = Strategy::Balanced.weights();
+    let ranked = match ranking::rank(catalog, region, &requirements, weights, &[]) {
+        Ok(ranked) => ranked,
+        Err(e) => return (Vec::new(), Some(format!("ranking unavailable: {e}"))),
+    };
+    let zones: Vec<&str> = translated
+        .snapshot
+        .nodes
+        .iter()
+        .filter_map(|n| n.zone.as_deref())
+        .collect();
+    let mut taken: BTreeMap<&str, usize> = BTreeMap::new();
+    let top = ranked
+        .candidates
+        .into_iter()
+        .filter(|c| c.capacity_type == CapacityType::Spot && zones.contains(&c.zone))
+        .filter(|c| {
+            let n = taken.entry(c.zone).or_insert(0);
+            *n += 1;
+            *n <= RANKED_PER_ZONE
+        })
+        .collect();
+    (top, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundled() -> Analysis<'static> {
+        let now = DateTime::parse_from_rfc3339("2025-01-06T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        analyse(
+            BUNDLED_NAME.into(),
+            BUNDLED_SNAPSHOT,
+            Catalog::embedded(),
+            "embedded".into(),
+            Policy::default(),
+            now,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_bundled_example_prices_every_node_and_saves_money() {
+        let a = bundled();
+        assert_eq!(a.translated.snapshot.nodes.len(), 40);
+        assert!(
+            a.cost.unpriced_nodes.is_empty(),
+            "every example type is in the sample catalog"
+        );
+        assert!(
+            a.plan.removals.len() >= 5,
+            "the example has many underutilised nodes"
+        );
+        assert!(a.cost.savings_hourly > 0.0);
+        assert_eq!(a.region.as_deref(), Some("us-east-1"));
+        assert_eq!(a.ranking.len(), 3 * RANKED_PER_ZONE);
+        assert_eq!(a.options.budget, Some(4));
+    }
+
+    #[test]
+    fn the_bundled_example_shows_every_kind_of_keep_reason_it_was_built_for() {
+        let a = bundled();
+        let reasons: Vec<String> = a
+            .plan
+            .kept
+            .iter()
+            .map(|k| k.reason.describe(&a.translated.snapshot))
+            .collect();
+        for expected in [
+            "PDB payments/api allows 0 disruptions",
+            "do-not-disrupt pod payments/ledger-writer",
+            "has required pod affinity (not modelled)",
+            "in excluded namespace kube-system",
+            "cordoned",
+            "has no controller",
+            "persistent volume claim",
+        ] {
+            assert!(
+                reasons.iter().any(|r| r.contains(expected)),
+                "no kept node says {expected:?}: {reasons:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_lists_are_bad_input() {
+        let err = analyse(
+            "x.yaml".into(),
+            "kind: List\nitems: []\n",
+            Catalog::embedded(),
+            "e".into(),
+            Policy::default(),
+            Utc::now(),
+        );
+        assert!(
+            err.err()
+                .is_some_and(|e| e.starts_with("x.yaml: no Node items"))
+        );
+    }
+}

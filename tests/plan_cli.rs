@@ -1,0 +1,235 @@
+//! `cloudoptim plan` as a user runs it: the real binary, on the bundled example and on files.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn plan(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cloudoptim"))
+        .arg("plan")
+        .args(args)
+        // From another directory: the bundled example must not depend on the working directory.
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("the cloudoptim binary runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn temp_file(name: &str, content: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cloudoptim-plan-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, content).expect("temp file");
+    path
+}
+
+fn json(args: &[&str]) -> Value {
+    let output = plan(args);
+    assert!(output.status.success(), "plan failed: {}", stderr(&output));
+    serde_json::from_str(&stdout(&output)).expect("plan -o json prints JSON")
+}
+
+#[test]
+fn without_flags_it_prints_a_report_on_the_bundled_example() {
+    let output = plan(&[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    for expected in [
+        "examples/snapshot.yaml (bundled example)",
+        "40 nodes",
+        "prices: sample data",
+        "per hour",
+        "per month (x730)",
+        "REMOVE",
+        "MOVE",
+        "KEEP",
+        "TOP SPOT CANDIDATES PER ZONE",
+        "PDB payments/api allows 0 disruptions",
+    ] {
+        assert!(
+            text.to_lowercase().contains(&expected.to_lowercase()),
+            "report lacks {expected:?}:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn json_output_has_the_documented_keys_and_consistent_moves() {
+    let v = json(&["-o", "json"]);
+    let cost = &v["cost"];
+    for key in [
+        "currentHourly",
+        "optimizedHourly",
+        "savingsHourly",
+        "savingsMonthly",
+        "savingsPercent",
+    ] {
+        assert!(cost[key].is_number(), "cost.{key} missing: {cost}");
+    }
+    let savings = cost["savingsHourly"].as_f64().unwrap_or(-1.0);
+    assert!(savings >= 0.0);
+    let monthly = cost["savingsMonthly"].as_f64().unwrap_or(-1.0);
+    assert!((monthly - savings * 730.0).abs() < 1e-6);
+
+    let removed: BTreeSet<&str> = v["removeNodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let kept: BTreeSet<&str> = v["keptNodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k["name"].as_str())
+        .collect();
+    assert!(!removed.is_empty());
+    assert!(removed.is_disjoint(&kept));
+    assert_eq!(removed.len() + kept.len(), 40);
+    assert!(
+        v["keptNodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["reason"].as_str().is_some_and(|r| !r.is_empty()))
+    );
+
+    let moves = v["moves"].as_array().unwrap();
+    assert!(!moves.is_empty());
+    for m in moves {
+        for key in ["namespace", "pod", "from", "to"] {
+            assert!(m[key].is_string(), "move lacks {key}: {m}");
+        }
+        assert!(
+            removed.contains(m["from"].as_str().unwrap()),
+            "moves leave removed nodes: {m}"
+        );
+        assert!(
+            kept.contains(m["to"].as_str().unwrap()),
+            "moves land on kept nodes: {m}"
+        );
+    }
+
+    let batched: Vec<&str> = v["batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|b| b.as_array().unwrap())
+        .filter_map(Value::as_str)
+        .collect();
+    let order: Vec<&str> = v["removeNodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(batched, order, "batches split removeNodes in order");
+
+    let ranking = v["ranking"].as_array().unwrap();
+    assert!(!ranking.is_empty());
+    for c in ranking {
+        for key in [
+            "instanceType",
+            "zone",
+            "capacityType",
+            "pricePerVcpuHour",
+            "priceNorm",
+            "risk",
+            "score",
+        ] {
+            assert!(!c[key].is_null(), "ranking entry lacks {key}: {c}");
+        }
+    }
+    assert_eq!(v["sampleData"], Value::Bool(true));
+}
+
+#[test]
+fn a_policy_changes_the_plan() {
+    let off = temp_file(
+        "off.yaml",
+        "apiVersion: cloudoptim.io/v1alpha1\nkind: OptimizationPolicy\nmetadata: {name: p}\nspec:\n  consolidation: {mode: Off}\n  spot: {percentage: 0}\n",
+    );
+    let v = json(&["-o", "json", "--policy", off.to_str().unwrap()]);
+    assert_eq!(v["removeNodes"].as_array().map(Vec::len), Some(0));
+    assert_eq!(v["cost"]["savingsHourly"].as_f64(), Some(0.0));
+
+    let min = temp_file(
+        "min.yaml",
+        "kind: OptimizationPolicy\nspec:\n  nodes: {min: 38}\n  disruption: {budgets: [{nodes: \"1\"}]}\n",
+    );
+    let v = json(&["-o", "json", "--policy", min.to_str().unwrap()]);
+    assert_eq!(v["removeNodes"].as_array().map(Vec::len), Some(2));
+    assert_eq!(v["batches"].as_array().map(Vec::len), Some(2));
+}
+
+#[test]
+fn a_snapshot_file_is_read_in_yaml_or_json() {
+    let list = r#"{"apiVersion":"v1","kind":"List","items":[
+      {"apiVersion":"v1","kind":"Node","metadata":{"name":"a","labels":{
+        "node.kubernetes.io/instance-type":"m5.large","topology.kubernetes.io/zone":"us-east-1a"}},
+       "status":{"allocatable":{"cpu":"1930m","memory":"7220184Ki","pods":"29"}}},
+      {"apiVersion":"v1","kind":"Node","metadata":{"name":"b","labels":{
+        "node.kubernetes.io/instance-type":"m5.large","topology.kubernetes.io/zone":"us-east-1a"}},
+       "status":{"allocatable":{"cpu":"1930m","memory":"7220184Ki","pods":"29"}}},
+      {"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","namespace":"x","ownerReferences":[
+        {"apiVersion":"apps/v1","kind":"ReplicaSet","name":"r","uid":"u","controller":true}]},
+       "spec":{"nodeName":"a","containers":[{"name":"c","resources":{"requests":{"cpu":"100m"}}}]}},
+      {"apiVersion":"v1","kind":"Pod","metadata":{"name":"q","namespace":"x","ownerReferences":[
+        {"apiVersion":"apps/v1","kind":"ReplicaSet","name":"r","uid":"u","controller":true}]},
+       "spec":{"nodeName":"b","containers":[{"name":"c","resources":{"requests":{"cpu":"800m"}}}]}}]}"#;
+    let path = temp_file("two.json", list);
+    let v = json(&["-o", "json", "--snapshot", path.to_str().unwrap()]);
+    assert_eq!(v["removeNodes"], serde_json::json!(["a"]));
+    assert_eq!(
+        v["moves"],
+        serde_json::json!([{"namespace": "x", "pod": "p", "from": "a", "to": "b"}])
+    );
+    assert!(
+        (v["cost"]["currentHourly"].as_f64().unwrap_or(0.0) - 0.192).abs() < 1e-9,
+        "2 x m5.large on demand"
+    );
+}
+
+#[test]
+fn a_bad_snapshot_exits_2_naming_the_file_and_item_path() {
+    let bad = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Node\n  metadata: {name: n}\n  status: {allocatable: {cpu: '2', memory: 8Gi}}\n\
+               - apiVersion: v1\n  kind: Pod\n  metadata: {name: p, namespace: x}\n  spec:\n    nodeName: n\n    containers:\n    - name: c\n      resources: {requests: {cpu: abc}}\n";
+    let path = temp_file("bad.yaml", bad);
+    let output = plan(&["--snapshot", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2), "stderr: {}", stderr(&output));
+    let message = stderr(&output);
+    assert!(message.contains("bad.yaml"), "{message}");
+    assert!(
+        message.contains(
+            r#"items[1].spec.containers[0].resources.requests.cpu: "abc" is not a quantity"#
+        ),
+        "{message}"
+    );
+}
+
+#[test]
+fn missing_files_and_bad_policies_exit_2() {
+    let output = plan(&["--snapshot", "/nonexistent/snapshot.yaml"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("/nonexistent/snapshot.yaml"));
+    let policy = temp_file(
+        "bad-policy.yaml",
+        "kind: OptimizationPolicy\nspec: {spot: {percentage: 150}}\n",
+    );
+    let output = plan(&["--policy", policy.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("spec.spot.percentage: 150 is above 100"),
+        "{}",
+        stderr(&output)
+    );
+}
