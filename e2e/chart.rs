@@ -21,83 +21,166 @@ fn helm_run(args: &[&str]) -> std::process::Output {
     let helm = helm().expect("helm available");
     Command::new(helm)
         .args(args)
-        .env("HELM_CACHE_HOME", std::env::temp_dir().join("cloudoptim-helm-cache"))
-        .env("HELM_CONFIG_HOME", std::env::temp_dir().join("cloudoptim-helm-config"))
+        .env(
+            "HELM_CACHE_HOME",
+            std::env::temp_dir().join("cloudoptim-helm-cache"),
+        )
+        .env(
+            "HELM_CONFIG_HOME",
+            std::env::temp_dir().join("cloudoptim-helm-config"),
+        )
         .output()
         .expect("helm runs")
 }
 
 fn render(namespace: &str, values: &[&str]) -> Vec<serde_json::Value> {
     let chart = repo_root().join("charts/cloudoptim");
-    let mut args = vec!["template", "cloudoptim", chart.to_str().expect("utf-8 path"), "--namespace", namespace];
+    let mut args = vec![
+        "template",
+        "cloudoptim",
+        chart.to_str().expect("utf-8 path"),
+        "--namespace",
+        namespace,
+    ];
     for v in values {
         args.extend(["--set", v]);
     }
     let out = helm_run(&args);
-    assert!(out.status.success(), "helm template failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "helm template failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).expect("utf-8");
     serde_yaml::Deserializer::from_str(&text)
         .filter_map(|doc| {
-            let value: Option<serde_json::Value> = serde::Deserialize::deserialize(doc).expect("rendered YAML parses");
+            let value: Option<serde_json::Value> =
+                serde::Deserialize::deserialize(doc).expect("rendered YAML parses");
             value.filter(|v| !v.is_null())
         })
         .collect()
 }
 
-async fn server_side_dry_run(client: &kube::Client, namespace: &str, objects: &[serde_json::Value]) {
-    let discovery = Discovery::new(client.clone()).run().await.expect("discovery");
+async fn server_side_dry_run(
+    client: &kube::Client,
+    namespace: &str,
+    objects: &[serde_json::Value],
+) {
+    let discovery = Discovery::new(client.clone())
+        .run()
+        .await
+        .expect("discovery");
     for object in objects {
         let object: DynamicObject = serde_json::from_value(object.clone()).expect("an object");
         let types = object.types.clone().expect("apiVersion and kind");
         let gvk = kube::api::GroupVersionKind::try_from(&types).expect("gvk");
-        let (resource, capabilities) = discovery.resolve_gvk(&gvk).unwrap_or_else(|| panic!("{gvk:?} is served"));
+        let (resource, capabilities) = discovery
+            .resolve_gvk(&gvk)
+            .unwrap_or_else(|| panic!("{gvk:?} is served"));
         let api: Api<DynamicObject> = match capabilities.scope {
             Scope::Namespaced => Api::namespaced_with(client.clone(), namespace, &resource),
             Scope::Cluster => Api::all_with(client.clone(), &resource),
         };
         let name = object.metadata.name.clone().expect("named");
-        api.patch(&name, &PatchParams::apply("helm-e2e").dry_run(), &Patch::Apply(&object))
-            .await
-            .unwrap_or_else(|e| panic!("{} {name} rejected by the API server: {e}", types.kind));
+        api.patch(
+            &name,
+            &PatchParams::apply("helm-e2e").dry_run(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{} {name} rejected by the API server: {e}", types.kind));
     }
 }
 
 #[tokio::test]
 async fn chart_lints_renders_and_every_object_is_accepted_by_the_api_server() {
-    let Some(cp) = ControlPlane::shared() else { return };
+    let Some(cp) = ControlPlane::shared() else {
+        return;
+    };
     if helm().is_none() {
-        assert!(std::env::var("CLOUDOPTIM_E2E_REQUIRED").as_deref() != Ok("1"), "helm is required in CI");
+        assert!(
+            std::env::var("CLOUDOPTIM_E2E_REQUIRED").as_deref() != Ok("1"),
+            "helm is required in CI"
+        );
         eprintln!("SKIPPED: no helm binary");
         return;
     }
     let chart = repo_root().join("charts/cloudoptim");
-    let lint = helm_run(&["lint", chart.to_str().expect("utf-8"), "--set", "clusterName=e2e", "--set", "region=us-east-1"]);
-    assert!(lint.status.success(), "helm lint: {}", String::from_utf8_lossy(&lint.stdout));
+    let lint = helm_run(&[
+        "lint",
+        chart.to_str().expect("utf-8"),
+        "--set",
+        "clusterName=e2e",
+        "--set",
+        "region=us-east-1",
+    ]);
+    assert!(
+        lint.status.success(),
+        "helm lint: {}",
+        String::from_utf8_lossy(&lint.stdout)
+    );
 
     let client = cp.client().await;
     let namespace = unique("chart");
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}})).expect("ns");
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("namespace");
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": namespace}})).expect("ns");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace");
 
-    let operator = render(&namespace, &["clusterName=e2e", "region=us-east-1", "hub.url=https://hub", "hub.tokenSecret=t"]);
+    let operator = render(
+        &namespace,
+        &[
+            "clusterName=e2e",
+            "region=us-east-1",
+            "hub.url=https://hub",
+            "hub.tokenSecret=t",
+        ],
+    );
     let kinds: Vec<&str> = operator.iter().filter_map(|o| o["kind"].as_str()).collect();
-    for kind in ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service"] {
-        assert!(kinds.contains(&kind), "operator mode renders a {kind}: {kinds:?}");
+    for kind in [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Deployment",
+        "Service",
+    ] {
+        assert!(
+            kinds.contains(&kind),
+            "operator mode renders a {kind}: {kinds:?}"
+        );
     }
-    let deployment = operator.iter().find(|o| o["kind"] == "Deployment").expect("deployment");
+    let deployment = operator
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .expect("deployment");
     let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
-    assert!(args.contains("--leader-elect") && args.contains("--cluster-name=e2e"), "{args}");
+    assert!(
+        args.contains("--leader-elect") && args.contains("--cluster-name=e2e"),
+        "{args}"
+    );
     server_side_dry_run(&client, &namespace, &operator).await;
 
     let hub = render(&namespace, &["mode=hub"]);
-    let hub_args = hub.iter().find(|o| o["kind"] == "Deployment").expect("hub deployment")["spec"]["template"]["spec"]
-        ["containers"][0]["args"]
+    let hub_args = hub
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .expect("hub deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
         .to_string();
-    assert!(hub_args.contains("\"hub\"") && hub_args.contains("--tokens-dir"), "{hub_args}");
+    assert!(
+        hub_args.contains("\"hub\"") && hub_args.contains("--tokens-dir"),
+        "{hub_args}"
+    );
     server_side_dry_run(&client, &namespace, &hub).await;
 
     let out = helm_run(&["template", "cloudoptim", chart.to_str().expect("utf-8")]);
-    assert!(!out.status.success(), "operator mode without clusterName must not render");
+    assert!(
+        !out.status.success(),
+        "operator mode without clusterName must not render"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("clusterName and region are required"));
 }
 

@@ -42,7 +42,10 @@ fn crds_prints_exactly_the_committed_files() {
         .map(|f| std::fs::read_to_string(f).expect("readable"))
         .collect();
     assert_eq!(String::from_utf8_lossy(&out.stdout), committed);
-    assert_eq!(committed.matches("kind: CustomResourceDefinition").count(), 4);
+    assert_eq!(
+        committed.matches("kind: CustomResourceDefinition").count(),
+        4
+    );
 }
 
 #[test]
@@ -54,7 +57,10 @@ fn unimplemented_commands_exit_non_zero_and_say_so() {
             assert_eq!(out.status.code(), Some(3), "{args:?}");
         } else {
             // Implemented since: without a cluster it must still fail, never silently succeed.
-            assert!(!out.status.success(), "{args:?} without a cluster must fail: {stderr}");
+            assert!(
+                !out.status.success(),
+                "{args:?} without a cluster must fail: {stderr}"
+            );
         }
     }
 }

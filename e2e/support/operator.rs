@@ -18,6 +18,18 @@ pub struct Operator {
 impl Operator {
     /// Start `cloudoptim run` with `extra` arguments and wait until /readyz answers 200.
     pub fn start(cp: &ControlPlane, moto: &Moto, cluster: &str, extra: &[&str]) -> Operator {
+        let mut operator = Self::start_unready(cp, moto, cluster, extra);
+        operator.wait_ready(Duration::from_secs(60));
+        operator
+    }
+
+    /// Start `cloudoptim run` and wait only until its HTTP server answers /healthz.
+    pub fn start_unready(
+        cp: &ControlPlane,
+        moto: &Moto,
+        cluster: &str,
+        extra: &[&str],
+    ) -> Operator {
         let metrics_port = free_port();
         let log = cp.dir.join(format!("operator-{metrics_port}.log"));
         let advisor = repo_root().join("data/catalog/spot-advisor.json");
@@ -49,22 +61,26 @@ impl Operator {
             metrics_port,
             log,
         };
-        operator.wait_ready(Duration::from_secs(60));
+        operator.wait_for("/healthz", Duration::from_secs(60));
         operator
     }
 
     fn wait_ready(&mut self, timeout: Duration) {
+        self.wait_for("/readyz", timeout);
+    }
+
+    fn wait_for(&mut self, path: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("cloudoptim run exited with {status}:\n{}", self.log_tail());
             }
-            if self.get("/readyz").is_some_and(|(code, _)| code == 200) {
+            if self.get(path).is_some_and(|(code, _)| code == 200) {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "operator not ready in {timeout:?}:\n{}",
+                "operator {path} not 200 in {timeout:?}:\n{}",
                 self.log_tail()
             );
             std::thread::sleep(Duration::from_millis(100));

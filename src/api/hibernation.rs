@@ -1,5 +1,8 @@
 //! `HibernationSchedule` (short name `hib`): when a cluster, or part of it, sleeps (DESIGN.md 3.3).
 
+// kube's `printcolumn(...)` attributes repeat the same keys on purpose.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;

@@ -1,6 +1,9 @@
 //! `NodeTemplate` (short name `ntpl`): what capacity may be used, and which Auto Scaling groups it
 //! governs (DESIGN.md section 3.1).
 
+// kube's `printcolumn(...)` attributes repeat the same keys on purpose.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};

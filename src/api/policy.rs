@@ -1,6 +1,9 @@
 //! `OptimizationPolicy` (short name `opol`): the cluster policy - how far to optimise, and with what
 //! safety (DESIGN.md section 3.2).
 
+// kube's `printcolumn(...)` attributes repeat the same keys on purpose.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;

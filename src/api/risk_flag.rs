@@ -1,5 +1,8 @@
 //! `SpotRiskFlag` (short name `srf`): shared interruption memory (DESIGN.md section 3.4).
 
+// kube's `printcolumn(...)` attributes repeat the same keys on purpose.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;

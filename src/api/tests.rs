@@ -23,10 +23,10 @@ fn admission_errors(crd: &CustomResourceDefinition, yaml: &str) -> Vec<String> {
     .expect("schema serialises");
     let mut errors = Vec::new();
     structural(&schema, &object, "", &mut errors);
-    if errors.is_empty() {
-        if let Err(cel) = kube_cel::Validator::new().validate(&schema, &object, None) {
-            errors.extend(cel.iter().map(|e| e.message.clone()));
-        }
+    if errors.is_empty()
+        && let Err(cel) = kube_cel::Validator::new().validate(&schema, &object, None)
+    {
+        errors.extend(cel.iter().map(|e| e.message.clone()));
     }
     errors
 }
@@ -53,18 +53,17 @@ fn structural(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String
         errors.push(format!("{path}: expected {}", ty.unwrap_or("?")));
         return;
     }
-    if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
-        if !allowed.contains(value) {
-            errors.push(format!("{path}: unsupported value {value}"));
-        }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+        && !allowed.contains(value)
+    {
+        errors.push(format!("{path}: unsupported value {value}"));
     }
     let bound = |key: &str| schema.get(key).and_then(Value::as_f64);
-    if let Some(n) = value.as_f64() {
-        if bound("minimum").is_some_and(|min| n < min)
-            || bound("maximum").is_some_and(|max| n > max)
-        {
-            errors.push(format!("{path}: {n} out of range"));
-        }
+    if let Some(n) = value.as_f64()
+        && (bound("minimum").is_some_and(|min| n < min)
+            || bound("maximum").is_some_and(|max| n > max))
+    {
+        errors.push(format!("{path}: {n} out of range"));
     }
     if let Some(s) = value.as_str() {
         let len = s.chars().count() as f64;
@@ -73,13 +72,12 @@ fn structural(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String
         {
             errors.push(format!("{path}: length {len} out of range"));
         }
-        if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
-            if !regex::Regex::new(pattern)
+        if let Some(pattern) = schema.get("pattern").and_then(Value::as_str)
+            && !regex::Regex::new(pattern)
                 .expect("pattern compiles")
                 .is_match(s)
-            {
-                errors.push(format!("{path}: {s:?} does not match {pattern}"));
-            }
+        {
+            errors.push(format!("{path}: {s:?} does not match {pattern}"));
         }
     }
     if let Some(items) = value.as_array() {

@@ -79,15 +79,15 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
     };
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| CliError::Failed(format!("starting tokio: {e}")))?;
-    runtime.block_on(operator(
-        args,
-        RunConfig {
-            cluster_name,
-            region,
-            dry_run: args.dry_run,
-        },
-        base,
-    ))
+    let config = RunConfig {
+        cluster_name,
+        region,
+        dry_run: args.dry_run,
+    };
+    let result = runtime.block_on(operator(args, config, base));
+    // Whatever is still running (watch retries, lease renewals) is abandoned, not awaited.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
 }
 
 async fn operator(args: &RunArgs, config: RunConfig, base: Catalog) -> Result<(), CliError> {
@@ -161,7 +161,8 @@ async fn operator(args: &RunArgs, config: RunConfig, base: Catalog) -> Result<()
     };
     tracing::info!(reason, "shutting down");
     let _ = stop_tx.send(true);
-    let _ = controller.await;
+    // In-flight reconciles get a few seconds to finish; a watch stuck in backoff is not waited for.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), controller).await;
     server.abort();
     if reason == "leadership lost" {
         return Err(CliError::Failed(

@@ -117,8 +117,11 @@ async fn http_get(url: &str) -> Result<String, FeedError> {
 pub struct AdvisorCache {
     url: String,
     metrics: Metrics,
-    state: Arc<RwLock<Option<(Arc<SpotAdvisor>, Instant, Freshness)>>>,
+    state: Arc<RwLock<Option<Cached>>>,
 }
+
+/// The advisor data, when it was (last tried to be) fetched, and its freshness.
+type Cached = (Arc<SpotAdvisor>, Instant, Freshness);
 
 impl AdvisorCache {
     /// A cache for `url` (nothing fetched yet).
@@ -133,10 +136,10 @@ impl AdvisorCache {
     /// The current advisor data and its freshness, fetching when due. `None` data means "use the
     /// embedded sample" (never fetched successfully).
     pub async fn get(&self) -> (Option<Arc<SpotAdvisor>>, Freshness) {
-        if let Some((data, fetched, freshness)) = self.state.read().await.as_ref() {
-            if fetched.elapsed() < REFRESH {
-                return (Some(data.clone()), *freshness);
-            }
+        if let Some((data, fetched, freshness)) = self.state.read().await.as_ref()
+            && fetched.elapsed() < REFRESH
+        {
+            return (Some(data.clone()), *freshness);
         }
         let mut state = self.state.write().await;
         match fetch(&self.url).await {

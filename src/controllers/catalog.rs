@@ -57,10 +57,10 @@ impl LiveCatalog {
         F: std::future::Future<Output = Result<T, CloudError>>,
     {
         let mut slot = slot.lock().await;
-        if let Some((at, value)) = slot.as_ref() {
-            if at.elapsed() < ttl {
-                return Ok(value.clone());
-            }
+        if let Some((at, value)) = slot.as_ref()
+            && at.elapsed() < ttl
+        {
+            return Ok(value.clone());
         }
         match fetch.await {
             Ok(value) => {

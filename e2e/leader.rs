@@ -1,0 +1,86 @@
+//! Leader election: of two `cloudoptim run --leader-elect` replicas exactly one is ready (acts); when it
+//! dies, the other takes over once the Lease expires.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, PostParams};
+use serde_json::json;
+use support::operator::{Operator, eventually};
+use support::{ControlPlane, Moto, unique};
+
+fn ready(operator: &Operator) -> bool {
+    operator.get("/readyz").is_some_and(|(code, _)| code == 200)
+}
+
+#[tokio::test]
+async fn exactly_one_replica_leads_and_a_standby_takes_over_when_it_dies() {
+    let Some(cp) = ControlPlane::shared() else {
+        return;
+    };
+    let Some(moto) = Moto::start() else { return };
+    let client = cp.client().await;
+    let namespace = unique("lease");
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": namespace}})).expect("ns");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace");
+
+    let args = |id: &str| {
+        vec![
+            "--leader-elect".to_string(),
+            format!("--lease-namespace={namespace}"),
+            format!("--identity={id}"),
+        ]
+    };
+    let first_args = args("replica-a");
+    let mut first = Operator::start(
+        cp,
+        &moto,
+        "e2e",
+        &first_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let second_args = args("replica-b");
+    let second = Operator::start_unready(
+        cp,
+        &moto,
+        "e2e",
+        &second_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+
+    assert!(ready(&first), "the first replica leads");
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &namespace);
+    let holder = leases
+        .get("cloudoptim-leader")
+        .await
+        .expect("lease")
+        .spec
+        .and_then(|s| s.holder_identity);
+    assert_eq!(holder.as_deref(), Some("replica-a"));
+    // The standby keeps answering health checks but is not ready while the leader renews.
+    for _ in 0..10 {
+        assert!(second.get("/healthz").is_some_and(|(c, _)| c == 200));
+        assert!(!ready(&second), "two replicas must never both act");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    first.kill();
+    eventually(
+        Duration::from_secs(60),
+        "the standby to take over",
+        || async { ready(&second).then_some(()) },
+    )
+    .await;
+    let holder = leases
+        .get("cloudoptim-leader")
+        .await
+        .expect("lease")
+        .spec
+        .and_then(|s| s.holder_identity);
+    assert_eq!(holder.as_deref(), Some("replica-b"));
+}
