@@ -163,6 +163,29 @@ async fn node_template_controller_writes_ranked_mixed_instances_policies() {
         "an unselected group is never touched"
     );
 
+    // `kubectl get ntpl` shows the ranking through the printer columns.
+    if let Some(kubectl) = support::peer_env_public("CLOUDOPTIM_KUBECTL") {
+        let out = std::process::Command::new(kubectl)
+            .args(["get", "ntpl", &name, "--kubeconfig"])
+            .arg(cp.kubeconfig())
+            .output()
+            .expect("kubectl runs");
+        let table = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let header = table.lines().next().unwrap_or_default();
+        for column in ["STRATEGY", "BEST", "ZONE", "READY"] {
+            assert!(header.contains(column), "{table}");
+        }
+        assert!(
+            table.contains(&ranked_types[0]) && table.contains("True"),
+            "{table}"
+        );
+    }
+
     // Phase 2: reconciling again with nothing changed updates nothing.
     let updates = operator
         .metric("cloudoptim_aws_api_calls_total{op=\"UpdateAutoScalingGroup\",result=\"ok\"}");
