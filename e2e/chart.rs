@@ -6,11 +6,9 @@ mod support;
 
 use std::process::Command;
 
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::discovery::{Discovery, Scope};
-use serde_json::json;
-use support::{ControlPlane, repo_root, unique};
+use support::{ControlPlane, repo_root};
 
 fn helm() -> Option<String> {
     let path = support::peer_env_public("CLOUDOPTIM_HELM")?;
@@ -121,13 +119,7 @@ async fn chart_lints_renders_and_every_object_is_accepted_by_the_api_server() {
     );
 
     let client = cp.client().await;
-    let namespace = unique("chart");
-    let ns: Namespace =
-        serde_json::from_value(json!({"metadata": {"name": namespace}})).expect("ns");
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("namespace");
+    let namespace = support::create_namespace(&client, "chart").await;
 
     let operator = render(
         &namespace,

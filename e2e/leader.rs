@@ -6,11 +6,9 @@ mod support;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, PostParams};
-use serde_json::json;
+use kube::api::Api;
 use support::operator::{Operator, eventually};
-use support::{ControlPlane, Moto, unique};
+use support::{ControlPlane, Moto};
 
 fn ready(operator: &Operator) -> bool {
     operator.get("/readyz").is_some_and(|(code, _)| code == 200)
@@ -23,13 +21,7 @@ async fn exactly_one_replica_leads_and_a_standby_takes_over_when_it_dies() {
     };
     let Some(moto) = Moto::start() else { return };
     let client = cp.client().await;
-    let namespace = unique("lease");
-    let ns: Namespace =
-        serde_json::from_value(json!({"metadata": {"name": namespace}})).expect("ns");
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("namespace");
+    let namespace = support::create_namespace(&client, "lease").await;
 
     let args = |id: &str| {
         vec![

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cloudoptim::api::{HibernationSchedule, NodeTemplate, OptimizationPolicy, SpotRiskFlag};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, EvictParams, ListParams, Patch, PatchParams, PostParams};
@@ -201,13 +201,7 @@ struct Scenario {
 impl Scenario {
     async fn new(cp: &ControlPlane, nodes: usize, replicas: i32) -> Scenario {
         let client = cp.client().await;
-        let namespace = unique("proof");
-        let ns: Namespace =
-            serde_json::from_value(json!({"metadata": {"name": namespace}})).expect("ns");
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
-            .await
-            .expect("namespace");
+        let namespace = support::create_namespace(&client, "proof").await;
         let app = unique("app");
         let mut names = Vec::new();
         for i in 0..nodes {

@@ -96,6 +96,19 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// Create a namespace with a unique name starting with `prefix`; returns its name.
+pub async fn create_namespace(client: &Client, prefix: &str) -> String {
+    let name = unique(prefix);
+    let namespace: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))
+            .expect("namespace object");
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .create(&kube::api::PostParams::default(), &namespace)
+        .await
+        .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+    name
+}
+
 /// A running control plane shared by the tests of one test binary.
 pub struct ControlPlane {
     /// Directory holding kubeconfig, token, logs.
