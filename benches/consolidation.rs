@@ -1,5 +1,5 @@
 //! Consolidation planner benchmark (DESIGN.md section 11: plan 5,000 nodes / 100,000 pods < 1 s, one
-//! core).
+//! core), and the scheduling-style packer on Karpenter's benchmark shape.
 //!
 //! The cluster is the seeded scale scenario (`engine::consolidation::scenario`, seed 42): three zones,
 //! general, arm64 and tainted batch pools, DaemonSets on every node, Deployments with zone spread,
@@ -11,13 +11,20 @@
 //! constraint from the raw objects, recounting topology-spread domains by walking every live node's
 //! pods. It is quadratic, so it is measured on smaller clusters of the same shape (500 / 10,000 and
 //! 1,000 / 20,000) next to the indexed planner on the same clusters; the ratio is only ever computed
-//! between runs on the same cluster, never extrapolated. With `--bench`, after the criterion groups, it
-//! prints `ratio` lines for scripts: `cargo bench --bench consolidation | grep '^ratio'`.
+//! between runs on the same cluster, never extrapolated.
+//!
+//! `packing`: `engine::consolidation::packer` on 400 instance types (type i: i+1 vCPU, 2(i+1) GiB) and
+//! 20,000 pending pods of the Karpenter benchmark's mixes CloudOptim models (seed 42); pods/s is what
+//! `bench/karpenter-compare.sh` sets against Karpenter's own benchmark on the same machine.
+//!
+//! With `--bench`, after the criterion groups, it prints `ratio` lines for scripts:
+//! `cargo bench --bench consolidation | grep '^ratio'`. A filter argument (`cargo bench --bench
+//! consolidation -- packing`) limits both the criterion groups and the ratio lines.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use cloudoptim::engine::consolidation::{Options, plan, plan_naive, scenario};
+use cloudoptim::engine::consolidation::{Options, packer, plan, plan_naive, scenario};
 use criterion::Criterion;
 
 const SEED: u64 = 42;
@@ -26,6 +33,11 @@ const TARGET: Duration = Duration::from_secs(1);
 const FULL: (usize, usize) = (5_000, 100_000);
 /// Sizes where the naive baseline runs next to the indexed planner.
 const COMPARED: [(usize, usize); 2] = [(500, 10_000), (1_000, 20_000)];
+/// Karpenter's benchmark shape.
+const PACK_TYPES: usize = 400;
+const PACK_PODS: usize = 20_000;
+/// Karpenter's published scheduling throughput (DESIGN.md section 11).
+const KARPENTER_PUBLISHED_PODS_PER_SEC: f64 = 680.0;
 
 fn median_of(runs: usize, mut f: impl FnMut()) -> Duration {
     let mut times: Vec<Duration> = (0..runs)
@@ -39,7 +51,32 @@ fn median_of(runs: usize, mut f: impl FnMut()) -> Duration {
     times[runs / 2]
 }
 
+/// The first argument that is not a flag: criterion's benchmark filter.
+fn filter() -> Option<String> {
+    std::env::args().skip(1).find(|a| !a.starts_with('-'))
+}
+
+fn wanted(name: &str) -> bool {
+    filter().is_none_or(|f| name.contains(&f))
+}
+
 fn main() {
+    let mut c = Criterion::default()
+        .measurement_time(Duration::from_secs(5))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(10)
+        .configure_from_args();
+    let ratios = std::env::args().any(|a| a == "--bench");
+    if wanted("consolidation") {
+        consolidation(&mut c, ratios);
+    }
+    if wanted("packing") {
+        packing(&mut c, ratios);
+    }
+    c.final_summary();
+}
+
+fn consolidation(c: &mut Criterion, ratios: bool) {
     let options = Options::default();
     let full = scenario::generate(SEED, FULL.0, FULL.1);
     let small: Vec<_> = COMPARED
@@ -54,15 +91,6 @@ fn main() {
             "indexed and naive plans differ"
         );
     }
-    let full_plan = plan(&full, &options).ok();
-    let removed = full_plan.as_ref().map_or(0, |p| p.removals.len());
-    let moved = full_plan.as_ref().map_or(0, |p| p.moves.len());
-
-    let mut c = Criterion::default()
-        .measurement_time(Duration::from_secs(5))
-        .warm_up_time(Duration::from_secs(1))
-        .sample_size(10)
-        .configure_from_args();
     let mut group = c.benchmark_group(format!(
         "consolidation/{} nodes {} pods",
         full.nodes.len(),
@@ -80,31 +108,60 @@ fn main() {
         group.bench_function("naive", |b| b.iter(|| plan_naive(black_box(s), &options)));
         group.finish();
     }
-    c.final_summary();
-
-    if std::env::args().any(|a| a == "--bench") {
-        let secs = |d: Duration| d.as_secs_f64();
-        let fast = median_of(11, || drop(black_box(plan(&full, &options))));
-        println!(
-            "ratio consolidation_vs_target: plan {} nodes / {} pods ({removed} nodes removed, {moved} pods moved) \
-             {:.3} s, target {:.0} s, target/plan = {:.1}x",
-            full.nodes.len(),
-            full.pods.len(),
-            secs(fast),
-            secs(TARGET),
-            secs(TARGET) / secs(fast)
-        );
-        for s in &small {
-            let fast = median_of(21, || drop(black_box(plan(s, &options))));
-            let slow = median_of(5, || drop(black_box(plan_naive(s, &options))));
-            println!(
-                "ratio consolidation_vs_naive: {} nodes / {} pods: plan {:.2} ms, naive {:.2} ms, naive/plan = {:.1}x",
-                s.nodes.len(),
-                s.pods.len(),
-                secs(fast) * 1e3,
-                secs(slow) * 1e3,
-                secs(slow) / secs(fast)
-            );
-        }
+    if !ratios {
+        return;
     }
+    let secs = |d: Duration| d.as_secs_f64();
+    let full_plan = plan(&full, &options).ok();
+    let removed = full_plan.as_ref().map_or(0, |p| p.removals.len());
+    let moved = full_plan.as_ref().map_or(0, |p| p.moves.len());
+    let fast = median_of(11, || drop(black_box(plan(&full, &options))));
+    println!(
+        "ratio consolidation_vs_target: plan {} nodes / {} pods ({removed} nodes removed, {moved} pods \
+         moved) {:.3} s, target {:.0} s, target/plan = {:.1}x",
+        full.nodes.len(),
+        full.pods.len(),
+        secs(fast),
+        secs(TARGET),
+        secs(TARGET) / secs(fast)
+    );
+    for s in &small {
+        let fast = median_of(21, || drop(black_box(plan(s, &options))));
+        let slow = median_of(5, || drop(black_box(plan_naive(s, &options))));
+        println!(
+            "ratio consolidation_vs_naive: {} nodes / {} pods: plan {:.2} ms, naive {:.2} ms, naive/plan \
+             = {:.1}x",
+            s.nodes.len(),
+            s.pods.len(),
+            secs(fast) * 1e3,
+            secs(slow) * 1e3,
+            secs(slow) / secs(fast)
+        );
+    }
+}
+
+fn packing(c: &mut Criterion, ratios: bool) {
+    let types = packer::karpenter_types(PACK_TYPES);
+    let pods = packer::karpenter_pods(PACK_PODS, SEED);
+    let packing = packer::pack(&pods, &types, 3);
+    assert!(packing.unschedulable.is_empty(), "every pod fits a type");
+    let mut group = c.benchmark_group(format!("packing/{PACK_TYPES} types {PACK_PODS} pods"));
+    group.bench_function("pack", |b| {
+        b.iter(|| packer::pack(black_box(&pods), &types, 3))
+    });
+    group.finish();
+    if !ratios {
+        return;
+    }
+    let time = median_of(11, || drop(black_box(packer::pack(&pods, &types, 3))));
+    let pods_per_sec = PACK_PODS as f64 / time.as_secs_f64();
+    println!(
+        "ratio packing_vs_published_karpenter: {PACK_PODS} pods on {PACK_TYPES} types ({} nodes) {:.2} ms \
+         = {pods_per_sec:.0} pods/s, Karpenter published {KARPENTER_PUBLISHED_PODS_PER_SEC:.0} pods/s, \
+         ours/published = {:.0}x",
+        packing.nodes.len(),
+        time.as_secs_f64() * 1e3,
+        pods_per_sec / KARPENTER_PUBLISHED_PODS_PER_SEC
+    );
+    println!("packing pods_per_sec {pods_per_sec:.0}");
 }

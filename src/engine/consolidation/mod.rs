@@ -51,6 +51,8 @@ mod context;
 mod indexed;
 mod naive;
 #[doc(hidden)]
+pub mod packer;
+#[doc(hidden)]
 pub mod scenario;
 mod tree;
 

@@ -24,6 +24,23 @@ impl FitTree {
         }
     }
 
+    /// Make room for at least `len` leaves (new leaves are disabled); amortised O(1) per leaf.
+    pub(super) fn ensure_len(&mut self, len: usize) {
+        if len <= self.size {
+            return;
+        }
+        let size = len.next_power_of_two();
+        let mut cpu = vec![i64::MIN; 2 * size];
+        let mut memory = vec![i64::MIN; 2 * size];
+        cpu[size..size + self.size].copy_from_slice(&self.cpu[self.size..]);
+        memory[size..size + self.size].copy_from_slice(&self.memory[self.size..]);
+        for i in (1..size).rev() {
+            cpu[i] = cpu[2 * i].max(cpu[2 * i + 1]);
+            memory[i] = memory[2 * i].max(memory[2 * i + 1]);
+        }
+        *self = FitTree { size, cpu, memory };
+    }
+
     /// Set leaf `leaf` to (free CPU, free memory).
     pub(super) fn set(&mut self, leaf: usize, (cpu, memory): (i64, i64)) {
         let mut i = leaf + self.size;
@@ -79,6 +96,17 @@ mod tests {
         assert_eq!(tree.first_fit(0, 600, 0), None);
         tree.set(2, DISABLED);
         assert_eq!(tree.first_fit(0, 50, 50), Some(3));
+    }
+
+    #[test]
+    fn growing_keeps_leaves_and_adds_disabled_ones() {
+        let mut tree = FitTree::new(1);
+        tree.set(0, (10, 10));
+        tree.ensure_len(5);
+        assert_eq!(tree.first_fit(0, 10, 10), Some(0));
+        assert_eq!(tree.first_fit(1, 0, 0), None);
+        tree.set(4, (20, 20));
+        assert_eq!(tree.first_fit(0, 15, 15), Some(4));
     }
 
     #[test]

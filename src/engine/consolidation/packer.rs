@@ -1,0 +1,584 @@
+//! Scheduling-style packing of pending pods onto new nodes (not a public API): the workload of
+//! Karpenter's provisioning benchmark, for the side-by-side comparison of DESIGN.md section 11
+//! (`bench/karpenter-compare.sh`).
+//!
+//! Pods are taken largest first (CPU, then memory, as Karpenter sorts them) and put on the first open
+//! node that has room and satisfies the constraints the planner models: hostname anti-affinity (both
+//! ways), `DoNotSchedule` topology spread on zone (every zone of the offering is a domain) and hostname
+//! (a new node is always a possible domain, so the hostname minimum is 0). Open nodes are as large as the
+//! largest instance type; when none accepts a pod, a new node is opened in the zone its zone spreads
+//! prefer. At the end every node takes the cheapest instance type that holds its pods.
+//!
+//! First fit uses the planner's max segment trees, one per (constraint signature, zone): a node that
+//! refuses a signature (anti-affinity or hostname spread) refuses it forever, so it is disabled in that
+//! signature's tree and never visited again; zone spreads pick the allowed zones up front. Each pod
+//! costs a few logarithmic lookups, whatever the mix.
+
+use crate::engine::snapshot::{LabelSelector, Labels, Resources, TopologyKey, TopologySpread};
+
+use super::context::{FxMap, Interner};
+use super::tree::{DISABLED, FitTree};
+
+/// An instance type offered in every zone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceShape {
+    /// Name.
+    pub name: String,
+    /// Allocatable CPU and memory, and pod slots.
+    pub capacity: Resources,
+    /// USD per hour.
+    pub price: f64,
+}
+
+/// A pending pod (all in one namespace).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingPod {
+    /// Requests (`pods` = 1).
+    pub requests: Resources,
+    /// Labels.
+    pub labels: Labels,
+    /// `DoNotSchedule` spreads on zone or hostname.
+    pub spread: Vec<TopologySpread>,
+    /// Required anti-affinity on hostname: selectors of pods it may not share a node with.
+    pub anti_affinity: Vec<LabelSelector>,
+}
+
+/// A node the packing opens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedNode {
+    /// Index into the instance types.
+    pub instance_type: usize,
+    /// Index into the zones.
+    pub zone: usize,
+    /// Indices of its pods.
+    pub pods: Vec<usize>,
+}
+
+/// The result.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Packing {
+    /// New nodes.
+    pub nodes: Vec<PackedNode>,
+    /// Pods no instance type can hold.
+    pub unschedulable: Vec<usize>,
+}
+
+/// A topology spread of a pod, interned.
+struct Group {
+    zone: bool,
+    max_skew: u32,
+    selector: u32,
+}
+
+/// What decides whether a node can take a pod apart from capacity and zones: pods with equal
+/// signatures are refused by the same nodes, and a node that refuses a signature refuses it forever
+/// (resident pods only accumulate), so each signature keeps its own first-fit trees.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+struct Signature {
+    /// The pod's anti-affinity selectors.
+    own_anti: Vec<u32>,
+    /// Anti-affinity selectors (of any pod) that match the pod.
+    repelled_by: Vec<u32>,
+    /// Hostname spreads: (selector, maxSkew, pod matches its own selector).
+    hostname: Vec<(u32, u32, bool)>,
+}
+
+struct State {
+    node_zone: Vec<usize>,
+    /// Position of each node among the nodes of its zone (its leaf in the zone's trees).
+    node_leaf: Vec<usize>,
+    zone_len: Vec<usize>,
+    used: Vec<Resources>,
+    pods_on: Vec<Vec<usize>>,
+    /// Anti-affinity selectors of the pods on each node.
+    anti_on: Vec<Vec<u32>>,
+    /// Per selector: matching pods per zone and per node.
+    zone_counts: Vec<Vec<u64>>,
+    node_counts: Vec<FxMap<u32, u32>>,
+    /// Per signature, per zone: free capacity of the nodes that accept the signature.
+    trees: Vec<Vec<FitTree>>,
+}
+
+impl State {
+    fn refuses(&self, signature: &Signature, node: usize) -> bool {
+        let count = |s: u32| {
+            self.node_counts[s as usize]
+                .get(&(node as u32))
+                .copied()
+                .unwrap_or(0)
+        };
+        signature.own_anti.iter().any(|&s| count(s) > 0)
+            || signature
+                .repelled_by
+                .iter()
+                .any(|s| self.anti_on[node].contains(s))
+            || signature
+                .hostname
+                .iter()
+                .any(|&(s, skew, own)| count(s) + u32::from(own) > skew)
+    }
+
+    /// Recompute `node`'s leaf in every signature's tree of its zone.
+    fn refresh(&mut self, signatures: &[Signature], node: usize, largest: Resources) {
+        let used = self.used[node];
+        let free = if used.pods >= largest.pods {
+            DISABLED
+        } else {
+            (
+                signed(largest.cpu_millis) - signed(used.cpu_millis),
+                signed(largest.memory_bytes) - signed(used.memory_bytes),
+            )
+        };
+        let (zone, leaf) = (self.node_zone[node], self.node_leaf[node]);
+        for (i, signature) in signatures.iter().enumerate() {
+            let value = if self.refuses(signature, node) {
+                DISABLED
+            } else {
+                free
+            };
+            self.trees[i][zone].set(leaf, value);
+        }
+    }
+
+    fn open(&mut self, signatures: &[Signature], zone: usize, largest: Resources) -> usize {
+        let node = self.used.len();
+        self.node_zone.push(zone);
+        self.node_leaf.push(self.zone_len[zone]);
+        self.zone_len[zone] += 1;
+        self.used.push(Resources::default());
+        self.pods_on.push(Vec::new());
+        self.anti_on.push(Vec::new());
+        for trees in &mut self.trees {
+            trees[zone].ensure_len(self.zone_len[zone]);
+        }
+        self.refresh(signatures, node, largest);
+        node
+    }
+}
+
+/// Pack `pods` onto new nodes of `types` across `zones` zones.
+pub fn pack(pods: &[PendingPod], types: &[InstanceShape], zones: usize) -> Packing {
+    let zones = zones.max(1);
+    let Some(largest) = largest(types) else {
+        return Packing {
+            nodes: Vec::new(),
+            unschedulable: (0..pods.len()).collect(),
+        };
+    };
+    // Selectors (spread and anti-affinity) are evaluated once per distinct label set.
+    let mut selectors: Interner<&LabelSelector> = Interner::new();
+    let mut label_sets: Interner<&Labels> = Interner::new();
+    let pod_set: Vec<u32> = pods.iter().map(|p| label_sets.intern(&p.labels)).collect();
+    let spreads: Vec<Vec<Group>> = pods
+        .iter()
+        .map(|p| {
+            p.spread
+                .iter()
+                .map(|s| Group {
+                    zone: s.key == TopologyKey::Zone,
+                    max_skew: s.max_skew,
+                    selector: selectors.intern(&s.selector),
+                })
+                .collect()
+        })
+        .collect();
+    let anti: Vec<Vec<u32>> = pods
+        .iter()
+        .map(|p| {
+            p.anti_affinity
+                .iter()
+                .map(|s| selectors.intern(s))
+                .collect()
+        })
+        .collect();
+    let matches: Vec<Vec<bool>> = selectors
+        .items()
+        .iter()
+        .map(|s| label_sets.items().iter().map(|l| s.matches(l)).collect())
+        .collect();
+    let pod_selectors: Vec<Vec<u32>> = pod_set
+        .iter()
+        .map(|&set| {
+            (0..matches.len() as u32)
+                .filter(|&s| matches[s as usize][set as usize])
+                .collect()
+        })
+        .collect();
+    let mut anti_selectors: Vec<u32> = anti.iter().flatten().copied().collect();
+    anti_selectors.sort_unstable();
+    anti_selectors.dedup();
+    let mut signatures: Interner<Signature> = Interner::new();
+    let pod_signature: Vec<u32> = (0..pods.len())
+        .map(|p| {
+            let set = pod_set[p] as usize;
+            let mut own_anti = anti[p].clone();
+            own_anti.sort_unstable();
+            own_anti.dedup();
+            let repelled_by = anti_selectors
+                .iter()
+                .copied()
+                .filter(|&s| matches[s as usize][set])
+                .collect();
+            let mut hostname: Vec<(u32, u32, bool)> = spreads[p]
+                .iter()
+                .filter(|g| !g.zone)
+                .map(|g| (g.selector, g.max_skew, matches[g.selector as usize][set]))
+                .collect();
+            hostname.sort_unstable();
+            signatures.intern(Signature {
+                own_anti,
+                repelled_by,
+                hostname,
+            })
+        })
+        .collect();
+    let signatures = signatures.items().to_vec();
+
+    let mut order: Vec<usize> = (0..pods.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (x, y) = (pods[a].requests, pods[b].requests);
+        y.cpu_millis
+            .cmp(&x.cpu_millis)
+            .then(y.memory_bytes.cmp(&x.memory_bytes))
+            .then(a.cmp(&b))
+    });
+    let mut state = State {
+        node_zone: Vec::new(),
+        node_leaf: Vec::new(),
+        zone_len: vec![0; zones],
+        used: Vec::new(),
+        pods_on: Vec::new(),
+        anti_on: Vec::new(),
+        zone_counts: vec![vec![0; zones]; matches.len()],
+        node_counts: (0..matches.len()).map(|_| FxMap::default()).collect(),
+        trees: signatures
+            .iter()
+            .map(|_| (0..zones).map(|_| FitTree::new(1)).collect())
+            .collect(),
+    };
+    let mut zone_nodes: Vec<Vec<usize>> = vec![Vec::new(); zones];
+    let mut unschedulable = Vec::new();
+    for &p in &order {
+        let request = pods[p].requests;
+        let set = pod_set[p] as usize;
+        let allowed: Vec<usize> = (0..zones)
+            .filter(|&z| {
+                spreads[p].iter().filter(|g| g.zone).all(|g| {
+                    let counts = &state.zone_counts[g.selector as usize];
+                    let min = counts.iter().copied().min().unwrap_or(0);
+                    counts[z] + u64::from(matches[g.selector as usize][set]) - min
+                        <= u64::from(g.max_skew)
+                })
+            })
+            .collect();
+        if !request.fits_within(largest) || allowed.is_empty() {
+            unschedulable.push(p);
+            continue;
+        }
+        let (cpu, memory) = (signed(request.cpu_millis), signed(request.memory_bytes));
+        let signature = pod_signature[p] as usize;
+        // First fit in opening order across the allowed zones.
+        let existing = allowed
+            .iter()
+            .filter_map(|&z| {
+                state.trees[signature][z]
+                    .first_fit(0, cpu, memory)
+                    .map(|leaf| zone_nodes[z][leaf])
+            })
+            .min();
+        let node = match existing {
+            Some(node) => node,
+            None => {
+                let zone = best_zone(&state, &spreads[p], &matches, set, &allowed);
+                let node = state.open(&signatures, zone, largest);
+                zone_nodes[zone].push(node);
+                node
+            }
+        };
+        state.used[node] = state.used[node].saturating_add(request);
+        state.pods_on[node].push(p);
+        for &s in &anti[p] {
+            if !state.anti_on[node].contains(&s) {
+                state.anti_on[node].push(s);
+            }
+        }
+        let zone = state.node_zone[node];
+        for &s in &pod_selectors[p] {
+            state.zone_counts[s as usize][zone] += 1;
+            *state.node_counts[s as usize]
+                .entry(node as u32)
+                .or_insert(0) += 1;
+        }
+        state.refresh(&signatures, node, largest);
+    }
+    let nodes = state
+        .used
+        .iter()
+        .zip(state.pods_on)
+        .zip(state.node_zone)
+        .map(|((used, pods), zone)| PackedNode {
+            instance_type: cheapest(types, *used),
+            zone,
+            pods,
+        })
+        .collect();
+    Packing {
+        nodes,
+        unschedulable,
+    }
+}
+
+fn signed(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The component-wise largest capacity any type offers (the size of an open node).
+fn largest(types: &[InstanceShape]) -> Option<Resources> {
+    types.iter().map(|t| t.capacity).reduce(|a, b| Resources {
+        cpu_millis: a.cpu_millis.max(b.cpu_millis),
+        memory_bytes: a.memory_bytes.max(b.memory_bytes),
+        pods: a.pods.max(b.pods),
+    })
+}
+
+/// The cheapest type that holds `used` (the largest when none does, which cannot happen for packings
+/// built within one type's capacity).
+fn cheapest(types: &[InstanceShape], used: Resources) -> usize {
+    types
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| used.fits_within(t.capacity))
+        .min_by(|a, b| a.1.price.total_cmp(&b.1.price).then(a.0.cmp(&b.0)))
+        .map_or(0, |(i, _)| i)
+}
+
+/// The zone where the pod's zone spreads are least loaded (first zone on ties).
+fn best_zone(
+    state: &State,
+    spreads: &[Group],
+    matches: &[Vec<bool>],
+    set: usize,
+    allowed: &[usize],
+) -> usize {
+    allowed
+        .iter()
+        .copied()
+        .min_by_key(|&z| {
+            spreads
+                .iter()
+                .filter(|g| g.zone)
+                .map(|g| {
+                    state.zone_counts[g.selector as usize][z]
+                        + u64::from(matches[g.selector as usize][set])
+                })
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+/// Karpenter's benchmark instance types: type `i` has `i + 1` vCPU and `2(i + 1)` GiB, 110 pods, and
+/// costs in proportion to its size.
+pub fn karpenter_types(count: usize) -> Vec<InstanceShape> {
+    (0..count)
+        .map(|i| {
+            let size = i as u64 + 1;
+            InstanceShape {
+                name: format!("fake-it-{i}"),
+                capacity: Resources {
+                    cpu_millis: size * 1000,
+                    memory_bytes: (size * 2) << 30,
+                    pods: 110,
+                },
+                price: size as f64 * 0.05,
+            }
+        })
+        .collect()
+}
+
+/// The pod mixes of Karpenter's `makeDiversePods` that CloudOptim models, in equal parts: generic pods,
+/// zone spread, hostname spread (maxSkew 1, selector on a random `my-label` value) and hostname
+/// anti-affinity (`app: nginx`, all repelling each other); CPU from {100, 250, 500, 1000, 1500}m and
+/// memory from {100, 256, 512, 1024, 2048, 4096}Mi, seeded. (Karpenter's two pod-affinity mixes are
+/// left out: the planner pins pods with required pod affinity instead of modelling it.)
+pub fn karpenter_pods(count: usize, seed: u64) -> Vec<PendingPod> {
+    let mut rng = super::scenario::Rng::new(seed);
+    let values = ["a", "b", "c", "d", "e", "f", "g"];
+    let label = |rng: &mut super::scenario::Rng| {
+        let mut l = Labels::new();
+        l.insert("my-label".into(), (*rng.pick(&values)).into());
+        l
+    };
+    let mut pods = Vec::with_capacity(count);
+    for i in 0..count {
+        let cpu = *rng.pick(&[100u64, 250, 500, 1000, 1500]);
+        let memory = *rng.pick(&[100u64, 256, 512, 1024, 2048, 4096]) << 20;
+        let mut pod = PendingPod {
+            requests: Resources::pod(cpu, memory),
+            labels: label(&mut rng),
+            spread: Vec::new(),
+            anti_affinity: Vec::new(),
+        };
+        match i * 4 / count.max(1) {
+            0 => {}
+            1 | 2 => pod.spread.push(TopologySpread {
+                max_skew: 1,
+                key: if i * 4 / count.max(1) == 1 {
+                    TopologyKey::Zone
+                } else {
+                    TopologyKey::Hostname
+                },
+                selector: LabelSelector {
+                    match_labels: label(&mut rng),
+                    match_expressions: Vec::new(),
+                },
+                min_domains: None,
+                honor_node_affinity: true,
+                honor_node_taints: false,
+            }),
+            _ => {
+                pod.labels = Labels::from([("app".to_owned(), "nginx".to_owned())]);
+                pod.anti_affinity
+                    .push(LabelSelector::labels([("app", "nginx")]));
+            }
+        }
+        pods.push(pod);
+    }
+    pods
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pods whose spread selectors match only pods with the same constraint, so placement-time checks
+    /// imply the final state: zone skew <= maxSkew, at most maxSkew matching pods per node.
+    fn separable_pods(count: usize) -> Vec<PendingPod> {
+        let mut pods = karpenter_pods(count, 7);
+        for (i, pod) in pods.iter_mut().enumerate() {
+            let value = ["a", "b", "c"][i % 3];
+            let key = match (
+                pod.spread.first().map(|s| s.key),
+                pod.anti_affinity.is_empty(),
+            ) {
+                (Some(TopologyKey::Zone), _) => "zone-group",
+                (Some(TopologyKey::Hostname), _) => "host-group",
+                (None, true) => "generic",
+                (None, false) => continue,
+            };
+            pod.labels = Labels::from([(key.to_owned(), value.to_owned())]);
+            for s in &mut pod.spread {
+                s.selector = LabelSelector::labels([(key, value)]);
+            }
+        }
+        pods
+    }
+
+    fn verify(pods: &[PendingPod], types: &[InstanceShape], packing: &Packing, zones: usize) {
+        let mut seen = vec![false; pods.len()];
+        for n in &packing.nodes {
+            let used = n.pods.iter().fold(Resources::default(), |a, &p| {
+                a.saturating_add(pods[p].requests)
+            });
+            assert!(
+                used.fits_within(types[n.instance_type].capacity),
+                "node overcommitted"
+            );
+            if n.instance_type > 0 {
+                assert!(
+                    !used.fits_within(types[n.instance_type - 1].capacity),
+                    "a cheaper type would do"
+                );
+            }
+            for &p in &n.pods {
+                assert!(!seen[p], "pod placed twice");
+                seen[p] = true;
+                for &q in n.pods.iter().filter(|&&q| q != p) {
+                    assert!(
+                        !pods[p]
+                            .anti_affinity
+                            .iter()
+                            .any(|s| s.matches(&pods[q].labels)),
+                        "anti-affinity"
+                    );
+                }
+            }
+        }
+        for &p in &packing.unschedulable {
+            seen[p] = true;
+        }
+        assert!(seen.iter().all(|s| *s), "every pod placed or reported");
+        for pod in pods {
+            for s in &pod.spread {
+                let count = |n: &PackedNode| {
+                    n.pods
+                        .iter()
+                        .filter(|&&q| s.selector.matches(&pods[q].labels))
+                        .count()
+                };
+                if s.key == TopologyKey::Zone {
+                    let per_zone: Vec<usize> = (0..zones)
+                        .map(|z| {
+                            packing
+                                .nodes
+                                .iter()
+                                .filter(|n| n.zone == z)
+                                .map(count)
+                                .sum()
+                        })
+                        .collect();
+                    let (lo, hi) = (
+                        per_zone.iter().min().unwrap(),
+                        per_zone.iter().max().unwrap(),
+                    );
+                    assert!(hi - lo <= s.max_skew as usize, "zone skew {per_zone:?}");
+                } else {
+                    assert!(
+                        packing
+                            .nodes
+                            .iter()
+                            .all(|n| count(n) <= s.max_skew as usize),
+                        "hostname spread"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn packings_are_valid_and_use_the_cheapest_fitting_type() {
+        let types = karpenter_types(400);
+        let pods = separable_pods(3000);
+        let packing = pack(&pods, &types, 3);
+        assert!(packing.unschedulable.is_empty());
+        verify(&pods, &types, &packing, 3);
+        let anti = pods.iter().filter(|p| !p.anti_affinity.is_empty()).count();
+        assert!(
+            packing.nodes.len() >= anti,
+            "anti-affine pods need a node each"
+        );
+    }
+
+    #[test]
+    fn the_karpenter_shaped_workload_is_deterministic_and_fully_placed() {
+        let types = karpenter_types(400);
+        let pods = karpenter_pods(2000, 42);
+        assert_eq!(pods, karpenter_pods(2000, 42));
+        let packing = pack(&pods, &types, 3);
+        assert!(packing.unschedulable.is_empty());
+        assert_eq!(
+            packing.nodes.iter().map(|n| n.pods.len()).sum::<usize>(),
+            2000
+        );
+    }
+
+    #[test]
+    fn pods_larger_than_every_type_are_unschedulable() {
+        let types = karpenter_types(2);
+        let mut pods = karpenter_pods(4, 1);
+        pods[0].requests = Resources::pod(5000, 1);
+        let packing = pack(&pods, &types, 3);
+        assert_eq!(packing.unschedulable, [0]);
+        assert_eq!(pack(&pods, &[], 3).unschedulable.len(), 4);
+    }
+}
