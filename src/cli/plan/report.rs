@@ -308,13 +308,22 @@ fn write_ranking(a: &Analysis<'_>, out: &mut impl Write) -> io::Result<()> {
     Ok(())
 }
 
+/// Dollars to 6 decimals and percentages to 2, so sums do not show float noise (0.30000000000000004).
+fn dollars_json(value: f64) -> f64 {
+    (value * 1e6).round() / 1e6
+}
+
+fn percent_json(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
+
 fn mix_json(mix: &Mix) -> Value {
     json!({
         "spotNodes": mix.spot_nodes,
         "onDemandNodes": mix.on_demand_nodes,
-        "spotHourly": mix.spot_hourly,
-        "onDemandHourly": mix.on_demand_hourly,
-        "spotPercent": mix.spot_percent(),
+        "spotHourly": dollars_json(mix.spot_hourly),
+        "onDemandHourly": dollars_json(mix.on_demand_hourly),
+        "spotPercent": percent_json(mix.spot_percent()),
     })
 }
 
@@ -374,17 +383,18 @@ pub(super) fn write_json(a: &Analysis<'_>, out: &mut impl Write) -> io::Result<(
             "excludeNamespaces": a.options.excluded_namespaces,
         },
         "cost": {
-            "currentHourly": c.current_hourly,
-            "optimizedHourly": c.optimized_hourly,
-            "savingsHourly": c.savings_hourly,
-            "savingsMonthly": c.savings_monthly,
-            "savingsPercent": c.savings_percent,
-            "currentMonthly": c.current_hourly * HOURS_PER_MONTH,
-            "optimizedMonthly": c.optimized_hourly * HOURS_PER_MONTH,
-            "consolidationHourly": c.consolidation_hourly,
-            "spotMixHourly": c.spot_mix_hourly,
-            "onDemandEquivalentHourly": c.on_demand_equivalent_hourly,
-            "savingsVsOnDemandPercent": c.savings_vs_on_demand_percent,
+            "currentHourly": dollars_json(c.current_hourly),
+            "optimizedHourly": dollars_json(c.optimized_hourly),
+            "savingsHourly": dollars_json(c.savings_hourly),
+            // From the rounded hourly figure, so monthly = hourly x 730 holds in the output.
+            "savingsMonthly": dollars_json(dollars_json(c.savings_hourly) * HOURS_PER_MONTH),
+            "savingsPercent": percent_json(c.savings_percent),
+            "currentMonthly": dollars_json(c.current_hourly * HOURS_PER_MONTH),
+            "optimizedMonthly": dollars_json(c.optimized_hourly * HOURS_PER_MONTH),
+            "consolidationHourly": dollars_json(c.consolidation_hourly),
+            "spotMixHourly": dollars_json(c.spot_mix_hourly),
+            "onDemandEquivalentHourly": dollars_json(c.on_demand_equivalent_hourly),
+            "savingsVsOnDemandPercent": percent_json(c.savings_vs_on_demand_percent),
         },
         "mix": { "current": mix_json(&c.current_mix), "optimized": mix_json(&c.optimized_mix) },
         "removeNodes": names(&a.plan.removals.iter().map(|r| r.node).collect::<Vec<_>>()),
