@@ -175,9 +175,12 @@ impl ControlPlane {
     /// A new admin client (bound to the calling test's runtime).
     pub async fn client(&self) -> Client {
         let kubeconfig = Kubeconfig::read_from(self.kubeconfig()).expect("kubeconfig readable");
-        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
             .await
             .expect("kubeconfig valid");
+        // kube's default retry resends a 429 up to 15 times (minutes for a PDB-blocked eviction);
+        // the tests observe the API server's answers as they are.
+        config.default_retry = false;
         Client::try_from(config).expect("client builds")
     }
 }
