@@ -10,7 +10,6 @@
 //! by the caller (from the catalog); the engine never looks prices up itself.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 /// Labels (or a node selector): key -> value, sorted so equal maps hash and compare equal.
 pub type Labels = BTreeMap<String, String>;
@@ -42,30 +41,8 @@ impl PodId {
     }
 }
 
-/// How a node is billed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum CapacityType {
-    /// EC2 Spot: cheaper, can be reclaimed with a two-minute warning.
-    Spot,
-    /// EC2 on-demand (also used for reserved and unknown capacity).
-    OnDemand,
-}
-
-impl CapacityType {
-    /// The name used in labels, CLI output and JSON: `spot` or `on-demand`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CapacityType::Spot => "spot",
-            CapacityType::OnDemand => "on-demand",
-        }
-    }
-}
-
-impl fmt::Display for CapacityType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// How a node is billed: the same type the ranking uses.
+pub use super::ranking::CapacityType;
 
 /// An amount of the three resources the scheduler counts: CPU, memory and pod slots.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
