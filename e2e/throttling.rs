@@ -21,6 +21,8 @@ struct Proxy {
     throttle: Arc<AtomicUsize>,
     /// DescribeAutoScalingGroups requests seen.
     seen: Arc<AtomicUsize>,
+    /// Every request body, in order.
+    bodies: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 const THROTTLED: &str = "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code>\
@@ -33,6 +35,9 @@ async fn forward(State(proxy): State<Proxy>, request: Request<Body>) -> Response
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    if let Ok(mut bodies) = proxy.bodies.lock() {
+        bodies.push(String::from_utf8_lossy(&body).into_owned());
+    }
     if String::from_utf8_lossy(&body).contains("Action=DescribeAutoScalingGroups") {
         proxy.seen.fetch_add(1, Ordering::SeqCst);
         let throttle = proxy
@@ -82,15 +87,13 @@ async fn forward(State(proxy): State<Proxy>, request: Request<Body>) -> Response
     Response::from_parts(parts, Body::from(body))
 }
 
-#[tokio::test]
-async fn throttled_calls_are_retried_and_counted() {
-    let Some(moto) = support::Moto::start() else {
-        return;
-    };
+/// A proxy in front of `upstream` throttling the next `throttle` DescribeAutoScalingGroups calls.
+async fn start_proxy(upstream: &str, throttle: usize) -> (Proxy, std::net::SocketAddr) {
     let proxy = Proxy {
-        upstream: moto.endpoint.clone(),
-        throttle: Arc::new(AtomicUsize::new(2)),
+        upstream: upstream.to_string(),
+        throttle: Arc::new(AtomicUsize::new(throttle)),
         seen: Arc::new(AtomicUsize::new(0)),
+        bodies: Arc::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -100,7 +103,61 @@ async fn throttled_calls_are_retried_and_counted() {
         .fallback(forward)
         .with_state(proxy.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
+    (proxy, address)
+}
 
+#[tokio::test]
+async fn assume_role_goes_through_sts_with_the_external_id() {
+    use cloudoptim::cloud::aws::AssumeRole;
+    let Some(moto) = support::Moto::start() else {
+        return;
+    };
+    let (proxy, address) = start_proxy(&moto.endpoint, 0).await;
+    let options = AwsOptions {
+        region: support::aws::REGION.into(),
+        endpoint_url: Some(format!("http://{address}")),
+        static_credentials: Some((
+            support::aws::ACCESS_KEY.into(),
+            support::aws::SECRET_KEY.into(),
+        )),
+        assume_role: Some(AssumeRole {
+            role_arn: "arn:aws:iam::123456789012:role/cloudoptim".into(),
+            external_id: Some("fleet-42".into()),
+        }),
+    };
+    let metrics = cloudoptim::metrics::Metrics::new().expect("metrics");
+    let cloud = AwsCloud::connect(&options, metrics).await;
+    cloud
+        .groups(&GroupSelector::Names(vec!["none".into()]))
+        .await
+        .expect("a call with the assumed role");
+    let bodies = proxy.bodies.lock().expect("bodies").clone();
+    let assume = bodies
+        .iter()
+        .position(|b| b.contains("Action=AssumeRole"))
+        .unwrap_or_else(|| panic!("no AssumeRole call: {bodies:?}"));
+    assert!(
+        bodies[assume].contains("ExternalId=fleet-42"),
+        "{}",
+        bodies[assume]
+    );
+    assert!(
+        bodies[assume].contains("cloudoptim"),
+        "role and session name sent"
+    );
+    let describe = bodies
+        .iter()
+        .position(|b| b.contains("Action=DescribeAutoScalingGroups"))
+        .expect("the describe call");
+    assert!(assume < describe, "credentials are assumed before the call");
+}
+
+#[tokio::test]
+async fn throttled_calls_are_retried_and_counted() {
+    let Some(moto) = support::Moto::start() else {
+        return;
+    };
+    let (proxy, address) = start_proxy(&moto.endpoint, 2).await;
     let metrics = cloudoptim::metrics::Metrics::new().expect("metrics");
     let options = AwsOptions {
         region: support::aws::REGION.into(),
