@@ -12,7 +12,7 @@ use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_types::request_id::RequestId;
 
-use super::rate::Ec2Limits;
+use super::rate::{Ec2Limits, TokenBucket};
 use super::{
     AutoScalingGroup, Cloud, CloudError, CloudResult, GroupSelector, GroupUpdate, Instance,
     InstanceTypeInfo, MixedInstances, QueueMessage, SpotPrice, Volume,
@@ -145,6 +145,26 @@ impl AwsCloud {
             limits: Arc::new(Ec2Limits::default()),
             metrics,
         }
+    }
+
+    /// A call whose answer CloudOptim does not need: wait for a token from `bucket` (EC2 calls), send,
+    /// map the error, count it.
+    async fn act<O, E, R>(
+        &self,
+        op: &'static str,
+        bucket: Option<&TokenBucket>,
+        send: impl std::future::Future<Output = Result<O, SdkError<E, R>>>,
+    ) -> CloudResult<()>
+    where
+        E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+        SdkError<E, R>: RequestId,
+    {
+        if let Some(bucket) = bucket {
+            bucket.acquire().await;
+        }
+        let result = send.await.map(|_| ()).map_err(|e| classify(op, e));
+        self.count(op, result)
     }
 
     /// Count one call and pass its result through.
@@ -479,31 +499,24 @@ impl Cloud for AwsCloud {
     }
 
     async fn terminate_instances(&self, ids: &[String]) -> CloudResult<()> {
-        const OP: &str = "TerminateInstances";
-        self.limits.mutating.acquire().await;
-        let result = self
-            .ec2
-            .terminate_instances()
-            .set_instance_ids(Some(ids.to_vec()))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| classify(OP, e));
-        self.count(OP, result)
+        self.act(
+            "TerminateInstances",
+            Some(&self.limits.mutating),
+            self.ec2
+                .terminate_instances()
+                .set_instance_ids(Some(ids.to_vec()))
+                .send(),
+        )
+        .await
     }
 
     async fn delete_volume(&self, id: &str) -> CloudResult<()> {
-        const OP: &str = "DeleteVolume";
-        self.limits.mutating.acquire().await;
-        let result = self
-            .ec2
-            .delete_volume()
-            .volume_id(id)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| classify(OP, e));
-        self.count(OP, result)
+        self.act(
+            "DeleteVolume",
+            Some(&self.limits.mutating),
+            self.ec2.delete_volume().volume_id(id).send(),
+        )
+        .await
     }
 
     async fn create_tags(
@@ -511,22 +524,17 @@ impl Cloud for AwsCloud {
         ids: &[String],
         tags: &BTreeMap<String, String>,
     ) -> CloudResult<()> {
-        const OP: &str = "CreateTags";
-        self.limits.mutating.acquire().await;
         let tags = tags
             .iter()
             .map(|(k, v)| ec2::Tag::builder().key(k).value(v).build())
             .collect();
-        let result = self
+        let request = self
             .ec2
             .create_tags()
             .set_resources(Some(ids.to_vec()))
-            .set_tags(Some(tags))
-            .send()
+            .set_tags(Some(tags));
+        self.act("CreateTags", Some(&self.limits.mutating), request.send())
             .await
-            .map(|_| ())
-            .map_err(|e| classify(OP, e));
-        self.count(OP, result)
     }
 
     async fn groups(&self, selector: &GroupSelector) -> CloudResult<Vec<AutoScalingGroup>> {
@@ -565,8 +573,6 @@ impl Cloud for AwsCloud {
     }
 
     async fn update_group(&self, update: &GroupUpdate) -> CloudResult<()> {
-        const OP: &str = "UpdateAutoScalingGroup";
-        self.limits.mutating.acquire().await;
         let request = self
             .autoscaling
             .update_auto_scaling_group()
@@ -575,12 +581,12 @@ impl Cloud for AwsCloud {
             .set_min_size(update.min)
             .set_max_size(update.max)
             .set_desired_capacity(update.desired);
-        let result = request
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| classify(OP, e));
-        self.count(OP, result)
+        self.act(
+            "UpdateAutoScalingGroup",
+            Some(&self.limits.mutating),
+            request.send(),
+        )
+        .await
     }
 
     async fn terminate_in_group(
@@ -588,18 +594,16 @@ impl Cloud for AwsCloud {
         instance_id: &str,
         decrement_desired: bool,
     ) -> CloudResult<()> {
-        const OP: &str = "TerminateInstanceInAutoScalingGroup";
-        self.limits.mutating.acquire().await;
-        let result = self
-            .autoscaling
-            .terminate_instance_in_auto_scaling_group()
-            .instance_id(instance_id)
-            .should_decrement_desired_capacity(decrement_desired)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| classify(OP, e));
-        self.count(OP, result)
+        self.act(
+            "TerminateInstanceInAutoScalingGroup",
+            Some(&self.limits.mutating),
+            self.autoscaling
+                .terminate_instance_in_auto_scaling_group()
+                .instance_id(instance_id)
+                .should_decrement_desired_capacity(decrement_desired)
+                .send(),
+        )
+        .await
     }
 
     async fn receive(
@@ -634,16 +638,15 @@ impl Cloud for AwsCloud {
     }
 
     async fn delete_message(&self, queue_url: &str, receipt: &str) -> CloudResult<()> {
-        const OP: &str = "DeleteMessage";
-        let result = self
-            .sqs
-            .delete_message()
-            .queue_url(queue_url)
-            .receipt_handle(receipt)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| classify(OP, e));
-        self.count(OP, result)
+        self.act(
+            "DeleteMessage",
+            None,
+            self.sqs
+                .delete_message()
+                .queue_url(queue_url)
+                .receipt_handle(receipt)
+                .send(),
+        )
+        .await
     }
 }
