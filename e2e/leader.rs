@@ -10,6 +10,15 @@ use kube::api::Api;
 use support::operator::{Operator, eventually};
 use support::{ControlPlane, Moto};
 
+async fn lease_holder(leases: &Api<Lease>) -> Option<String> {
+    leases
+        .get("cloudoptim-leader")
+        .await
+        .expect("lease")
+        .spec
+        .and_then(|s| s.holder_identity)
+}
+
 fn ready(operator: &Operator) -> bool {
     operator.get("/readyz").is_some_and(|(code, _)| code == 200)
 }
@@ -47,12 +56,7 @@ async fn exactly_one_replica_leads_and_a_standby_takes_over_when_it_dies() {
 
     assert!(ready(&first), "the first replica leads");
     let leases: Api<Lease> = Api::namespaced(client.clone(), &namespace);
-    let holder = leases
-        .get("cloudoptim-leader")
-        .await
-        .expect("lease")
-        .spec
-        .and_then(|s| s.holder_identity);
+    let holder = lease_holder(&leases).await;
     assert_eq!(holder.as_deref(), Some("replica-a"));
     // The standby keeps answering health checks but is not ready while the leader renews.
     for _ in 0..10 {
@@ -68,11 +72,6 @@ async fn exactly_one_replica_leads_and_a_standby_takes_over_when_it_dies() {
         || async { ready(&second).then_some(()) },
     )
     .await;
-    let holder = leases
-        .get("cloudoptim-leader")
-        .await
-        .expect("lease")
-        .spec
-        .and_then(|s| s.holder_identity);
+    let holder = lease_holder(&leases).await;
     assert_eq!(holder.as_deref(), Some("replica-b"));
 }
