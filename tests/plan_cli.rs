@@ -233,3 +233,46 @@ fn missing_files_and_bad_policies_exit_2() {
         stderr(&output)
     );
 }
+
+#[test]
+fn a_hibernation_schedule_adds_its_savings_on_top_of_the_optimised_cost() {
+    let schedule = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/hibernationschedule.yaml"
+    );
+    let report = json(&["--hibernation", schedule, "-o", "json"]);
+    let h = &report["hibernation"];
+    // Awake Mon-Fri 07:30-20:30 with a 30 min pre-warm: nodes are down 100.5 h of 168 in a week
+    // (a DST change inside the 52 weeks shifts this by minutes, not hours).
+    let asleep = h["asleepHoursPerWeek"]
+        .as_f64()
+        .expect("asleepHoursPerWeek");
+    assert!((asleep - 100.5).abs() < 0.1, "{h}");
+    let optimized = report["cost"]["optimizedHourly"]
+        .as_f64()
+        .expect("optimized");
+    let saved = h["savingsHourly"].as_f64().expect("savingsHourly");
+    let average = h["averageHourly"].as_f64().expect("averageHourly");
+    assert!(saved > 0.0 && average > 0.0, "{h}");
+    assert!(
+        (saved + average - optimized).abs() < 0.001,
+        "{h} vs {optimized}"
+    );
+    assert!((saved / optimized - asleep / 168.0).abs() < 0.001, "{h}");
+    assert_eq!(h["timeZone"], "Europe/Berlin");
+
+    let table = plan(&["--hibernation", schedule]);
+    assert!(table.status.success(), "{}", stderr(&table));
+    assert!(
+        stdout(&table).contains("with hibernation (") && stdout(&table).contains("nodes down 100."),
+        "{}",
+        stdout(&table)
+    );
+    let bad = temp_file(
+        "bad-hib.yaml",
+        "apiVersion: cloudoptim.io/v1alpha1\nkind: HibernationSchedule\nspec: {timeZone: Europe/Berln, awake: [\"Mon-Fri 07:30-20:30\"]}\n",
+    );
+    let out = plan(&["--hibernation", bad.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("spec.timeZone"), "{}", stderr(&out));
+}

@@ -10,7 +10,7 @@ use super::CliError;
 use crate::cloud::aws::{AssumeRole, AwsCloud, AwsOptions};
 use crate::cloud::spot_advisor::{AdvisorCache, DEFAULT_URL};
 use crate::controllers::catalog::LiveCatalog;
-use crate::controllers::{Context, RunConfig, leader, node_template};
+use crate::controllers::{Context, RunConfig, hibernation, leader, node_template};
 use crate::engine::catalog::Catalog;
 use crate::metrics::Metrics;
 
@@ -150,11 +150,17 @@ async fn operator(args: &RunArgs, config: RunConfig, base: Catalog) -> Result<()
         }
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let shutdown = async move {
-        let mut stop_rx = stop_rx;
-        let _ = stop_rx.wait_for(|s| *s).await;
+    let stopped = move || {
+        let mut stop_rx = stop_rx.clone();
+        async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        }
     };
-    let controller = tokio::spawn(node_template::run(ctx, shutdown));
+    let controllers = futures::future::join(
+        node_template::run(ctx.clone(), stopped()),
+        hibernation::run(ctx, stopped()),
+    );
+    let controller = tokio::spawn(controllers);
     let reason = tokio::select! {
         _ = shutdown_signal() => "signal",
         _ = lost => "leadership lost",

@@ -65,9 +65,9 @@ pub fn run(args: &ScheduleArgs) -> Result<(), CliError> {
 }
 
 /// A compiled schedule and what the listing does not show (suspend, override).
-struct Loaded {
-    schedule: CompiledSchedule,
-    notes: Vec<String>,
+pub(super) struct Loaded {
+    pub(super) schedule: CompiledSchedule,
+    pub(super) notes: Vec<String>,
 }
 
 /// What kind of object the file holds.
@@ -113,7 +113,7 @@ fn default_prewarm() -> u32 {
 const API_VERSION: &str = "cloudoptim.io/v1alpha1";
 const KIND: &str = "HibernationSchedule";
 
-fn load(path: &Path) -> Result<Loaded, CliError> {
+pub(super) fn load(path: &Path) -> Result<Loaded, CliError> {
     let shown = path.display();
     let bad = |message: String| CliError::BadInput(format!("{shown}: {message}"));
     let text = std::fs::read_to_string(path).map_err(|err| bad(format!("cannot read: {err}")))?;

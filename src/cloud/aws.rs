@@ -589,6 +589,51 @@ impl Cloud for AwsCloud {
         .await
     }
 
+    async fn tag_group(
+        &self,
+        name: &str,
+        tags: &BTreeMap<String, Option<String>>,
+    ) -> CloudResult<()> {
+        let tag = |key: &str, value: Option<&str>| {
+            asg::Tag::builder()
+                .resource_id(name)
+                .resource_type("auto-scaling-group")
+                .key(key)
+                .set_value(value.map(str::to_string))
+                .propagate_at_launch(false)
+                .build()
+        };
+        let set: Vec<_> = tags
+            .iter()
+            .filter_map(|(k, v)| v.as_deref().map(|v| tag(k, Some(v))))
+            .collect();
+        let delete: Vec<_> = tags
+            .iter()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| tag(k, None))
+            .collect();
+        if !set.is_empty() {
+            self.act(
+                "CreateOrUpdateTags",
+                Some(&self.limits.mutating),
+                self.autoscaling
+                    .create_or_update_tags()
+                    .set_tags(Some(set))
+                    .send(),
+            )
+            .await?;
+        }
+        if !delete.is_empty() {
+            self.act(
+                "DeleteTags",
+                Some(&self.limits.mutating),
+                self.autoscaling.delete_tags().set_tags(Some(delete)).send(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     async fn terminate_in_group(
         &self,
         instance_id: &str,

@@ -158,6 +158,31 @@ impl Cloud for FakeCloud {
         )
     }
 
+    async fn tag_group(
+        &self,
+        name: &str,
+        tags: &BTreeMap<String, Option<String>>,
+    ) -> CloudResult<()> {
+        self.call(Some(format!("TagGroup {name}")), |s| {
+            let group = s.groups.get_mut(name).ok_or_else(|| CloudError::NotFound {
+                op: "CreateOrUpdateTags",
+                what: name.to_string(),
+                request_id: None,
+            })?;
+            for (key, value) in tags {
+                match value {
+                    Some(value) => {
+                        group.tags.insert(key.clone(), value.clone());
+                    }
+                    None => {
+                        group.tags.remove(key);
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
     async fn terminate_in_group(
         &self,
         instance_id: &str,

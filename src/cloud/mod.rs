@@ -257,6 +257,14 @@ pub trait Cloud: Send + Sync + 'static {
     ) -> impl Future<Output = CloudResult<Vec<AutoScalingGroup>>> + Send;
     /// UpdateAutoScalingGroup.
     fn update_group(&self, update: &GroupUpdate) -> impl Future<Output = CloudResult<()>> + Send;
+    /// CreateOrUpdateTags (`Some(value)`) and DeleteTags (`None`) on one Auto Scaling group: the
+    /// durable marker hibernation keeps on a group it put to sleep (`cloudoptim.io/hibernated-by` and
+    /// the saved sizes), so a restart or an upgrade still knows what to restore.
+    fn tag_group(
+        &self,
+        name: &str,
+        tags: &BTreeMap<String, Option<String>>,
+    ) -> impl Future<Output = CloudResult<()>> + Send;
     /// TerminateInstanceInAutoScalingGroup.
     fn terminate_in_group(
         &self,

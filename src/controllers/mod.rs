@@ -13,6 +13,7 @@ use crate::cloud::Cloud;
 use crate::metrics::Metrics;
 
 pub mod catalog;
+pub mod hibernation;
 pub mod leader;
 pub mod node_template;
 

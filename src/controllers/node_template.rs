@@ -259,7 +259,7 @@ fn candidate_status(ranking: &Ranking<'_>) -> Vec<CandidateStatus> {
         .collect()
 }
 
-fn group_selector(template: &NodeTemplate) -> GroupSelector {
+pub(crate) fn group_selector(template: &NodeTemplate) -> GroupSelector {
     let binding = &template.spec.auto_scaling_groups;
     match (&binding.names, &binding.tag_selector) {
         (Some(names), _) => GroupSelector::Names(names.clone()),

@@ -5,6 +5,7 @@
 pub mod budgets;
 pub mod catalog;
 pub mod consolidation;
+pub mod hibernation;
 pub mod mix;
 pub mod ranking;
 pub mod savings;

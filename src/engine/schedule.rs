@@ -418,6 +418,28 @@ impl CompiledSchedule {
             .collect()
     }
 
+    /// The share of `from..to` (0..=1) spent in `state`, e.g. how much of a year the node groups are
+    /// down (`Hibernating`): what hibernation saves, as a fraction of the cost of running them.
+    pub fn fraction_in(&self, state: State, from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
+        if to <= from {
+            return 0.0;
+        }
+        let mut current = self.state_at(from);
+        let mut since = from;
+        let mut inside = TimeDelta::zero();
+        for transition in self.transitions(from, to) {
+            if current == state {
+                inside += transition.instant - since;
+            }
+            current = transition.state;
+            since = transition.instant;
+        }
+        if current == state {
+            inside += to - since;
+        }
+        inside.num_seconds() as f64 / (to - from).num_seconds() as f64
+    }
+
     /// The transitions of the local weeks around `from..=to`: boundaries mapped to UTC, collapsed
     /// where they coincide, then expanded with pre-warm.
     fn timeline(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Timeline {

@@ -38,9 +38,45 @@ pub struct PlanArgs {
     /// An OptimizationPolicy YAML whose spot, consolidation and disruption settings apply.
     #[arg(long)]
     pub policy: Option<PathBuf>,
+    /// A HibernationSchedule YAML: also estimate what sleeping the (optimised) cluster's nodes on
+    /// that timetable saves, averaged over the next 52 weeks.
+    #[arg(long)]
+    pub hibernation: Option<PathBuf>,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
+}
+
+/// What a hibernation schedule adds to the plan.
+struct Hibernation {
+    source: String,
+    time_zone: String,
+    /// Share of the time the node groups are down.
+    asleep_fraction: f64,
+    /// The optimised cluster's average cost per hour with the schedule.
+    average_hourly: f64,
+    /// What the schedule saves on top of the optimised cost, per hour (average).
+    savings_hourly: f64,
+}
+
+fn hibernation_estimate(
+    path: &Path,
+    optimized_hourly: f64,
+    now: DateTime<Utc>,
+) -> Result<Hibernation, CliError> {
+    let loaded = super::schedule::load(path)?;
+    let until = now + chrono::TimeDelta::weeks(52);
+    let asleep_fraction =
+        loaded
+            .schedule
+            .fraction_in(crate::engine::schedule::State::Hibernating, now, until);
+    Ok(Hibernation {
+        source: path.display().to_string(),
+        time_zone: loaded.schedule.time_zone().to_string(),
+        asleep_fraction,
+        average_hourly: optimized_hourly * (1.0 - asleep_fraction),
+        savings_hourly: optimized_hourly * asleep_fraction,
+    })
 }
 
 /// The bundled example cluster, so `cloudoptim plan` works from any directory.
@@ -63,6 +99,7 @@ struct Analysis<'c> {
     region: Option<String>,
     ranking: Vec<RankedCandidate<'c>>,
     ranking_note: Option<String>,
+    hibernation: Option<Hibernation>,
 }
 
 /// Runs the what-if report and prints it.
@@ -88,8 +125,16 @@ pub fn run(args: &PlanArgs) -> Result<(), CliError> {
         }
         None => Policy::default(),
     };
-    let analysis = analyse(source, &text, catalog, catalog_label, policy, Utc::now())
-        .map_err(CliError::BadInput)?;
+    let now = Utc::now();
+    let mut analysis =
+        analyse(source, &text, catalog, catalog_label, policy, now).map_err(CliError::BadInput)?;
+    if let Some(path) = &args.hibernation {
+        analysis.hibernation = Some(hibernation_estimate(
+            path,
+            analysis.cost.optimized_hourly,
+            now,
+        )?);
+    }
     let mut out = BufWriter::new(io::stdout().lock());
     let written = match args.output {
         OutputFormat::Json => report::write_json(&analysis, &mut out),
@@ -155,6 +200,7 @@ fn analyse<'c>(
         region,
         ranking,
         ranking_note,
+        hibernation: None,
     })
 }
 

@@ -173,6 +173,23 @@ fn write_cost(a: &Analysis<'_>, out: &mut impl Write) -> io::Result<()> {
             c.unpriced_nodes.len()
         )?;
     }
+    if let Some(h) = &a.hibernation {
+        writeln!(
+            out,
+            "  with hibernation ({}, {}): nodes down {:.1} h of 168 a week ({:.1}%, averaged over 52 weeks)",
+            h.source,
+            h.time_zone,
+            h.asleep_fraction * 168.0,
+            h.asleep_fraction * 100.0
+        )?;
+        writeln!(
+            out,
+            "    optimised cluster {}/h on average, {} more saved per hour ({}/month)",
+            dollars(h.average_hourly, 4),
+            dollars(h.savings_hourly, 4),
+            dollars(h.savings_hourly * HOURS_PER_MONTH, 2)
+        )?;
+    }
     if let Some(max) = a
         .policy
         .max_nodes
@@ -417,6 +434,15 @@ pub(super) fn write_json(a: &Analysis<'_>, out: &mut impl Write) -> io::Result<(
         "unpricedNodes": names(&c.unpriced_nodes),
         "ranking": a.ranking,
         "rankingNote": a.ranking_note,
+        "hibernation": a.hibernation.as_ref().map(|h| json!({
+            "schedule": h.source,
+            "timeZone": h.time_zone,
+            "asleepHoursPerWeek": (h.asleep_fraction * 168.0 * 100.0).round() / 100.0,
+            "asleepPercent": percent_json(h.asleep_fraction * 100.0),
+            "averageHourly": dollars_json(h.average_hourly),
+            "savingsHourly": dollars_json(h.savings_hourly),
+            "savingsMonthly": dollars_json(dollars_json(h.savings_hourly) * HOURS_PER_MONTH),
+        })),
     });
     serde_json::to_writer_pretty(&mut *out, &document)?;
     writeln!(out)

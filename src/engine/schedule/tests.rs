@@ -903,3 +903,28 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn fraction_in_a_state_adds_up_to_the_awake_windows_and_to_one() {
+    // Awake Mon-Fri 07:30-20:30 Berlin (65 h a week), pre-warm 30 min (2.5 h WakingUp a week).
+    let schedule = compile(&ScheduleSpec {
+        time_zone: "Europe/Berlin".into(),
+        weekly_matrix: None,
+        awake: Some(vec!["Mon-Fri 07:30-20:30".into()]),
+        prewarm_minutes: 30,
+    })
+    .expect("compiles");
+    // A week without a DST change, starting on a Monday at local midnight.
+    let from = chrono::DateTime::parse_from_rfc3339("2026-11-23T00:00:00+01:00")
+        .expect("instant")
+        .with_timezone(&chrono::Utc);
+    let to = from + chrono::TimeDelta::weeks(1);
+    let week = 168.0;
+    let awake = schedule.fraction_in(State::Awake, from, to) * week;
+    let waking = schedule.fraction_in(State::WakingUp, from, to) * week;
+    let asleep = schedule.fraction_in(State::Hibernating, from, to) * week;
+    assert!((awake - 65.0).abs() < 1e-9, "{awake}");
+    assert!((waking - 2.5).abs() < 1e-9, "{waking}");
+    assert!((asleep - 100.5).abs() < 1e-9, "{asleep}");
+    assert_eq!(schedule.fraction_in(State::Awake, to, from), 0.0);
+}
