@@ -4,6 +4,8 @@
 
 mod support;
 
+use cloudoptim::cloud::CLUSTER_TAG;
+
 use std::time::Duration;
 
 use cloudoptim::api::{HibernationSchedule, NodeTemplate, OptimizationPolicy, SpotRiskFlag};
@@ -416,7 +418,7 @@ async fn the_aws_sdk_creates_a_group_in_moto_and_cloudoptim_sees_its_instances()
         "moto launched the desired capacity"
     );
     let instances = cloud
-        .instances("cloudoptim.io/cluster")
+        .instances(CLUSTER_TAG, "proof")
         .await
         .expect("describe instances");
     for id in &groups[0].instances {

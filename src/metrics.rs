@@ -4,8 +4,8 @@
 use std::time::Instant;
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Errors building the metrics registry (only at start-up).
@@ -42,6 +42,9 @@ pub struct Metrics {
     pub hibernation_state: IntGaugeVec,
     /// `cloudoptim_risk_flags{source}`.
     pub risk_flags: IntGaugeVec,
+    /// `cloudoptim_zombies{kind}`: tagged instances without a Node, and tagged available volumes,
+    /// past their grace period.
+    pub zombies: IntGaugeVec,
     /// `cloudoptim_reconcile_duration_seconds{controller}`.
     pub reconcile_duration: HistogramVec,
     /// `cloudoptim_reconcile_errors_total{controller,reason}`.
@@ -50,6 +53,14 @@ pub struct Metrics {
     pub aws_api_calls: IntCounterVec,
     /// `cloudoptim_spot_advisor_stale` (1 when the last refresh failed and an older copy is used).
     pub spot_advisor_stale: IntGaugeVec,
+    /// `cloudoptim_hub_reports_total{result}`: member reports received by the hub, by result
+    /// (created, merged, duplicate, stale, invalid, unauthorized, forbidden, too_large).
+    pub hub_reports: IntCounterVec,
+    /// `cloudoptim_hub_watch_subscribers`: open watch (server-sent events) streams of the hub.
+    pub hub_watch_subscribers: IntGauge,
+    /// `cloudoptim_hub_flag_writes_total{op,result}`: SpotRiskFlag writes by the hub and the member
+    /// mirror (op apply|delete, result ok|error).
+    pub hub_flag_writes: IntCounterVec,
 }
 
 impl Metrics {
@@ -142,6 +153,11 @@ impl Metrics {
                 "Active SpotRiskFlags, by source.",
                 &["source"],
             )?,
+            zombies: int_gauge(
+                "zombies",
+                "Tagged instances without a Node and tagged available volumes past their grace period.",
+                &["kind"],
+            )?,
             reconcile_duration: histogram(
                 "reconcile_duration_seconds",
                 "Duration of one reconcile, by controller.",
@@ -162,6 +178,24 @@ impl Metrics {
                 "spot_advisor_stale",
                 "1 when the last Spot Advisor refresh failed and an older copy is in use.",
                 &["source"],
+            )?,
+            hub_reports: counter(
+                "hub_reports_total",
+                "Risk reports received by the hub, by result.",
+                &["result"],
+            )?,
+            hub_watch_subscribers: {
+                let metric = IntGauge::new(
+                    "cloudoptim_hub_watch_subscribers",
+                    "Open watch streams (server-sent events) of the hub.",
+                )?;
+                registry.register(Box::new(metric.clone()))?;
+                metric
+            },
+            hub_flag_writes: counter(
+                "hub_flag_writes_total",
+                "SpotRiskFlag writes of the hub and the member mirror, by operation and result.",
+                &["op", "result"],
             )?,
             registry,
         })

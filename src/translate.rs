@@ -51,7 +51,8 @@ use crate::engine::snapshot::{
 pub const DO_NOT_DISRUPT: &str = "cloudoptim.io/do-not-disrupt";
 const KARPENTER_DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";
 const SAFE_TO_EVICT: &str = "cluster-autoscaler.kubernetes.io/safe-to-evict";
-const MIRROR: &str = "kubernetes.io/config.mirror";
+/// Annotation the kubelet puts on the API copy (mirror pod) of a static pod.
+pub const MIRROR: &str = "kubernetes.io/config.mirror";
 const CAPACITY_LABELS: [&str; 3] = [
     "karpenter.sh/capacity-type",
     "eks.amazonaws.com/capacityType",
@@ -390,6 +391,19 @@ fn name_of(metadata: &meta::ObjectMeta, path: &str) -> Result<String, TranslateE
     }
 }
 
+/// A pod asks not to be disrupted: `cloudoptim.io/do-not-disrupt: "true"`, Karpenter's
+/// `karpenter.sh/do-not-disrupt: "true"` or cluster-autoscaler's `safe-to-evict: "false"`. The planner
+/// and the drain ([`crate::drain`]) share this one rule.
+pub fn pod_forbids_disruption(metadata: &meta::ObjectMeta) -> bool {
+    annotated_true(metadata, DO_NOT_DISRUPT)
+        || annotated_true(metadata, KARPENTER_DO_NOT_DISRUPT)
+        || metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(SAFE_TO_EVICT))
+            .is_some_and(|v| v == "false")
+}
+
 fn annotated_true(metadata: &meta::ObjectMeta, key: &str) -> bool {
     metadata
         .annotations
@@ -554,14 +568,7 @@ fn pod_from(
     out.owner = owner_kind(&pod.metadata);
     out.node_selector = spec.node_selector.clone().unwrap_or_default();
     out.tolerations = tolerations(spec, path)?;
-    out.do_not_disrupt = annotated_true(&pod.metadata, DO_NOT_DISRUPT)
-        || annotated_true(&pod.metadata, KARPENTER_DO_NOT_DISRUPT)
-        || pod
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(SAFE_TO_EVICT))
-            .is_some_and(|v| v == "false");
+    out.do_not_disrupt = pod_forbids_disruption(&pod.metadata);
     let mut unmodelled = Vec::new();
     if let Some(affinity) = &spec.affinity {
         let at = format!("{path}.spec.affinity");

@@ -10,7 +10,7 @@ use super::CliError;
 use crate::cloud::aws::{AssumeRole, AwsCloud, AwsOptions};
 use crate::cloud::spot_advisor::{AdvisorCache, DEFAULT_URL};
 use crate::controllers::catalog::LiveCatalog;
-use crate::controllers::{Context, RunConfig, hibernation, leader, node_template};
+use crate::controllers::{Context, RunConfig, hibernation, leader, node_template, policy};
 use crate::engine::catalog::Catalog;
 use crate::metrics::Metrics;
 
@@ -92,11 +92,30 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
 
 async fn operator(args: &RunArgs, config: RunConfig, base: Catalog) -> Result<(), CliError> {
     let metrics = Metrics::new().map_err(|e| CliError::Failed(e.to_string()))?;
-    let client = kube::Client::try_default().await.map_err(|e| {
+    // The hub is optional; a bad URL or token file is a usage error found before anything starts.
+    let hub = match (&args.hub_url, &args.hub_token_file) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(CliError::BadInput(
+                "--hub-url needs --hub-token-file (this cluster's bearer token)".into(),
+            ));
+        }
+        (Some(url), Some(file)) => Some(
+            crate::hub::client::HubClient::from_token_file(url, file)
+                .map_err(|e| CliError::BadInput(format!("--hub-url/--hub-token-file: {e}")))?,
+        ),
+    };
+    let kube_config = kube::Config::infer().await.map_err(|e| {
         CliError::Failed(format!(
             "connecting to Kubernetes (kubeconfig or in-cluster): {e}"
         ))
     })?;
+    let client = kube::Client::try_from(kube_config.clone())
+        .map_err(|e| CliError::Failed(format!("building the Kubernetes client: {e}")))?;
+    // Evictions get a client without kube's built-in 429 retry: the drain backs off itself, within
+    // its deadline, when a PodDisruptionBudget refuses.
+    let eviction_client = crate::drain::eviction_client(kube_config)
+        .map_err(|e| CliError::Failed(format!("building the eviction client: {e}")))?;
     let aws = AwsOptions {
         region: config.region.clone(),
         endpoint_url: args.aws_endpoint_url.clone(),
@@ -156,11 +175,31 @@ async fn operator(args: &RunArgs, config: RunConfig, base: Catalog) -> Result<()
             let _ = stop_rx.wait_for(|s| *s).await;
         }
     };
-    let controllers = futures::future::join(
+    let (ctx_client, ctx_cluster, ctx_region, ctx_metrics) = (
+        ctx.client.clone(),
+        ctx.config.cluster_name.clone(),
+        ctx.config.region.clone(),
+        ctx.metrics.clone(),
+    );
+    let drainer = crate::drain::Drainer::new(eviction_client, ctx.metrics.clone())
+        .with_recorder(ctx.recorder.clone());
+    let controllers = futures::future::join3(
         node_template::run(ctx.clone(), stopped()),
-        hibernation::run(ctx, stopped()),
+        hibernation::run(ctx.clone(), stopped()),
+        policy::run(ctx, drainer, stopped()),
     );
     let controller = tokio::spawn(controllers);
+    if let Some(hub) = hub {
+        // Mirror the fleet's flags into local SpotRiskFlags (the NodeTemplate ranking excludes them).
+        tokio::spawn(crate::hub::client::run_member(
+            ctx_client,
+            hub,
+            ctx_cluster,
+            ctx_region,
+            ctx_metrics,
+            stopped(),
+        ));
+    }
     let reason = tokio::select! {
         _ = shutdown_signal() => "signal",
         _ = lost => "leadership lost",

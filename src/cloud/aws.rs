@@ -405,7 +405,7 @@ impl Cloud for AwsCloud {
         self.count(OP, result)
     }
 
-    async fn instances(&self, cluster_tag: &str) -> CloudResult<Vec<Instance>> {
+    async fn instances(&self, tag_key: &str, tag_value: &str) -> CloudResult<Vec<Instance>> {
         const OP: &str = "DescribeInstances";
         self.limits.describe.acquire().await;
         let pages: Result<Vec<_>, _> = self
@@ -413,8 +413,8 @@ impl Cloud for AwsCloud {
             .describe_instances()
             .filters(
                 ec2::Filter::builder()
-                    .name("tag-key")
-                    .values(cluster_tag)
+                    .name(format!("tag:{tag_key}"))
+                    .values(tag_value)
                     .build(),
             )
             .into_paginator()
@@ -426,7 +426,11 @@ impl Cloud for AwsCloud {
                 .iter()
                 .flat_map(|p| p.reservations())
                 .flat_map(|r| r.instances())
-                .filter(|i| i.tags().iter().any(|t| t.key() == Some(cluster_tag)))
+                .filter(|i| {
+                    i.tags()
+                        .iter()
+                        .any(|t| t.key() == Some(tag_key) && t.value() == Some(tag_value))
+                })
                 .filter_map(|i| {
                     Some(Instance {
                         id: i.instance_id()?.to_string(),
@@ -454,7 +458,7 @@ impl Cloud for AwsCloud {
         self.count(OP, result)
     }
 
-    async fn available_volumes(&self, cluster_tag: &str) -> CloudResult<Vec<Volume>> {
+    async fn available_volumes(&self, tag_key: &str, tag_value: &str) -> CloudResult<Vec<Volume>> {
         const OP: &str = "DescribeVolumes";
         self.limits.describe.acquire().await;
         let pages: Result<Vec<_>, _> = self
@@ -468,8 +472,8 @@ impl Cloud for AwsCloud {
             )
             .filters(
                 ec2::Filter::builder()
-                    .name("tag-key")
-                    .values(cluster_tag)
+                    .name(format!("tag:{tag_key}"))
+                    .values(tag_value)
                     .build(),
             )
             .into_paginator()
@@ -480,7 +484,11 @@ impl Cloud for AwsCloud {
             pages
                 .iter()
                 .flat_map(|p| p.volumes())
-                .filter(|v| v.tags().iter().any(|t| t.key() == Some(cluster_tag)))
+                .filter(|v| {
+                    v.tags()
+                        .iter()
+                        .any(|t| t.key() == Some(tag_key) && t.value() == Some(tag_value))
+                })
                 .filter_map(|v| {
                     Some(Volume {
                         id: v.volume_id()?.to_string(),

@@ -81,17 +81,21 @@ impl Cloud for FakeCloud {
         self.call(None, |s| Ok(s.zones.clone()))
     }
 
-    async fn instances(&self, cluster_tag: &str) -> CloudResult<Vec<Instance>> {
+    async fn instances(&self, tag_key: &str, tag_value: &str) -> CloudResult<Vec<Instance>> {
         self.call(None, |s| {
             Ok(s.instances
                 .iter()
-                .filter(|i| i.tags.contains_key(cluster_tag))
+                .filter(|i| i.tags.get(tag_key).is_some_and(|v| v == tag_value))
                 .cloned()
                 .collect())
         })
     }
 
-    async fn available_volumes(&self, _cluster_tag: &str) -> CloudResult<Vec<Volume>> {
+    async fn available_volumes(
+        &self,
+        _tag_key: &str,
+        _tag_value: &str,
+    ) -> CloudResult<Vec<Volume>> {
         self.call(None, |s| Ok(s.volumes.clone()))
     }
 

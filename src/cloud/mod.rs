@@ -72,6 +72,10 @@ impl CloudError {
 /// Result of a cloud call.
 pub type CloudResult<T> = Result<T, CloudError>;
 
+/// The tag that marks this cluster's instances, volumes and groups: `cloudoptim.io/cluster=<name>`.
+/// Nothing without it (with this cluster's name as value) is ever terminated or deleted.
+pub const CLUSTER_TAG: &str = "cloudoptim.io/cluster";
+
 /// An EC2 instance type as DescribeInstanceTypes reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstanceTypeInfo {
@@ -233,12 +237,14 @@ pub trait Cloud: Send + Sync + 'static {
     /// DescribeInstances filtered by the cluster tag key.
     fn instances(
         &self,
-        cluster_tag: &str,
+        tag_key: &str,
+        tag_value: &str,
     ) -> impl Future<Output = CloudResult<Vec<Instance>>> + Send;
     /// DescribeVolumes with status `available` and the cluster tag key.
     fn available_volumes(
         &self,
-        cluster_tag: &str,
+        tag_key: &str,
+        tag_value: &str,
     ) -> impl Future<Output = CloudResult<Vec<Volume>>> + Send;
     /// TerminateInstances.
     fn terminate_instances(&self, ids: &[String]) -> impl Future<Output = CloudResult<()>> + Send;

@@ -16,6 +16,7 @@ pub mod catalog;
 pub mod hibernation;
 pub mod leader;
 pub mod node_template;
+pub mod policy;
 
 /// The field manager of every write CloudOptim makes.
 pub const FIELD_MANAGER: &str = "cloudoptim";

@@ -11,3 +11,4 @@ pub mod ranking;
 pub mod savings;
 pub mod schedule;
 pub mod snapshot;
+pub mod zombies;

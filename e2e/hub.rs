@@ -1,0 +1,580 @@
+//! The real `cloudoptim hub` binary against the real API server: authentication and validation
+//! refusals, flags stored as SpotRiskFlag objects, the list and watch endpoints, restarts that lose
+//! nothing, expiry, and a member mirroring the hub's flags into its own (second) API server.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use cloudoptim::api::SpotRiskFlag;
+use cloudoptim::api::risk_flag::{FlagSource, RiskReason};
+use cloudoptim::hub::client::{HubClient, LocalReport, SseEvent, SseParser, run_member};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::Api;
+use serde_json::{Value, json};
+use support::operator::eventually;
+use support::{ControlPlane, free_port, repo_root, unique, watchdog};
+
+const WAIT: Duration = Duration::from_secs(30);
+const TOKEN_A: &str = "token-of-member-a";
+const TOKEN_B: &str = "token-of-member-b";
+
+/// A running `cloudoptim hub`; killed on drop.
+struct Hub {
+    child: Option<Child>,
+    port: u16,
+    ttl: u32,
+    kubeconfig: PathBuf,
+    tokens: PathBuf,
+    log: PathBuf,
+}
+
+impl Hub {
+    /// Start a hub with members `member-a` and `member-b` and wait until it is ready.
+    fn start(cp: &ControlPlane, ttl: u32) -> Hub {
+        let tokens = cp.dir.join(unique("hub-tokens"));
+        std::fs::create_dir_all(&tokens).expect("tokens dir");
+        std::fs::write(tokens.join("member-a"), format!("{TOKEN_A}\n")).expect("token a");
+        std::fs::write(tokens.join("member-b"), TOKEN_B).expect("token b");
+        let port = free_port();
+        let mut hub = Hub {
+            child: None,
+            port,
+            ttl,
+            kubeconfig: cp.kubeconfig(),
+            log: cp.dir.join(format!("hub-{port}.log")),
+            tokens,
+        };
+        hub.spawn();
+        hub
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("hub log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_cloudoptim"))
+            .args([
+                "--log-format",
+                "json",
+                "--log-level",
+                "info,cloudoptim=debug",
+                "hub",
+            ])
+            .arg(format!("--listen=127.0.0.1:{}", self.port))
+            .arg(format!("--metrics-addr=127.0.0.1:{}", free_port()))
+            .arg(format!("--tokens-dir={}", self.tokens.display()))
+            .arg(format!("--flag-ttl-seconds={}", self.ttl))
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("cloudoptim hub starts");
+        watchdog(&format!("kill {} 2>/dev/null", child.id()));
+        self.child = Some(child);
+        let deadline = Instant::now() + WAIT;
+        while self.request("GET", "/readyz", None, None).0 != 200 {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("cloudoptim hub exited with {status}:\n{}", self.log_tail());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hub not ready:\n{}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGKILL the hub (a crash: nothing is flushed on the way out) and start it again.
+    fn crash_and_restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// One HTTP/1.1 request: (status, body); status 0 when nothing answered.
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, String) {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return (0, String::new());
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let body = body.unwrap_or("");
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: hub\r\nConnection: close\r\n{auth}\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        if stream.write_all(head.as_bytes()).is_err() || stream.write_all(body.as_bytes()).is_err()
+        {
+            return (0, String::new());
+        }
+        read_response(&mut stream)
+    }
+
+    fn post(&self, token: Option<&str>, report: &Value) -> (u16, String) {
+        self.request("POST", "/v1/flags", token, Some(&report.to_string()))
+    }
+
+    fn list(&self, region: &str) -> Vec<Value> {
+        let (status, body) = self.request(
+            "GET",
+            &format!("/v1/flags?region={region}"),
+            Some(TOKEN_A),
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+        let body: Value = serde_json::from_str(&body).expect("JSON list");
+        body["flags"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Open the watch stream; its events arrive on the returned channel.
+    fn watch(&self, region: &str) -> mpsc::Receiver<SseEvent> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("hub reachable");
+        // HTTP/1.0: the event stream is delimited by the connection, not chunked.
+        write!(
+            stream,
+            "GET /v1/flags/watch?region={region} HTTP/1.0\r\nAuthorization: Bearer {TOKEN_B}\r\n\r\n"
+        )
+        .expect("request sent");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut parser = SseParser::default();
+            let mut buffer = [0u8; 4096];
+            while let Ok(n) = stream.read(&mut buffer) {
+                if n == 0 {
+                    return;
+                }
+                for event in parser.push(&buffer[..n]) {
+                    if tx.send(event).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        rx
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- cloudoptim hub log (last lines) ---\n{}",
+                self.log_tail()
+            );
+        }
+        self.kill();
+    }
+}
+
+fn read_response(stream: &mut TcpStream) -> (u16, String) {
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response);
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// A region of its own for each test (the API server is shared by the tests of this binary).
+fn region() -> String {
+    unique("zz-hub")
+}
+
+fn report(cluster: &str, region: &str, instance_type: &str, observed_at: Timestamp) -> Value {
+    json!({"clusterId": cluster, "region": region, "zone": format!("{region}a"),
+           "instanceType": instance_type, "reason": "SpotInterruption",
+           "observedAt": observed_at.to_string()})
+}
+
+fn flag_name(region: &str, instance_type: &str) -> String {
+    format!("{region}.{region}a.{instance_type}")
+}
+
+#[tokio::test]
+async fn a_missing_or_unknown_token_is_refused_with_401() {
+    let Some(cp) = ControlPlane::shared() else {
+        return;
+    };
+    let hub = Hub::start(cp, 1800);
+    let body = report("member-a", &region(), "m5.large", Timestamp::now());
+    let (status, answer) = hub.post(None, &body);
+    assert_eq!(status, 401, "{answer}");
+    assert!(answer.contains("\"error\""), "{answer}");
+    assert_eq!(hub.post(Some("not-a-member-token"), &body).0, 401);
+    assert_eq!(hub.request("GET", "/v1/flags", Some("nope"), None).0, 401);
+}
+
+#[tokio::test]
+async fn a_member_reporting_as_another_cluster_is_refused_with_403() {
+    let Some(cp) = ControlPlane::shared() else {
+        return;
+    };
+    let hub = Hub::start(cp, 1800);
+    let body = report("member-a", &region(), "m5.large", Timestamp::now());
+    let (status, answer) = hub.post(Some(TOKEN_B), &body);
+    assert_eq!(status, 403, "{answer}");
+}
+
+#[tokio::test]
+async fn a_body_over_64_kib_is_refused_with_413() {
+    let Some(cp) = ControlPlane::shared() else {
+        return;
+    };
+    let hub = Hub::start(cp, 1800);
+    let mut stream = TcpStream::connect(("127.0.0.1", hub.port)).expect("hub reachable");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    // Headers only: the declared length alone is refused, before any body is read.
+    write!(
+        stream,
+        "POST /v1/flags HTTP/1.1\r\nHost: hub\r\nAuthorization: Bearer {TOKEN_A}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{{\"pad\": \"",
+        70 * 1024
+    )
+    .expect("request sent");
+    let (status, answer) = read_response(&mut stream);
+    assert_eq!(status, 413, "{answer}");
+    assert!(answer.contains("larger than 65536 bytes"), "{answer}");
+}
+
+#[tokio::test]
+async fn an_invalid_report_is_refused_with_400_naming_the_field() {
+    let Some(cp) = ControlPlane::shared() else {
+        return;
+    };
+    let hub = Hub::start(cp, 1800);
+    let region = region();
+    let mut body = report("member-a", &region, "m5.large", Timestamp::now());
+    body["zone"] = json!("eu-west-1a");
+    let (status, answer) = hub.post(Some(TOKEN_A), &body);
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("zone: "), "{answer}");
+    let mut body = report("member-a", &region, "m5.large", Timestamp::now());
+    body["reason"] = json!("Meteor");
+    let (status, answer) = hub.post(Some(TOKEN_A), &body);
+    assert_eq!(status, 400);
+    assert!(answer.contains("reason: "), "{answer}");
+    let (status, answer) = hub.request("POST", "/v1/flags", Some(TOKEN_A), Some("{not json"));
+    assert_eq!(status, 400);
+    assert!(answer.contains("not valid JSON"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_report_becomes_a_spot_risk_flag_object_and_is_listed_once_per_report() {
+    let Some(cp) = ControlPlane::shared() else {
+        return;
+    };
+    let hub = Hub::start(cp, 1800);
+    let region = region();
+    let at = Timestamp::now();
+    let body = report("member-a", &region, "m5.large", at);
+    assert_eq!(hub.post(Some(TOKEN_A), &body).0, 202);
+    assert_eq!(
+        hub.post(Some(TOKEN_A), &body).0,
+        202,
+        "a retried report is accepted"
+    );
+    let (status, _) = hub.post(Some(TOKEN_B), &report("member-b", &region, "m5.large", at));
+    assert_eq!(status, 202);
+
+    let flags = hub.list(&region);
+    assert_eq!(flags.len(), 1, "{flags:?}");
+    assert_eq!(flags[0]["count"], 2, "the retry counted once: {flags:?}");
+    assert_eq!(flags[0]["clusters"], json!(["member-a", "member-b"]));
+    assert!(
+        hub.list("zz-other-1").is_empty(),
+        "the region filter applies"
+    );
+
+    let api: Api<SpotRiskFlag> = Api::all(cp.client().await);
+    let name = flag_name(&region, "m5.large");
+    let stored = eventually(WAIT, "the SpotRiskFlag object with both reports", || {
+        let api = api.clone();
+        let name = name.clone();
+        async move {
+            api.get_opt(&name)
+                .await
+                .ok()
+                .flatten()
+                .filter(|f| f.spec.count == 2)
+        }
+    })
+    .await;
+    assert_eq!(stored.spec.source, FlagSource::Hub);
+    assert_eq!(stored.spec.reason, RiskReason::SpotInterruption);
+    assert_eq!(stored.spec.clusters, ["member-a", "member-b"]);
+    assert_eq!(
+        stored.spec.expires_at.0.as_second(),
+        stored.spec.last_seen.0.as_second() + 1800
+    );
+}
+
+#[tokio::test]
+async fn the_watch_sends_the_active_set_then_a_flag_posted_afterwards() {
+    let Some(cp) = ControlPlane::shared() else {
+        return;
+    };
+    let hub = Hub::start(cp, 1800);
+    let region = region();
+    assert_eq!(
+        hub.post(
+            Some(TOKEN_A),
+            &report("member-a", &region, "m5.large", Timestamp::now())
+        )
+        .0,
+        202
+    );
+    let events = hub.watch(&region);
+    let first = events.recv_timeout(WAIT).expect("the active flag");
+    assert_eq!(first.event, "flag");
+    assert!(first.data.contains("m5.large"), "{first:?}");
+    assert_eq!(events.recv_timeout(WAIT).expect("synced").event, "synced");
+
+    let posted = Instant::now();
+    assert_eq!(
+        hub.post(
+            Some(TOKEN_A),
+            &report("member-a", &region, "c5.xlarge", Timestamp::now())
+        )
+        .0,
+        202
+    );
+    let change = events.recv_timeout(WAIT).expect("the new flag");
+    println!("hub watch propagation: {:?}", posted.elapsed());
+    assert_eq!(change.event, "flag");
+    let view: Value = serde_json::from_str(&change.data).expect("flag JSON");
+    assert_eq!(view["name"], flag_name(&region, "c5.xlarge"));
+    assert_eq!(view["clusters"], json!(["member-a"]));
+}
+
+#[tokio::test]
+async fn a_crashed_hub_restarts_with_its_flags() {
+    let Some(cp) = ControlPlane::shared() else {
+        return;
+    };
+    let mut hub = Hub::start(cp, 1800);
+    let region = region();
+    assert_eq!(
+        hub.post(
+            Some(TOKEN_A),
+            &report("member-a", &region, "m5.large", Timestamp::now())
+        )
+        .0,
+        202
+    );
+    let api: Api<SpotRiskFlag> = Api::all(cp.client().await);
+    let name = flag_name(&region, "m5.large");
+    eventually(WAIT, "the flag written behind", || {
+        let api = api.clone();
+        let name = name.clone();
+        async move { api.get_opt(&name).await.ok().flatten() }
+    })
+    .await;
+
+    hub.crash_and_restart();
+
+    let flags = hub.list(&region);
+    assert_eq!(flags.len(), 1, "{flags:?}");
+    assert_eq!(flags[0]["name"], name);
+    assert_eq!(flags[0]["clusters"], json!(["member-a"]));
+}
+
+#[tokio::test]
+async fn a_flag_expires_after_the_ttl_and_its_object_is_deleted() {
+    let Some(cp) = ControlPlane::shared() else {
+        return;
+    };
+    let hub = Hub::start(cp, 3);
+    let region = region();
+    assert_eq!(
+        hub.post(
+            Some(TOKEN_A),
+            &report("member-a", &region, "m5.large", Timestamp::now())
+        )
+        .0,
+        202
+    );
+    let api: Api<SpotRiskFlag> = Api::all(cp.client().await);
+    let name = flag_name(&region, "m5.large");
+    eventually(WAIT, "the flag written behind", || {
+        let api = api.clone();
+        let name = name.clone();
+        async move { api.get_opt(&name).await.ok().flatten() }
+    })
+    .await;
+
+    eventually(WAIT, "the flag gone from the list", || {
+        let empty = hub.list(&region).is_empty();
+        async move { empty.then_some(()) }
+    })
+    .await;
+    eventually(WAIT, "the expired SpotRiskFlag object deleted", || {
+        let api = api.clone();
+        let name = name.clone();
+        async move { matches!(api.get_opt(&name).await, Ok(None)).then_some(()) }
+    })
+    .await;
+}
+
+/// A second API server (etcd + kube-apiserver only) for a member cluster, with the CRDs installed.
+async fn member_cluster() -> Option<ControlPlane> {
+    ControlPlane::shared()?;
+    let dir = std::env::temp_dir().join(unique("cloudoptim-e2e-member"));
+    let script = repo_root().join("e2e/tools/control-plane.sh");
+    watchdog(&format!(
+        "{} stop {dir} >/dev/null 2>&1; rm -rf {dir}",
+        script.display(),
+        dir = dir.display()
+    ));
+    let started = dir.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(&script)
+            .arg("start")
+            .arg(&started)
+            .env("CLOUDOPTIM_E2E_COMPONENTS", "etcd apiserver")
+            .output()
+            .expect("control-plane.sh runs")
+    })
+    .await
+    .expect("start joined");
+    assert!(
+        out.status.success(),
+        "member API server failed to start:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let member = ControlPlane { dir };
+    support::install_crds(&member.client().await).await;
+    Some(member)
+}
+
+fn stop(dir: &Path) {
+    let _ = Command::new(repo_root().join("e2e/tools/control-plane.sh"))
+        .arg("stop")
+        .arg(dir)
+        .output();
+}
+
+#[tokio::test]
+async fn a_member_pushes_its_flags_and_mirrors_the_hubs_until_they_expire() {
+    let Some(cp) = ControlPlane::shared() else {
+        return;
+    };
+    let Some(member) = member_cluster().await else {
+        return;
+    };
+    let hub = Hub::start(cp, 6);
+    let region = region();
+    let client = HubClient::new(&hub.url(), TOKEN_B).expect("hub client");
+    let metrics = cloudoptim::metrics::Metrics::new().expect("metrics");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(run_member(
+        member.client().await,
+        client.clone(),
+        "member-b".into(),
+        region.clone(),
+        metrics,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+
+    // Member A (over plain HTTP) raises a flag; member B's cluster gets it with source Hub.
+    let posted = Instant::now();
+    assert_eq!(
+        hub.post(
+            Some(TOKEN_A),
+            &report("member-a", &region, "m5.large", Timestamp::now())
+        )
+        .0,
+        202
+    );
+    let local: Api<SpotRiskFlag> = Api::all(member.client().await);
+    let name = flag_name(&region, "m5.large");
+    let mirrored = eventually(
+        WAIT,
+        "the hub's flag mirrored into the member cluster",
+        || {
+            let local = local.clone();
+            let name = name.clone();
+            async move { local.get_opt(&name).await.ok().flatten() }
+        },
+    )
+    .await;
+    println!(
+        "member propagation (post at A -> SpotRiskFlag at B): {:?}",
+        posted.elapsed()
+    );
+    assert_eq!(mirrored.spec.source, FlagSource::Hub);
+    assert_eq!(mirrored.spec.clusters, ["member-a"]);
+
+    // Member B's own report reaches the hub through the queue.
+    client.report(LocalReport {
+        region: region.clone(),
+        zone: format!("{region}a"),
+        instance_type: "c5.large".into(),
+        reason: RiskReason::Rebalance,
+        observed_at: Timestamp::now(),
+    });
+    eventually(WAIT, "member B's report at the hub", || {
+        let found = hub
+            .list(&region)
+            .iter()
+            .any(|f| f["instanceType"] == "c5.large" && f["clusters"] == json!(["member-b"]));
+        async move { found.then_some(()) }
+    })
+    .await;
+
+    // After the TTL the mirrored flags go away.
+    eventually(WAIT, "the mirrored flag deleted after expiry", || {
+        let local = local.clone();
+        let name = name.clone();
+        async move { matches!(local.get_opt(&name).await, Ok(None)).then_some(()) }
+    })
+    .await;
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), running).await;
+    stop(&member.dir);
+}

@@ -1,0 +1,670 @@
+//! The OptimizationPolicy controller end to end: the real `cloudoptim run` binary against a real API
+//! server, kube-controller-manager, kube-scheduler and kwok, with a moto server behind it. Ten kwok
+//! nodes are backed by moto instances in two Auto Scaling groups; Deployments with PDBs run on them.
+//!
+//! Phases, in order, against one operator (it reconciles every cluster-scoped policy it sees):
+//! dry run changes nothing and says what it would do; consolidation drains one node at a time (budget
+//! 1, watched for the whole run) down to `nodes.min`, every evicted pod is re-placed by the real
+//! scheduler, a PDB with maxUnavailable 0 and a do-not-disrupt pod pin their nodes and the status says
+//! why; the operator is killed in the middle of a drain and, restarted, finishes it and leaves no node
+//! cordoned; zombies are reported, then (mode Delete) only this cluster's tagged ones are removed.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use cloudoptim::api::OptimizationPolicy;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use support::nodes::FakeNode;
+use support::operator::{Operator, eventually};
+use support::{ControlPlane, Moto, aws, create_namespace, unique};
+
+const WAIT: Duration = Duration::from_secs(90);
+const CLUSTER: &str = "e2e";
+const TAINT: &str = "cloudoptim.io/disrupted";
+
+fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// (instance id, zone) of every instance in a group.
+async fn group_instances(sdk: &aws_config::SdkConfig, group: &str) -> Vec<(String, String)> {
+    let g = aws::describe_group(sdk, group).await.expect("group");
+    g.instances()
+        .iter()
+        .filter_map(|i| {
+            Some((
+                i.instance_id()?.to_string(),
+                i.availability_zone()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+async fn instance_state(sdk: &aws_config::SdkConfig, id: &str) -> String {
+    aws_sdk_ec2::Client::new(sdk)
+        .describe_instances()
+        .instance_ids(id)
+        .send()
+        .await
+        .expect("describe instances")
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .find_map(|i| i.state()?.name().map(|n| n.as_str().to_string()))
+        .unwrap_or_default()
+}
+
+async fn deployment(client: &Client, ns: &str, name: &str, replicas: i32, spec: serde_json::Value) {
+    let mut template_spec = json!({
+        "containers": [{"name": "c", "image": "pause", "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}}}],
+        "terminationGracePeriodSeconds": 0
+    });
+    if let (Some(t), Some(extra)) = (template_spec.as_object_mut(), spec.as_object()) {
+        t.extend(extra.clone());
+    }
+    let object: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": template_spec}
+        }
+    }))
+    .expect("deployment");
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &object)
+        .await
+        .expect("deployment created");
+}
+
+async fn pdb(client: &Client, ns: &str, app: &str, max_unavailable: i32) {
+    let object: PodDisruptionBudget = serde_json::from_value(json!({
+        "metadata": {"name": format!("{app}-pdb")},
+        "spec": {"maxUnavailable": max_unavailable, "selector": {"matchLabels": {"app": app}}}
+    }))
+    .expect("pdb");
+    Api::<PodDisruptionBudget>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &object)
+        .await
+        .expect("pdb created");
+}
+
+/// Pods of `app` that are Running on a node, and the total.
+async fn running(client: &Client, ns: &str, app: &str) -> (usize, usize, BTreeSet<String>) {
+    let pods = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .expect("pods")
+        .items;
+    let live: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect();
+    let running: Vec<&&Pod> = live
+        .iter()
+        .filter(|p| {
+            p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                && p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()
+        })
+        .collect();
+    let nodes = running
+        .iter()
+        .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+        .collect();
+    (running.len(), live.len(), nodes)
+}
+
+async fn pool_nodes(client: &Client, pool: &str) -> Vec<Node> {
+    Api::<Node>::all(client.clone())
+        .list(&ListParams::default().labels(&format!("e2e-pool={pool}")))
+        .await
+        .expect("nodes")
+        .items
+}
+
+fn tainted(node: &Node) -> bool {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|t| t.iter().any(|t| t.key == TAINT))
+}
+
+async fn ready_message(api: &Api<OptimizationPolicy>, name: &str) -> Option<(String, String)> {
+    let p = api.get(name).await.ok()?;
+    let c = p
+        .status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")?;
+    Some((c.status, c.message))
+}
+
+async fn events(client: &Client, name: &str) -> Vec<(String, String)> {
+    Api::<Event>::all(client.clone())
+        .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .collect()
+}
+
+#[tokio::test]
+async fn policy_consolidates_safely_resumes_after_a_crash_and_handles_zombies() {
+    let Some(cp) = ControlPlane::shared() else {
+        return;
+    };
+    let Some(moto) = Moto::start() else { return };
+    let client = cp.client().await;
+    let sdk = aws::sdk_config(&moto.endpoint).await;
+    let pool = unique("pool");
+    let launch = aws::launch_template(&sdk, &unique("lt")).await;
+    let group_tags = tags(&[("cloudoptim.io/cluster", CLUSTER), ("e2e-pool", &pool)]);
+    let groups = [format!("{pool}-a"), format!("{pool}-b")];
+    for group in &groups {
+        aws::create_group(&sdk, group, &launch, 5, &group_tags).await;
+    }
+
+    // Ten kwok nodes, one per moto instance.
+    let mut names = Vec::new();
+    let mut instance_of = BTreeMap::new();
+    for group in &groups {
+        for (id, zone) in group_instances(&sdk, group).await {
+            let name = format!("{pool}-{}", names.len());
+            let mut node = FakeNode::new(&name, &zone, &id);
+            node.capacity_type = "on-demand".into();
+            node.labels.insert("e2e-pool".into(), pool.clone());
+            node.create(&client).await;
+            instance_of.insert(name.clone(), id);
+            names.push(name);
+        }
+    }
+    assert_eq!(names.len(), 10, "moto launched 5 instances per group");
+    let ns = create_namespace(&client, "opol").await;
+    let on_pool = json!({"e2e-pool": pool});
+    // Six web pods spread over the nodes; a guarded pod whose PDB allows nothing, pinned to node 3; a
+    // do-not-disrupt pod pinned to node 5.
+    deployment(
+        &client,
+        &ns,
+        "web",
+        6,
+        json!({"nodeSelector": on_pool, "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": {"app": "web"}}}]}),
+    )
+    .await;
+    pdb(&client, &ns, "web", 3).await;
+    deployment(
+        &client,
+        &ns,
+        "guarded",
+        1,
+        json!({"nodeSelector": {"kubernetes.io/hostname": names[3]}}),
+    )
+    .await;
+    pdb(&client, &ns, "guarded", 0).await;
+    deployment(
+        &client,
+        &ns,
+        "pinned",
+        1,
+        json!({"nodeSelector": {"kubernetes.io/hostname": names[5]}}),
+    )
+    .await;
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .patch(
+            "pinned",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"template": {"metadata": {"annotations": {"cloudoptim.io/do-not-disrupt": "true"}}}}})),
+        )
+        .await
+        .expect("annotate pinned");
+    eventually(WAIT, "all pods running", || async {
+        let web = running(&client, &ns, "web").await;
+        let guarded = running(&client, &ns, "guarded").await;
+        let pinned = running(&client, &ns, "pinned").await;
+        (web.0 == 6 && guarded.0 == 1 && pinned.0 == 1 && pinned.1 == 1).then_some(())
+    })
+    .await;
+
+    // A zombie of this cluster (instance and volume), and look-alikes that are not ours.
+    let ec2 = aws_sdk_ec2::Client::new(&sdk);
+    let run = |cluster: Option<&'static str>| {
+        let ec2 = ec2.clone();
+        async move {
+            let mut request = ec2
+                .run_instances()
+                .image_id("ami-12c6146b")
+                .instance_type(aws_sdk_ec2::types::InstanceType::M5Large)
+                .min_count(1)
+                .max_count(1);
+            if let Some(cluster) = cluster {
+                request = request.tag_specifications(
+                    aws_sdk_ec2::types::TagSpecification::builder()
+                        .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
+                        .tags(
+                            aws_sdk_ec2::types::Tag::builder()
+                                .key("cloudoptim.io/cluster")
+                                .value(cluster)
+                                .build(),
+                        )
+                        .build(),
+                );
+            }
+            request.send().await.expect("run instance").instances()[0]
+                .instance_id()
+                .expect("id")
+                .to_string()
+        }
+    };
+    let zombie = run(Some(CLUSTER)).await;
+    let foreign = run(Some("another-cluster")).await;
+    let untagged = run(None).await;
+    let volume = |tagged: bool| {
+        let ec2 = ec2.clone();
+        async move {
+            let mut request = ec2
+                .create_volume()
+                .availability_zone(format!("{}a", aws::REGION))
+                .size(10);
+            if tagged {
+                request = request.tag_specifications(
+                    aws_sdk_ec2::types::TagSpecification::builder()
+                        .resource_type(aws_sdk_ec2::types::ResourceType::Volume)
+                        .tags(
+                            aws_sdk_ec2::types::Tag::builder()
+                                .key("cloudoptim.io/cluster")
+                                .value(CLUSTER)
+                                .build(),
+                        )
+                        .build(),
+                );
+            }
+            request
+                .send()
+                .await
+                .expect("create volume")
+                .volume_id()
+                .expect("id")
+                .to_string()
+        }
+    };
+    let zombie_volume = volume(true).await;
+    let other_volume = volume(false).await;
+
+    let template: cloudoptim::api::NodeTemplate = serde_json::from_value(json!({
+        "apiVersion": "cloudoptim.io/v1alpha1", "kind": "NodeTemplate",
+        "metadata": {"name": unique("general"), "labels": {"pool": pool}},
+        "spec": {"autoScalingGroups": {"tagSelector": {"e2e-pool": pool}}, "requirements": {"families": ["m5"]}}
+    }))
+    .expect("template");
+    Api::<cloudoptim::api::NodeTemplate>::all(client.clone())
+        .create(&PostParams::default(), &template)
+        .await
+        .expect("template created");
+    let name = unique("cluster");
+    let policy: OptimizationPolicy = serde_json::from_value(json!({
+        "apiVersion": "cloudoptim.io/v1alpha1", "kind": "OptimizationPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "nodeTemplateSelector": {"matchLabels": {"pool": pool}},
+            "nodes": {"min": 3},
+            "consolidation": {"interval": "2s", "consolidateAfter": "0s"},
+            "disruption": {"budgets": [{"nodes": "1"}], "drainTimeout": "60s"},
+            "zombies": {"mode": "Report", "gracePeriod": "0s"},
+            "dryRun": true
+        }
+    }))
+    .expect("policy");
+    let policies: Api<OptimizationPolicy> = Api::all(client.clone());
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .expect("policy created");
+
+    // Watch the pool's nodes for the whole run: never more than one draining at once (budget 1).
+    let most_draining = Arc::new(AtomicUsize::new(0));
+    let watch = {
+        let most = most_draining.clone();
+        let nodes: Api<Node> = Api::all(client.clone());
+        let selector = format!("e2e-pool={pool}");
+        tokio::spawn(async move {
+            let mut state: BTreeMap<String, bool> = BTreeMap::new();
+            let stream = watcher::watcher(nodes, watcher::Config::default().labels(&selector))
+                .default_backoff();
+            futures::pin_mut!(stream);
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(watcher::Event::Apply(n)) | Ok(watcher::Event::InitApply(n)) => {
+                        state.insert(n.name_any(), tainted(&n));
+                    }
+                    Ok(watcher::Event::Delete(n)) => {
+                        state.remove(&n.name_any());
+                    }
+                    _ => continue,
+                }
+                let now = state.values().filter(|t| **t).count();
+                most.fetch_max(now, Ordering::SeqCst);
+            }
+        })
+    };
+
+    let mut operator = Operator::start(cp, &moto, CLUSTER, &[]);
+
+    // Phase 1: dry run. It plans and says so; nothing is drained or terminated.
+    eventually(WAIT, "ConsolidationPlanned event", || async {
+        events(&client, &name)
+            .await
+            .into_iter()
+            .find(|(r, m)| r == "ConsolidationPlanned" && m.contains("dry run"))
+    })
+    .await;
+    let (status, message) = eventually(WAIT, "dry-run status", || async {
+        ready_message(&policies, &name)
+            .await
+            .filter(|(_, m)| m.contains("dry run"))
+    })
+    .await;
+    assert_eq!(status, "True", "{message}");
+    let p = policies.get(&name).await.expect("policy");
+    let st = p.status.expect("status");
+    assert_eq!(st.nodes.as_ref().map(|n| n.total), Some(10), "{st:?}");
+    assert!(
+        st.cost
+            .as_ref()
+            .is_some_and(|c| c.hourly > 0.0 && c.savings_hourly > 0.0),
+        "{st:?}"
+    );
+    assert_eq!(pool_nodes(&client, &pool).await.len(), 10);
+    assert!(!pool_nodes(&client, &pool).await.iter().any(tainted));
+    // Zombies are reported: this cluster's instance and volume only.
+    let zombies: BTreeSet<String> = st.zombies.iter().map(|z| z.id.clone()).collect();
+    assert_eq!(
+        zombies,
+        [zombie.clone(), zombie_volume.clone()].into(),
+        "{:?}",
+        st.zombies
+    );
+
+    // Phase 2: act. One node at a time down to nodes.min = 3; node 3 (PDB) and node 5
+    // (do-not-disrupt) stay and the status says why.
+    policies
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"dryRun": false}})),
+        )
+        .await
+        .expect("dry run off");
+    eventually(
+        Duration::from_secs(240),
+        "consolidated to 3 nodes",
+        || async {
+            let nodes = pool_nodes(&client, &pool).await;
+            (nodes.len() == 3 && !nodes.iter().any(tainted)).then_some(())
+        },
+    )
+    .await;
+    let left: BTreeSet<String> = pool_nodes(&client, &pool)
+        .await
+        .iter()
+        .map(|n| n.name_any())
+        .collect();
+    assert!(
+        left.contains(&names[3]) && left.contains(&names[5]),
+        "{left:?}"
+    );
+    eventually(WAIT, "every evicted pod re-placed and running", || async {
+        let web = running(&client, &ns, "web").await;
+        (web.0 == 6 && web.1 == 6 && web.2.is_subset(&left)).then_some(())
+    })
+    .await;
+    for (node, id) in &instance_of {
+        if !left.contains(node) {
+            let state = instance_state(&sdk, id).await;
+            assert!(
+                state == "terminated" || state == "shutting-down",
+                "{node} ({id}) is {state}"
+            );
+        }
+    }
+    let (status, message) = eventually(WAIT, "status explains the kept nodes", || async {
+        ready_message(&policies, &name)
+            .await
+            .filter(|(_, m)| m.contains("plan removes 0"))
+    })
+    .await;
+    assert_eq!(status, "True");
+    assert!(
+        message.contains(&format!("PDB {ns}/guarded-pdb allows 0 disruptions")),
+        "{message}"
+    );
+    assert!(message.contains("do-not-disrupt pod"), "{message}");
+    let st = policies
+        .get(&name)
+        .await
+        .expect("p")
+        .status
+        .expect("status");
+    let last = st.last_consolidation.expect("last consolidation");
+    assert!(
+        last.nodes_removed >= 1 && last.saved_hourly > 0.0,
+        "{last:?}"
+    );
+    assert_eq!(st.nodes.map(|n| n.total), Some(3));
+    let reasons: Vec<String> = events(&client, &name)
+        .await
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    assert!(reasons.iter().any(|r| r == "Consolidated"), "{reasons:?}");
+    assert_eq!(
+        most_draining.load(Ordering::SeqCst),
+        1,
+        "budget 1: exactly one node drained at a time"
+    );
+
+    // Phase 3: killed mid-drain. Web pods get a finalizer so an evicted pod stays Terminating and the
+    // drain waits; the operator is killed then, the finalizers are removed, and a new operator
+    // finishes the drain and leaves nothing cordoned.
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"template": {"metadata": {"finalizers": ["e2e.cloudoptim.io/hold"]}}}})),
+        )
+        .await
+        .expect("finalizer on web pods");
+    eventually(WAIT, "web rolled out with the finalizer", || async {
+        let pods = Api::<Pod>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .ok()?
+            .items;
+        let held = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| p.finalizers().iter().any(|f| f == "e2e.cloudoptim.io/hold"))
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .count();
+        (held == 6).then_some(())
+    })
+    .await;
+    let release_all = || async {
+        let api = Api::<Pod>::namespaced(client.clone(), &ns);
+        for pod in api.list(&ListParams::default()).await.expect("pods").items {
+            if !pod.finalizers().is_empty() {
+                let _ = api
+                    .patch(
+                        &pod.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+                    )
+                    .await;
+            }
+        }
+    };
+    policies
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"nodes": {"min": 2}}})),
+        )
+        .await
+        .expect("nodes.min 2");
+    let draining = eventually(WAIT, "a drain stuck on a terminating pod", || async {
+        let node = pool_nodes(&client, &pool).await.into_iter().find(tainted)?;
+        let pods = Api::<Pod>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .ok()?
+            .items;
+        pods.iter()
+            .any(|p| {
+                p.metadata.deletion_timestamp.is_some()
+                    && p.spec.as_ref().and_then(|s| s.node_name.as_deref())
+                        == Some(&node.name_any())
+            })
+            .then(|| node.name_any())
+    })
+    .await;
+    operator.kill();
+    assert!(
+        pool_nodes(&client, &pool)
+            .await
+            .iter()
+            .any(|n| n.name_any() == draining && tainted(n)),
+        "the killed operator left {draining} cordoned and tainted"
+    );
+    release_all().await;
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"template": {"metadata": {"finalizers": null}}}})),
+        )
+        .await
+        .expect("finalizer removed from the template");
+    let operator = Operator::start(cp, &moto, CLUSTER, &[]);
+    eventually(
+        Duration::from_secs(120),
+        "the interrupted drain finished",
+        || async {
+            let nodes = pool_nodes(&client, &pool).await;
+            (!nodes.iter().any(|n| n.name_any() == draining) && !nodes.iter().any(tainted))
+                .then_some(())
+        },
+    )
+    .await;
+    let id = &instance_of[&draining];
+    let state = instance_state(&sdk, id).await;
+    assert!(
+        state == "terminated" || state == "shutting-down",
+        "{draining} ({id}) is {state}"
+    );
+    eventually(WAIT, "web back to 6 running pods", || async {
+        (running(&client, &ns, "web").await.0 == 6).then_some(())
+    })
+    .await;
+    release_all().await;
+
+    // Phase 4: zombies in Delete mode: only this cluster's tagged instance and volume go.
+    policies
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"zombies": {"mode": "Delete"}}})),
+        )
+        .await
+        .expect("zombies Delete");
+    eventually(WAIT, "the zombie instance terminated", || async {
+        let state = instance_state(&sdk, &zombie).await;
+        (state == "terminated" || state == "shutting-down").then_some(())
+    })
+    .await;
+    eventually(WAIT, "the zombie volume deleted", || async {
+        let left = ec2
+            .describe_volumes()
+            .send()
+            .await
+            .ok()?
+            .volumes()
+            .iter()
+            .any(|v| v.volume_id() == Some(zombie_volume.as_str()));
+        (!left).then_some(())
+    })
+    .await;
+    assert_eq!(instance_state(&sdk, &foreign).await, "running");
+    assert_eq!(instance_state(&sdk, &untagged).await, "running");
+    let volumes = ec2.describe_volumes().send().await.expect("volumes");
+    assert!(
+        volumes
+            .volumes()
+            .iter()
+            .any(|v| v.volume_id() == Some(other_volume.as_str())),
+        "the untagged volume stays"
+    );
+    let reasons: Vec<String> = events(&client, &name)
+        .await
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    assert!(reasons.iter().any(|r| r == "ZombieFound"), "{reasons:?}");
+    assert!(
+        operator
+            .metric("cloudoptim_consolidation_actions_total{action=\"terminate\",result=\"ok\"}")
+            >= 1.0
+    );
+    watch.abort();
+
+    // `cloudoptim snapshot` writes this cluster as a List that `cloudoptim plan` reads.
+    let file = cp.dir.join("snapshot.yaml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cloudoptim"))
+        .args(["snapshot", "-o"])
+        .arg(&file)
+        .env("KUBECONFIG", cp.kubeconfig())
+        .output()
+        .expect("snapshot runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&file).expect("snapshot written");
+    assert!(
+        !text.contains("managedFields") && !text.contains("image: pause"),
+        "stripped"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cloudoptim"))
+        .args(["plan", "-o", "json", "--snapshot"])
+        .arg(&file)
+        .output()
+        .expect("plan runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("plan JSON");
+    let nodes = Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .expect("nodes")
+        .items
+        .len();
+    assert_eq!(report["nodes"].as_u64(), Some(nodes as u64), "{report}");
+}
