@@ -10,7 +10,9 @@ use super::CliError;
 use crate::cloud::aws::{AssumeRole, AwsCloud, AwsOptions};
 use crate::cloud::spot_advisor::{AdvisorCache, DEFAULT_URL};
 use crate::controllers::catalog::LiveCatalog;
-use crate::controllers::{Context, RunConfig, hibernation, leader, node_template, policy};
+use crate::controllers::{
+    Context, RunConfig, hibernation, interruptions, leader, node_template, policy,
+};
 use crate::engine::catalog::Catalog;
 use crate::metrics::Metrics;
 
@@ -183,10 +185,11 @@ async fn operator(args: &RunArgs, config: RunConfig, base: Catalog) -> Result<()
     );
     let drainer = crate::drain::Drainer::new(eviction_client, ctx.metrics.clone())
         .with_recorder(ctx.recorder.clone());
-    let controllers = futures::future::join3(
+    let controllers = futures::future::join4(
         node_template::run(ctx.clone(), stopped()),
         hibernation::run(ctx.clone(), stopped()),
-        policy::run(ctx, drainer, stopped()),
+        policy::run(ctx.clone(), drainer.clone(), stopped()),
+        interruptions::run(ctx, drainer, hub.clone(), stopped()),
     );
     let controller = tokio::spawn(controllers);
     if let Some(hub) = hub {

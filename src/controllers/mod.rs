@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 
 pub mod catalog;
 pub mod hibernation;
+pub mod interruptions;
 pub mod leader;
 pub mod node_template;
 pub mod policy;

@@ -1056,7 +1056,7 @@ pub fn error_policy<C: Cloud>(
 }
 
 /// Start a reflector for `api` whose objects are reduced by `strip`; returns its store.
-fn reflect<K>(api: Api<K>, strip: fn(&mut K)) -> Store<K>
+pub(crate) fn reflect<K>(api: Api<K>, strip: fn(&mut K)) -> Store<K>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone

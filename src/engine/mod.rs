@@ -6,6 +6,7 @@ pub mod budgets;
 pub mod catalog;
 pub mod consolidation;
 pub mod hibernation;
+pub mod interruption;
 pub mod mix;
 pub mod ranking;
 pub mod savings;

@@ -1,0 +1,405 @@
+//! Spot interruption intake end to end: EventBridge-shaped messages (the real shapes) sent to a moto SQS
+//! queue are read by the real `cloudoptim run` binary, which taints, cordons and drains the named kwok
+//! nodes through the real API server and scheduler, raises SpotRiskFlags, handles a duplicate once, and
+//! deletes (and counts) malformed and unknown messages.
+//!
+//! `interruption_burst` (ignored; run by `bench/interruptions.sh`) sends 200 warnings at once and prints
+//! the p50/p99 time from sending to the node being cordoned. It prints; it asserts only that all were
+//! cordoned.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use cloudoptim::api::SpotRiskFlag;
+use cloudoptim::api::risk_flag::{FlagSource, RiskReason};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, ListParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use support::nodes::FakeNode;
+use support::operator::{Operator, eventually};
+use support::{ControlPlane, Moto, aws, create_namespace, unique};
+
+const WAIT: Duration = Duration::from_secs(60);
+const TAINT: &str = "cloudoptim.io/interrupted";
+
+fn spot_warning(id: &str, instance: &str) -> String {
+    json!({
+        "version": "0", "id": id, "detail-type": "EC2 Spot Instance Interruption Warning",
+        "source": "aws.ec2", "account": "123456789012",
+        "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "region": aws::REGION, "resources": [format!("arn:aws:ec2:{}a:instance/{instance}", aws::REGION)],
+        "detail": {"instance-id": instance, "instance-action": "terminate"}
+    })
+    .to_string()
+}
+
+fn rebalance(id: &str, instance: &str) -> String {
+    json!({
+        "version": "0", "id": id, "detail-type": "EC2 Instance Rebalance Recommendation",
+        "source": "aws.ec2", "account": "123456789012",
+        "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "region": aws::REGION, "resources": [format!("arn:aws:ec2:{}b:instance/{instance}", aws::REGION)],
+        "detail": {"instance-id": instance}
+    })
+    .to_string()
+}
+
+fn state_change(id: &str, instance: &str, state: &str) -> String {
+    json!({
+        "version": "0", "id": id, "detail-type": "EC2 Instance State-change Notification",
+        "source": "aws.ec2", "account": "123456789012",
+        "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "region": aws::REGION, "resources": [],
+        "detail": {"instance-id": instance, "state": state}
+    })
+    .to_string()
+}
+
+fn health(id: &str, instance: &str) -> String {
+    json!({
+        "version": "0", "id": id, "detail-type": "AWS Health Event", "source": "aws.health",
+        "account": "123456789012",
+        "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "region": aws::REGION, "resources": [instance],
+        "detail": {"eventArn": "arn:aws:health:us-east-1::event/EC2/AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED/x",
+            "service": "EC2", "eventTypeCode": "AWS_EC2_INSTANCE_RETIREMENT_SCHEDULED",
+            "eventTypeCategory": "scheduledChange",
+            "affectedEntities": [{"entityValue": instance}]}
+    })
+    .to_string()
+}
+
+/// A fake instance id, unique in this process.
+fn instance_id(n: usize) -> String {
+    format!("i-0{:08x}{:08x}", std::process::id(), n)
+}
+
+async fn queue(sdk: &aws_config::SdkConfig) -> (aws_sdk_sqs::Client, String) {
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let url = sqs
+        .create_queue()
+        .queue_name(unique("cloudoptim-interruptions"))
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url()
+        .expect("queue url")
+        .to_string();
+    (sqs, url)
+}
+
+async fn send(sqs: &aws_sdk_sqs::Client, url: &str, body: String) {
+    sqs.send_message()
+        .queue_url(url)
+        .message_body(body)
+        .send()
+        .await
+        .expect("send message");
+}
+
+async fn queue_empty(sqs: &aws_sdk_sqs::Client, url: &str) -> bool {
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+        .send()
+        .await
+        .expect("queue attributes");
+    let get = |name: aws_sdk_sqs::types::QueueAttributeName| {
+        attributes
+            .attributes()
+            .and_then(|a| a.get(&name))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(1)
+    };
+    get(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages) == 0
+        && get(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible) == 0
+}
+
+async fn policy(client: &Client, url: &str) {
+    let policy: cloudoptim::api::OptimizationPolicy = serde_json::from_value(json!({
+        "apiVersion": "cloudoptim.io/v1alpha1", "kind": "OptimizationPolicy",
+        "metadata": {"name": unique("interruptions")},
+        "spec": {
+            // Selects no template: this test is about interruptions only.
+            "nodeTemplateSelector": {"matchLabels": {"none": unique("none")}},
+            "consolidation": {"mode": "Off"},
+            "zombies": {"mode": "Off"},
+            "interruptions": {"queueUrl": url, "rebalance": "Cordon", "drainDeadline": "60s"}
+        }
+    }))
+    .expect("policy");
+    Api::<cloudoptim::api::OptimizationPolicy>::all(client.clone())
+        .create(&PostParams::default(), &policy)
+        .await
+        .expect("policy created");
+}
+
+fn marked(node: &Node) -> bool {
+    node.spec.as_ref().is_some_and(|s| {
+        s.unschedulable == Some(true)
+            && s.taints
+                .as_ref()
+                .is_some_and(|t| t.iter().any(|t| t.key == TAINT))
+    })
+}
+
+async fn node(client: &Client, name: &str) -> Node {
+    Api::<Node>::all(client.clone())
+        .get(name)
+        .await
+        .expect("node")
+}
+
+async fn pods_on(client: &Client, ns: &str, node: &str) -> usize {
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
+        .await
+        .expect("pods")
+        .items
+        .len()
+}
+
+#[tokio::test]
+async fn interruption_notices_taint_cordon_drain_and_flag() {
+    let Some(cp) = ControlPlane::shared() else {
+        return;
+    };
+    let Some(moto) = Moto::start() else { return };
+    let client = cp.client().await;
+    let sdk = aws::sdk_config(&moto.endpoint).await;
+    let (sqs, url) = queue(&sdk).await;
+    let pool = unique("pool");
+    let zones = ["a", "b", "c", "a"].map(|z| format!("{}{z}", aws::REGION));
+    let mut names = Vec::new();
+    let mut ids = Vec::new();
+    for (i, zone) in zones.iter().enumerate() {
+        let name = format!("{pool}-{i}");
+        let id = instance_id(i);
+        let mut fake = FakeNode::new(&name, zone, &id);
+        fake.labels.insert("e2e-pool".into(), pool.clone());
+        fake.create(&client).await;
+        names.push(name);
+        ids.push(id);
+    }
+    let ns = create_namespace(&client, "intr").await;
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "app"},
+        "spec": {
+            "replicas": 8,
+            "selector": {"matchLabels": {"app": "app"}},
+            "template": {"metadata": {"labels": {"app": "app"}}, "spec": {
+                "nodeSelector": {"e2e-pool": pool},
+                "terminationGracePeriodSeconds": 0,
+                "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                    "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "app"}}}],
+                "containers": [{"name": "c", "image": "pause", "resources": {"requests": {"cpu": "100m"}}}]
+            }}
+        }
+    }))
+    .expect("deployment");
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &deployment)
+        .await
+        .expect("deployment created");
+    eventually(WAIT, "two pods on every node", || async {
+        for name in &names {
+            if pods_on(&client, &ns, name).await < 2 {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    policy(&client, &url).await;
+    let operator = Operator::start(cp, &moto, "e2e", &[]);
+
+    let spot_id = unique("evt-spot");
+    send(&sqs, &url, spot_warning(&spot_id, &ids[0])).await;
+    send(&sqs, &url, spot_warning(&spot_id, &ids[0])).await; // duplicate delivery
+    send(&sqs, &url, rebalance(&unique("evt-rebalance"), &ids[1])).await;
+    send(
+        &sqs,
+        &url,
+        state_change(&unique("evt-state"), &ids[2], "shutting-down"),
+    )
+    .await;
+    send(&sqs, &url, health(&unique("evt-health"), &ids[3])).await;
+    send(&sqs, &url, "this is not an EventBridge event".to_string()).await;
+    send(
+        &sqs,
+        &url,
+        json!({"id": unique("evt-other"), "detail-type": "EC2 AMI State Change", "source": "aws.ec2", "detail": {}})
+            .to_string(),
+    )
+    .await;
+
+    // Every named node is tainted and cordoned; the going-away ones are drained, the rebalanced one is
+    // only cordoned (policy rebalance: Cordon).
+    for name in &names {
+        eventually(WAIT, &format!("{name} tainted and cordoned"), || async {
+            marked(&node(&client, name).await).then_some(())
+        })
+        .await;
+    }
+    for i in [0, 2, 3] {
+        eventually(WAIT, &format!("{} drained", names[i]), || async {
+            (pods_on(&client, &ns, &names[i]).await == 0).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(
+        pods_on(&client, &ns, &names[1]).await,
+        2,
+        "rebalance: cordon only"
+    );
+
+    // Flags for the Spot warning and the rebalance, raised locally.
+    let flags: Api<SpotRiskFlag> = Api::all(client.clone());
+    let spot_flag = eventually(WAIT, "SpotRiskFlag for the warning", || async {
+        flags
+            .get_opt(&format!("{}.{}.m5.large", aws::REGION, zones[0]))
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    assert_eq!(spot_flag.spec.reason, RiskReason::SpotInterruption);
+    assert_eq!(spot_flag.spec.source, FlagSource::Local);
+    assert_eq!(spot_flag.spec.count, 1, "the duplicate was not counted");
+    assert_eq!(spot_flag.spec.clusters, vec!["e2e".to_string()]);
+    let rebalance_flag = eventually(WAIT, "SpotRiskFlag for the rebalance", || async {
+        flags
+            .get_opt(&format!("{}.{}.m5.large", aws::REGION, zones[1]))
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    assert_eq!(rebalance_flag.spec.reason, RiskReason::Rebalance);
+
+    // Every message was deleted, the bad ones counted, the duplicate handled once.
+    eventually(WAIT, "the queue drained", || async {
+        queue_empty(&sqs, &url).await.then_some(())
+    })
+    .await;
+    let count = |kind: &str| {
+        operator.metric(&format!(
+            "cloudoptim_interruptions_total{{kind=\"{kind}\"}}"
+        ))
+    };
+    eventually(WAIT, "all kinds counted", || async {
+        (count("malformed") == 1.0 && count("unknown") == 1.0 && count("duplicate") == 1.0)
+            .then_some(())
+    })
+    .await;
+    for kind in [
+        "spot_interruption",
+        "rebalance",
+        "state_change",
+        "scheduled_change",
+    ] {
+        assert_eq!(count(kind), 1.0, "{kind}");
+    }
+}
+
+#[tokio::test]
+#[ignore = "benchmark: run by bench/interruptions.sh"]
+async fn interruption_burst() {
+    let Some(cp) = ControlPlane::shared() else {
+        return;
+    };
+    let Some(moto) = Moto::start() else { return };
+    let client = cp.client().await;
+    let sdk = aws::sdk_config(&moto.endpoint).await;
+    let (sqs, url) = queue(&sdk).await;
+    let count: usize = std::env::var("CLOUDOPTIM_BURST")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let pool = unique("burst");
+    let mut ids = BTreeMap::new();
+    for i in 0..count {
+        let name = format!("{pool}-{i}");
+        let id = instance_id(100_000 + i);
+        let zone = format!("{}{}", aws::REGION, ["a", "b", "c"][i % 3]);
+        let mut fake = FakeNode::new(&name, &zone, &id);
+        fake.labels.insert("e2e-pool".into(), pool.clone());
+        fake.create(&client).await;
+        ids.insert(name, id);
+    }
+    policy(&client, &url).await;
+    let _operator = Operator::start(cp, &moto, "e2e", &[]);
+    // Watch cordons as they happen.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let selector = format!("e2e-pool={pool}");
+    let watch = tokio::spawn(async move {
+        let stream = watcher::watcher(nodes, watcher::Config::default().labels(&selector))
+            .default_backoff()
+            .applied_objects();
+        futures::pin_mut!(stream);
+        while let Some(Ok(node)) = stream.next().await {
+            if marked(&node) {
+                let _ = tx.send((node.name_any(), Instant::now()));
+            }
+        }
+    });
+    // Send all warnings as fast as SQS takes them (batches of 10).
+    let bodies: Vec<(String, String)> = ids
+        .iter()
+        .map(|(name, id)| (name.clone(), spot_warning(&unique("burst-evt"), id)))
+        .collect();
+    let mut sent_at = BTreeMap::new();
+    for chunk in bodies.chunks(10) {
+        let mut batch = sqs.send_message_batch().queue_url(&url);
+        for (i, (_, body)) in chunk.iter().enumerate() {
+            batch = batch.entries(
+                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(body)
+                    .build()
+                    .expect("entry"),
+            );
+        }
+        batch.send().await.expect("send batch");
+        let at = Instant::now();
+        for (name, _) in chunk {
+            sent_at.insert(name.clone(), at);
+        }
+    }
+    let mut latencies = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while seen.len() < count && Instant::now() < deadline {
+        if let Ok(Some((name, at))) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await
+            && seen.insert(name.clone())
+            && let Some(sent) = sent_at.get(&name)
+        {
+            latencies.push(at.saturating_duration_since(*sent));
+        }
+    }
+    watch.abort();
+    latencies.sort();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or_default()
+    };
+    println!(
+        "interruption burst: {} warnings, {} cordoned; send->cordon p50 {:.3} s, p99 {:.3} s, max {:.3} s (target p99 < 2 s)",
+        count,
+        seen.len(),
+        pct(0.50).as_secs_f64(),
+        pct(0.99).as_secs_f64(),
+        latencies.last().copied().unwrap_or_default().as_secs_f64()
+    );
+    assert_eq!(seen.len(), count, "every warned node was cordoned");
+}
