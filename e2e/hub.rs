@@ -461,33 +461,7 @@ async fn a_flag_expires_after_the_ttl_and_its_object_is_deleted() {
 
 /// A second API server (etcd + kube-apiserver only) for a member cluster, with the CRDs installed.
 async fn member_cluster() -> Option<ControlPlane> {
-    ControlPlane::shared()?;
-    let dir = std::env::temp_dir().join(unique("cloudoptim-e2e-member"));
-    let script = repo_root().join("e2e/tools/control-plane.sh");
-    watchdog(&format!(
-        "{} stop {dir} >/dev/null 2>&1; rm -rf {dir}",
-        script.display(),
-        dir = dir.display()
-    ));
-    let started = dir.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(&script)
-            .arg("start")
-            .arg(&started)
-            .env("CLOUDOPTIM_E2E_COMPONENTS", "etcd apiserver")
-            .output()
-            .expect("control-plane.sh runs")
-    })
-    .await
-    .expect("start joined");
-    assert!(
-        out.status.success(),
-        "member API server failed to start:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let member = ControlPlane { dir };
-    support::install_crds(&member.client().await).await;
-    Some(member)
+    support::api_only_cluster("member").await
 }
 
 fn stop(dir: &Path) {

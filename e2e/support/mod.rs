@@ -297,3 +297,35 @@ fn wait_until_listening(port: u16, timeout: Duration) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// One more API server (etcd + kube-apiserver only, no nodes) with the CRDs installed: another cluster
+/// for multi-cluster tests (a hub's, or a second member's). Stopped when the test binary exits.
+pub async fn api_only_cluster(prefix: &str) -> Option<ControlPlane> {
+    ControlPlane::shared()?;
+    let dir = std::env::temp_dir().join(unique(&format!("cloudoptim-e2e-{prefix}")));
+    let script = repo_root().join("e2e/tools/control-plane.sh");
+    watchdog(&format!(
+        "{} stop {dir} >/dev/null 2>&1; rm -rf {dir}",
+        script.display(),
+        dir = dir.display()
+    ));
+    let started = dir.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(&script)
+            .arg("start")
+            .arg(&started)
+            .env("CLOUDOPTIM_E2E_COMPONENTS", "etcd apiserver")
+            .output()
+            .expect("control-plane.sh runs")
+    })
+    .await
+    .expect("start joined");
+    assert!(
+        out.status.success(),
+        "extra API server failed to start:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cluster = ControlPlane { dir };
+    install_crds(&cluster.client().await).await;
+    Some(cluster)
+}
