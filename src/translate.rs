@@ -384,6 +384,76 @@ fn translate(
     Ok(Translated { snapshot, skipped })
 }
 
+/// One pod in the engine's form, for callers that keep pods between snapshots (the operator's watch
+/// stores these instead of whole Pod objects): the name of its node and the pod, or `None` for a pod
+/// the planner does not count (finished, or not scheduled yet). The pod's `node` is a placeholder that
+/// [`assemble`] sets.
+pub fn engine_pod(pod: &core::Pod) -> Result<Option<(String, Pod)>, TranslateError> {
+    let path = format!(
+        "Pod {}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        pod.metadata.name.as_deref().unwrap_or("?")
+    );
+    let Some(node) = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .filter(|n| !n.is_empty())
+    else {
+        return Ok(None);
+    };
+    let ids: HashMap<String, NodeId> = [(node.clone(), NodeId(0))].into();
+    let mut skipped = Skipped::default();
+    Ok(pod_from(pod, &path, &ids, &mut skipped)?.map(|p| (node, p)))
+}
+
+/// A snapshot from Nodes, pods already in the engine's form (with their node names, from
+/// [`engine_pod`]) and PDBs, without copying the Kubernetes objects. Pods on nodes not in `nodes` are
+/// left out and counted.
+pub fn assemble<'a>(
+    nodes: impl IntoIterator<Item = &'a core::Node>,
+    pods: impl IntoIterator<Item = (&'a str, &'a Pod)>,
+    pdbs: impl IntoIterator<Item = &'a PodDisruptionBudget>,
+) -> Result<Translated, TranslateError> {
+    let mut snapshot = Snapshot::default();
+    let mut skipped = Skipped::default();
+    let mut node_ids: HashMap<String, NodeId> = HashMap::new();
+    for node in nodes {
+        let path = format!("Node {}", node.metadata.name.as_deref().unwrap_or("?"));
+        let node = node_from(node, &path)?;
+        if node_ids.contains_key(&node.name) {
+            return Err(error(
+                format!("{path}.metadata.name"),
+                format!("node {:?} appears twice", node.name),
+            ));
+        }
+        node_ids.insert(node.name.clone(), NodeId(snapshot.nodes.len() as u32));
+        snapshot.nodes.push(node);
+    }
+    for (node, pod) in pods {
+        match node_ids.get(node) {
+            Some(&id) => {
+                let mut pod = pod.clone();
+                pod.node = id;
+                snapshot.pods.push(pod);
+            }
+            None => skipped.pods_on_unknown_nodes += 1,
+        }
+    }
+    for pdb in pdbs {
+        let path = format!(
+            "PodDisruptionBudget {}/{}",
+            pdb.metadata.namespace.as_deref().unwrap_or("default"),
+            pdb.metadata.name.as_deref().unwrap_or("?")
+        );
+        match pdb_from(pdb, &path, &snapshot.pods)? {
+            Some(pdb) => snapshot.pdbs.push(pdb),
+            None => skipped.pdbs_without_selector += 1,
+        }
+    }
+    Ok(Translated { snapshot, skipped })
+}
+
 fn name_of(metadata: &meta::ObjectMeta, path: &str) -> Result<String, TranslateError> {
     match metadata.name.as_deref() {
         Some(name) if !name.is_empty() => Ok(name.to_owned()),

@@ -302,6 +302,17 @@ fn wait_until_listening(port: u16, timeout: Duration) {
 /// for multi-cluster tests (a hub's, or a second member's). Stopped when the test binary exits.
 pub async fn api_only_cluster(prefix: &str) -> Option<ControlPlane> {
     ControlPlane::shared()?;
+    cluster_with(prefix, "etcd apiserver").await
+}
+
+/// A cluster of its own with only `components` (see control-plane.sh), e.g. "etcd apiserver kwok" for a
+/// scale run without controllers acting on the objects it creates; CRDs installed.
+pub async fn cluster_with(prefix: &str, components: &str) -> Option<ControlPlane> {
+    for var in ["CLOUDOPTIM_KUBE_APISERVER", "CLOUDOPTIM_ETCD"] {
+        if peer_env(var).is_none_or(|p| !Path::new(&p).exists()) {
+            return missing(&format!("{var} (no binary)"));
+        }
+    }
     let dir = std::env::temp_dir().join(unique(&format!("cloudoptim-e2e-{prefix}")));
     let script = repo_root().join("e2e/tools/control-plane.sh");
     watchdog(&format!(
@@ -310,11 +321,23 @@ pub async fn api_only_cluster(prefix: &str) -> Option<ControlPlane> {
         dir = dir.display()
     ));
     let started = dir.clone();
+    let components = components.to_string();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(&script)
             .arg("start")
             .arg(&started)
-            .env("CLOUDOPTIM_E2E_COMPONENTS", "etcd apiserver")
+            .env("CLOUDOPTIM_E2E_COMPONENTS", components)
+            .envs(
+                [
+                    "CLOUDOPTIM_KUBE_APISERVER",
+                    "CLOUDOPTIM_ETCD",
+                    "CLOUDOPTIM_KWOK",
+                    "CLOUDOPTIM_KUBE_SCHEDULER",
+                    "CLOUDOPTIM_KUBE_CONTROLLER_MANAGER",
+                ]
+                .into_iter()
+                .filter_map(|v| peer_env(v).map(|p| (v, p))),
+            )
             .output()
             .expect("control-plane.sh runs")
     })

@@ -117,6 +117,16 @@ impl Operator {
             .unwrap_or(0.0)
     }
 
+    /// Process id of the operator (for its memory use).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The whole log of the operator.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// The last lines of the operator's log (for failure messages).
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();

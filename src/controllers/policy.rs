@@ -8,7 +8,7 @@
 //! The policy's Spot percentage and on-demand base are applied by the NodeTemplate controller (it owns
 //! the groups' MixedInstancesPolicy); this controller owns removing nodes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -360,10 +360,98 @@ pub fn strip_pdb(pdb: &mut PodDisruptionBudget) {
 pub struct Stores {
     /// Nodes.
     pub nodes: Store<Node>,
-    /// Pods.
-    pub pods: Store<Pod>,
+    /// Pods, already in the engine's form.
+    pub pods: Arc<PodCache>,
     /// PodDisruptionBudgets.
     pub pdbs: Store<PodDisruptionBudget>,
+}
+
+/// A pod as the planner needs it: its node's name and the engine pod, or why it could not be read.
+type PodEntry = (String, Result<crate::engine::snapshot::Pod, String>);
+
+/// Every scheduled, unfinished pod of the cluster in the engine's form, kept by a watch. Whole Pod
+/// objects are several KiB each even stripped (k8s-openapi's structs are wide); the engine's form is a
+/// fraction of that, which is what keeps the operator's memory in proportion at 100,000 pods.
+#[derive(Default)]
+pub struct PodCache {
+    pods: std::sync::RwLock<HashMap<String, PodEntry>>,
+}
+
+fn pod_key(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+fn pod_entry(pod: &Pod) -> Option<PodEntry> {
+    let node = pod
+        .spec
+        .as_ref()?
+        .node_name
+        .clone()
+        .filter(|n| !n.is_empty())?;
+    match translate::engine_pod(pod) {
+        Ok(Some((node, pod))) => Some((node, Ok(pod))),
+        Ok(None) => None,
+        Err(e) => Some((node, Err(e.to_string()))),
+    }
+}
+
+fn apply_pod(map: &mut HashMap<String, PodEntry>, pod: &Pod) {
+    match pod_entry(pod) {
+        Some(entry) => {
+            map.insert(pod_key(pod), entry);
+        }
+        None => {
+            map.remove(&pod_key(pod));
+        }
+    }
+}
+
+/// Watch every pod into a [`PodCache`]; the receiver turns true after the first full list.
+fn watch_pods(api: Api<Pod>) -> (Arc<PodCache>, tokio::sync::watch::Receiver<bool>) {
+    let cache = Arc::new(PodCache::default());
+    let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
+    let writer = cache.clone();
+    tokio::spawn(async move {
+        let stream =
+            watcher::watcher(api, watcher::Config::default().page_size(500)).default_backoff();
+        futures::pin_mut!(stream);
+        let mut relist: Option<HashMap<String, PodEntry>> = None;
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(watcher::Event::Init) => relist = Some(HashMap::new()),
+                Ok(watcher::Event::InitApply(pod)) => match relist.as_mut() {
+                    Some(map) => apply_pod(map, &pod),
+                    None => {
+                        if let Ok(mut map) = writer.pods.write() {
+                            apply_pod(&mut map, &pod);
+                        }
+                    }
+                },
+                Ok(watcher::Event::InitDone) => {
+                    if let (Some(fresh), Ok(mut map)) = (relist.take(), writer.pods.write()) {
+                        *map = fresh;
+                    }
+                    let _ = ready_tx.send(true);
+                }
+                Ok(watcher::Event::Apply(pod)) => {
+                    if let Ok(mut map) = writer.pods.write() {
+                        apply_pod(&mut map, &pod);
+                    }
+                }
+                Ok(watcher::Event::Delete(pod)) => {
+                    if let Ok(mut map) = writer.pods.write() {
+                        map.remove(&pod_key(&pod));
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "watching pods"),
+            }
+        }
+    });
+    (cache, ready_rx)
 }
 
 /// What the policy controller shares between reconciles.
@@ -385,6 +473,8 @@ struct Outcome {
     status: OptimizationPolicyStatus,
     message: String,
     requeue: Duration,
+    /// Nodes and pods planned, and how long the planner took (for logs and the scale run).
+    planned: (usize, usize, Duration),
 }
 
 /// The templates this policy acts on, or a conflict with another policy.
@@ -675,8 +765,8 @@ async fn plan_and_act<C: Cloud>(
         .filter_map(instance_id)
         .map(str::to_string)
         .collect();
-    let scope: Vec<Node> = all_nodes
-        .iter()
+    let scope: Vec<Arc<Node>> = all_nodes
+        .into_iter()
         .filter(|n| {
             n.spec
                 .as_ref()
@@ -684,31 +774,26 @@ async fn plan_and_act<C: Cloud>(
                 .and_then(instance_id)
                 .is_some_and(|id| owners.contains_key(id))
         })
-        .map(|n| (**n).clone())
         .collect();
     let names: BTreeSet<String> = scope.iter().map(|n| n.name_any()).collect();
-    let pods: Vec<Pod> = pctx
-        .stores
-        .pods
-        .state()
-        .iter()
-        .filter(|p| {
-            p.spec
-                .as_ref()
-                .and_then(|s| s.node_name.as_ref())
-                .is_some_and(|n| names.contains(n))
-        })
-        .map(|p| (**p).clone())
-        .collect();
-    let pdbs: Vec<PodDisruptionBudget> = pctx
-        .stores
-        .pdbs
-        .state()
-        .iter()
-        .map(|p| (**p).clone())
-        .collect();
-    let mut translated = translate::from_objects(&scope, &pods, &pdbs)
-        .map_err(|e| Error::Snapshot(e.to_string()))?;
+    let pdbs = pctx.stores.pdbs.state();
+    let mut translated = {
+        let cache = pctx
+            .stores
+            .pods
+            .pods
+            .read()
+            .map_err(|_| Error::Snapshot("the pod cache is poisoned".into()))?;
+        let mut pods = Vec::new();
+        for (node, pod) in cache.values().filter(|(node, _)| names.contains(node)) {
+            match pod {
+                Ok(pod) => pods.push((node.as_str(), pod)),
+                Err(message) => return Err(Error::Snapshot(message.clone())),
+            }
+        }
+        translate::assemble(scope.iter().map(|n| &**n), pods, pdbs.iter().map(|p| &**p))
+            .map_err(|e| Error::Snapshot(e.to_string()))?
+    };
     let catalog = ctx.catalog.snapshot(&ctx.cloud).await?;
     translate::apply_prices(&mut translated.snapshot, &*catalog.catalog);
     let snapshot = &translated.snapshot;
@@ -732,7 +817,13 @@ async fn plan_and_act<C: Cloud>(
     let limit = batch_limit(&settings, snapshot.nodes.len(), now);
     let mut options = settings.options.clone();
     options.budget = Some(limit.saturating_sub(in_flight.len()));
+    let planning = Instant::now();
     let plan = consolidation::plan(snapshot, &options).map_err(|e| Error::Plan(e.to_string()))?;
+    let planned = (
+        snapshot.nodes.len(),
+        snapshot.pods.len(),
+        planning.elapsed(),
+    );
     let removed_ids: Vec<_> = plan.removals.iter().map(|r| r.node).collect();
     let pinned: Vec<_> = plan
         .kept
@@ -955,6 +1046,7 @@ async fn plan_and_act<C: Cloud>(
         status,
         message,
         requeue: settings.interval,
+        planned,
     })
 }
 
@@ -1000,7 +1092,8 @@ pub async fn reconcile<C: Cloud>(
                 generation,
             )];
             write_status(ctx, &name, &status).await?;
-            tracing::info!(policy = %name, message = %outcome.message, "policy reconciled");
+            let (nodes, pods, took) = outcome.planned;
+            tracing::info!(policy = %name, nodes, pods, plan_ms = took.as_secs_f64() * 1000.0, message = %outcome.message, "policy reconciled");
             Ok(Action::requeue(outcome.requeue))
         }
         Err(error) => {
@@ -1069,7 +1162,7 @@ where
     let (reader, writer) = reflector::store();
     let stream = reflector::reflector(
         writer,
-        watcher::watcher(api, watcher::Config::default().any_semantic()).modify(strip),
+        watcher::watcher(api, watcher::Config::default().page_size(500)).modify(strip),
     )
     .default_backoff()
     .for_each(|_| futures::future::ready(()));
@@ -1084,14 +1177,16 @@ pub async fn run<C: Cloud>(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
+    let (pods, mut pods_ready) = watch_pods(Api::<Pod>::all(client.clone()));
     let stores = Stores {
         nodes: reflect(Api::<Node>::all(client.clone()), strip_node),
-        pods: reflect(Api::<Pod>::all(client.clone()), strip_pod),
+        pods,
         pdbs: reflect(Api::<PodDisruptionBudget>::all(client.clone()), strip_pdb),
     };
+    let pods_listed = pods_ready.wait_for(|r| *r).await.is_ok();
     for (what, ready) in [
         ("nodes", stores.nodes.wait_until_ready().await.is_ok()),
-        ("pods", stores.pods.wait_until_ready().await.is_ok()),
+        ("pods", pods_listed),
         ("pdbs", stores.pdbs.wait_until_ready().await.is_ok()),
     ] {
         if !ready {
