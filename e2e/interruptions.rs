@@ -131,7 +131,8 @@ async fn policy(client: &Client, url: &str) {
             "nodeTemplateSelector": {"matchLabels": {"none": unique("none")}},
             "consolidation": {"mode": "Off"},
             "zombies": {"mode": "Off"},
-            "interruptions": {"queueUrl": url, "rebalance": "Cordon", "drainDeadline": "60s"}
+            "interruptions": {"queueUrl": url, "rebalance": "Cordon", "drainDeadline": "60s"},
+            "spot": {"fallbackToOnDemand": true, "restoreToSpotAfter": "20s"}
         }
     }))
     .expect("policy");
@@ -307,6 +308,60 @@ async fn interruption_notices_taint_cordon_drain_and_flag() {
     ] {
         assert_eq!(count(kind), 1.0, "{kind}");
     }
+
+    // A Spot capacity error from Auto Scaling: the group goes to on-demand, then back to its Spot
+    // split after spot.restoreToSpotAfter (20 s here).
+    let group = unique("fallback");
+    let launch = aws::launch_template(&sdk, &unique("lt")).await;
+    aws::create_group(&sdk, &group, &launch, 1, &BTreeMap::new()).await;
+    let template: cloudoptim::api::NodeTemplate = serde_json::from_value(json!({
+        "apiVersion": "cloudoptim.io/v1alpha1", "kind": "NodeTemplate",
+        "metadata": {"name": unique("fallback")},
+        "spec": {"autoScalingGroups": {"names": [group]}, "requirements": {"families": ["m6i", "c6i"]}}
+    }))
+    .expect("template");
+    Api::<cloudoptim::api::NodeTemplate>::all(client.clone())
+        .create(&PostParams::default(), &template)
+        .await
+        .expect("template created");
+    let on_demand = || async {
+        aws::describe_group(&sdk, &group)
+            .await?
+            .mixed_instances_policy()?
+            .instances_distribution()?
+            .on_demand_percentage_above_base_capacity()
+    };
+    eventually(WAIT, "the group ranked with its Spot split", || async {
+        (on_demand().await == Some(30)).then_some(())
+    })
+    .await;
+    let failure = json!({
+        "version": "0", "id": unique("evt-launch"), "detail-type": "EC2 Instance Launch Unsuccessful",
+        "source": "aws.autoscaling", "account": "123456789012",
+        "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "region": aws::REGION, "resources": [],
+        "detail": {"StatusCode": "Failed", "AutoScalingGroupName": group,
+            "StatusMessage": "Could not launch Spot Instances. InsufficientInstanceCapacity - There is no Spot capacity available that matches your request. Launching EC2 instance failed.",
+            "Details": {"Availability Zone": format!("{}a", aws::REGION)}}
+    });
+    send(&sqs, &url, failure.to_string()).await;
+    let fell_back = Instant::now();
+    eventually(WAIT, "the group on on-demand", || async {
+        (on_demand().await == Some(100)).then_some(())
+    })
+    .await;
+    eventually(
+        Duration::from_secs(90),
+        "the Spot split restored",
+        || async { (on_demand().await == Some(30)).then_some(()) },
+    )
+    .await;
+    assert!(
+        fell_back.elapsed() >= Duration::from_secs(15),
+        "restored after restoreToSpotAfter, not before ({:?})",
+        fell_back.elapsed()
+    );
+    assert_eq!(count("launch_failed"), 1.0);
 }
 
 #[tokio::test]

@@ -23,16 +23,18 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::{RwLock, Semaphore};
 
+use super::node_template::group_selector;
 use super::policy::{instance_id, parse_duration, reflect, strip_node};
 use super::{Context, FIELD_MANAGER};
-use crate::api::OptimizationPolicy;
 use crate::api::policy::RebalanceAction;
 use crate::api::risk_flag::{FlagSource, RiskReason, SpotRiskFlag, SpotRiskFlagSpec};
-use crate::cloud::{Cloud, QueueMessage};
+use crate::api::{NodeTemplate, OptimizationPolicy};
+use crate::cloud::{Cloud, GroupSelector, QueueMessage};
 use crate::drain::{DrainOptions, Drainer, Marker};
 use crate::engine::interruption::{
     Dedupe, Notice, NoticeKind, RebalancePolicy, Response, parse, respond,
 };
+use crate::engine::mix::{SPOT_FALLBACK_ANNOTATION, with_fallback};
 use crate::hub::client::{HubClient, LocalReport};
 
 /// How long an event id is remembered.
@@ -52,6 +54,9 @@ struct QueueSettings {
     rebalance: RebalancePolicy,
     deadline: Duration,
     dry_run: bool,
+    /// `spot.fallbackToOnDemand`: how long a group stays on on-demand after a Spot capacity error
+    /// (`spot.restoreToSpotAfter`), or `None` when the policy does not fall back.
+    fallback: Option<Duration>,
 }
 
 /// The receivers of one queue and the settings they read.
@@ -131,6 +136,29 @@ impl<C: Cloud> Intake<C> {
             return None;
         }
         self.count(notice.kind.metric_label());
+        if let NoticeKind::LaunchFailed {
+            group,
+            spot_capacity,
+        } = &notice.kind
+        {
+            let done = match (spot_capacity, settings.fallback, settings.dry_run) {
+                (true, Some(restore), false) => self.fall_back(group, restore).await,
+                _ => {
+                    tracing::info!(group = %group, spot_capacity, fallback = settings.fallback.is_some(), dry_run = settings.dry_run, "launch failure noted; no fallback");
+                    Ok(())
+                }
+            };
+            match done {
+                Ok(()) => self.delete(queue, &message).await,
+                Err(e) => {
+                    tracing::warn!(group = %group, error = %e, "could not record the Spot fallback; the message stays for a retry");
+                    if let Ok(mut d) = self.dedupe.lock() {
+                        d.forget(&notice.event_id);
+                    }
+                }
+            }
+            return None;
+        }
         let response = respond(&notice.kind, settings.rebalance);
         let mut durable = true;
         let mut acted = Vec::new();
@@ -226,6 +254,64 @@ impl<C: Cloud> Intake<C> {
         {
             tracing::warn!(node = %node.name_any(), error = %e, "could not raise the SpotRiskFlag");
         }
+    }
+
+    /// Put `group` on on-demand for `restore`: annotate every NodeTemplate bound to it (the NodeTemplate
+    /// controller owns the group's MixedInstancesPolicy and applies it, then restores Spot at the end).
+    async fn fall_back(&self, group: &str, restore: Duration) -> Result<(), kube::Error> {
+        let ctx = &self.ctx;
+        let api: Api<NodeTemplate> = Api::all(ctx.client.clone());
+        let now = chrono::Utc::now().timestamp();
+        let until = now + i64::try_from(restore.as_secs()).unwrap_or(i64::MAX / 2);
+        let mut bound = 0;
+        for template in api.list(&ListParams::default()).await?.items {
+            let binds = match group_selector(&template) {
+                GroupSelector::Names(names) => names.iter().any(|n| n == group),
+                selector @ GroupSelector::Tags(_) => match ctx.cloud.groups(&selector).await {
+                    Ok(groups) => groups.iter().any(|g| g.name == group),
+                    Err(e) => {
+                        tracing::warn!(template = %template.name_any(), error = %e, "could not resolve the template's groups");
+                        false
+                    }
+                },
+            };
+            if !binds {
+                continue;
+            }
+            bound += 1;
+            let current = template
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(SPOT_FALLBACK_ANNOTATION))
+                .map(String::as_str);
+            let value = with_fallback(current, group, until, now);
+            api.patch(
+                &template.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"metadata": {"annotations": {SPOT_FALLBACK_ANNOTATION: value}}}),
+                ),
+            )
+            .await?;
+            ctx.event(
+                &template.object_ref(&()),
+                true,
+                "SpotFallback",
+                format!(
+                    "Auto Scaling group {group} could not get Spot capacity; on-demand until Spot is tried again in {}s (spot.restoreToSpotAfter)",
+                    restore.as_secs()
+                ),
+            )
+            .await;
+        }
+        if bound == 0 {
+            tracing::info!(
+                group,
+                "Spot capacity error for a group no NodeTemplate binds"
+            );
+        }
+        Ok(())
     }
 
     async fn raise_flag(
@@ -373,6 +459,13 @@ fn settings_of(
             },
             deadline,
             dry_run: global_dry_run || policy.spec.dry_run,
+            fallback: policy.spec.spot.fallback_to_on_demand.then(|| {
+                parse_duration(
+                    "spot.restoreToSpotAfter",
+                    &policy.spec.spot.restore_to_spot_after,
+                )
+                .unwrap_or(Duration::from_secs(1800))
+            }),
         },
     ))
 }

@@ -27,7 +27,10 @@ use crate::cloud::{
     AutoScalingGroup, Cloud, CloudError, GroupSelector, GroupUpdate, MixedInstances,
 };
 use crate::engine::catalog::Arch;
-use crate::engine::mix::{Allowed, SPOT_ALLOCATION_STRATEGY, desired_mix, split_base};
+use crate::engine::mix::{
+    Allowed, SPOT_ALLOCATION_STRATEGY, SPOT_FALLBACK_ANNOTATION, desired_mix, fallback_until,
+    split_base,
+};
 use crate::engine::ranking::{self, FlaggedPair, RankError, Ranking, Requirements, Weights};
 
 /// Name of this controller in metrics.
@@ -331,10 +334,27 @@ async fn plan_and_apply<C: Cloud>(
     // apply
     let mut updated = Vec::new();
     let mut statuses = Vec::new();
+    let fallback_annotation = template
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(SPOT_FALLBACK_ANNOTATION))
+        .map(String::as_str);
+    let mut fallbacks = Vec::new();
     for (group, base) in groups.iter().zip(bases) {
+        // After a Spot capacity error the group runs on on-demand until the fallback ends.
+        let fallback = fallback_until(fallback_annotation, &group.name, now);
+        if let Some(until) = fallback {
+            fallbacks.push((group.name.clone(), until));
+        }
+        let spot_percentage = if fallback.is_some() {
+            0
+        } else {
+            mix.spot_percentage
+        };
         let target = desired_mix(
             &top,
-            mix.spot_percentage,
+            spot_percentage,
             base,
             allowed(&template.spec.requirements),
         );
@@ -365,7 +385,11 @@ async fn plan_and_apply<C: Cloud>(
         });
     }
     // Re-rank when Spot prices may have moved, or as soon as a flag expires.
-    let requeue = next_expiry
+    let next_change = next_expiry
+        .into_iter()
+        .chain(fallbacks.iter().map(|(_, until)| *until))
+        .min();
+    let requeue = next_change
         .map(|at| Duration::from_secs(u64::try_from(at - now).unwrap_or(0) + 1))
         .map_or(RERANK_INTERVAL, |d| d.min(RERANK_INTERVAL));
     let stale = match snapshot.advisor {
@@ -377,12 +401,22 @@ async fn plan_and_apply<C: Cloud>(
             "; Spot Advisor feed unavailable, using SAMPLE buckets"
         }
     };
+    let fallback_note: String = fallbacks
+        .iter()
+        .map(|(g, until)| {
+            let at = chrono::DateTime::from_timestamp(*until, 0)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_default();
+            format!("; {g} on on-demand after a Spot capacity error until {at}")
+        })
+        .collect();
     let note = format!(
-        "{} candidates, {} flagged left out, top {}{}",
+        "{} candidates, {} flagged left out, top {}{}{}",
         ranking.candidates.len(),
         ranking.flagged_removed,
         top.iter().take(3).copied().collect::<Vec<_>>().join(", "),
-        stale
+        stale,
+        fallback_note
     );
     Ok(Outcome {
         candidates: candidate_status(&ranking),

@@ -25,6 +25,14 @@ pub enum NoticeKind {
     StateChange(String),
     /// AWS Health scheduled maintenance for the instance.
     ScheduledChange,
+    /// An Auto Scaling group could not launch an instance (`EC2 Instance Launch Unsuccessful`);
+    /// `spot_capacity` when the reason is a lack of Spot capacity (the group falls back to on-demand).
+    LaunchFailed {
+        /// The Auto Scaling group.
+        group: String,
+        /// The failure is about Spot capacity.
+        spot_capacity: bool,
+    },
 }
 
 impl NoticeKind {
@@ -35,6 +43,7 @@ impl NoticeKind {
             NoticeKind::Rebalance => "rebalance",
             NoticeKind::StateChange(_) => "state_change",
             NoticeKind::ScheduledChange => "scheduled_change",
+            NoticeKind::LaunchFailed { .. } => "launch_failed",
         }
     }
 }
@@ -149,6 +158,21 @@ pub fn parse(body: &str) -> Result<Notice, NoticeError> {
             }
             (NoticeKind::ScheduledChange, ids)
         }
+        "EC2 Instance Launch Unsuccessful" => {
+            let group = text(&value, "/detail/AutoScalingGroupName")
+                .filter(|g| !g.is_empty())
+                .ok_or_else(|| {
+                    NoticeError::Malformed("detail.AutoScalingGroupName missing".into())
+                })?;
+            let message = text(&value, "/detail/StatusMessage").unwrap_or_default();
+            (
+                NoticeKind::LaunchFailed {
+                    group: group.to_string(),
+                    spot_capacity: is_spot_capacity_error(message),
+                },
+                Vec::new(),
+            )
+        }
         other => return Err(NoticeError::Unknown(other.to_string())),
     };
     Ok(Notice {
@@ -157,6 +181,21 @@ pub fn parse(body: &str) -> Result<Notice, NoticeError> {
         instance_ids,
         time_millis,
     })
+}
+
+/// Does an Auto Scaling launch failure message say Spot capacity was missing?
+pub fn is_spot_capacity_error(message: &str) -> bool {
+    let lower = message.to_ascii_lowercase();
+    lower.contains("spot")
+        && [
+            "insufficientinstancecapacity",
+            "capacity",
+            "maxspotinstancecountexceeded",
+            "unfulfillablecapacity",
+            "spotmaxpricetoolow",
+        ]
+        .iter()
+        .any(|needle| lower.contains(needle))
 }
 
 /// What a rebalance recommendation does (the policy's `interruptions.rebalance`).
@@ -190,6 +229,7 @@ pub fn respond(kind: &NoticeKind, rebalance: RebalancePolicy) -> Response {
             RebalancePolicy::Cordon => Response::Cordon,
             RebalancePolicy::Drain => Response::Drain,
         },
+        NoticeKind::LaunchFailed { .. } => Response::Nothing,
         NoticeKind::StateChange(state) => match state.as_str() {
             "stopping" | "stopped" | "shutting-down" | "terminated" => Response::Drain,
             _ => Response::Nothing,
@@ -342,5 +382,31 @@ mod tests {
         assert!(d.first("a", t0 + Duration::from_secs(300)));
         d.forget("a");
         assert!(d.first("a", t0 + Duration::from_secs(301)));
+    }
+
+    #[test]
+    fn launch_failures_name_the_group_and_spot_capacity_errors_are_recognised() {
+        let failed = json!({"id": "e5", "detail-type": "EC2 Instance Launch Unsuccessful",
+            "source": "aws.autoscaling", "detail": {"AutoScalingGroupName": "spot-a",
+            "StatusCode": "Failed",
+            "StatusMessage": "Could not launch Spot Instances. InsufficientInstanceCapacity - There is no Spot capacity available that matches your request. Launching EC2 instance failed."}});
+        let n = parse(&failed.to_string()).expect("launch failure");
+        assert_eq!(
+            n.kind,
+            NoticeKind::LaunchFailed {
+                group: "spot-a".into(),
+                spot_capacity: true
+            }
+        );
+        assert!(n.instance_ids.is_empty());
+        assert!(!is_spot_capacity_error(
+            "The requested configuration is currently not supported. Launching EC2 instance failed."
+        ));
+        let no_group =
+            json!({"id": "e6", "detail-type": "EC2 Instance Launch Unsuccessful", "detail": {}});
+        assert_eq!(
+            parse(&no_group.to_string()).expect_err("x").metric_label(),
+            "malformed"
+        );
     }
 }

@@ -64,6 +64,35 @@ pub fn desired_mix(
     }
 }
 
+/// NodeTemplate annotation holding the groups on on-demand after a Spot capacity error: a JSON object
+/// `{"<group>": "<RFC 3339 time to restore Spot>"}`, written by the interruption intake from an
+/// EventBridge "EC2 Instance Launch Unsuccessful" event and read by the NodeTemplate controller.
+pub const SPOT_FALLBACK_ANNOTATION: &str = "cloudoptim.io/spot-fallback";
+
+/// Until when (unix seconds) `group` stays on on-demand, if the annotation says so and it is still in
+/// the future at `now`. A malformed annotation means no fallback.
+pub fn fallback_until(annotation: Option<&str>, group: &str, now: i64) -> Option<i64> {
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(annotation?).ok()?;
+    let until = map.get(group)?.as_str()?;
+    let until = chrono::DateTime::parse_from_rfc3339(until)
+        .ok()?
+        .timestamp();
+    (until > now).then_some(until)
+}
+
+/// The annotation with `group` on on-demand until `until` (unix seconds), expired entries dropped.
+pub fn with_fallback(annotation: Option<&str>, group: &str, until: i64, now: i64) -> String {
+    let mut map: serde_json::Map<String, serde_json::Value> = annotation
+        .and_then(|a| serde_json::from_str(a).ok())
+        .unwrap_or_default();
+    map.retain(|g, _| fallback_until(annotation, g, now).is_some());
+    let text = chrono::DateTime::from_timestamp(until, 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default();
+    map.insert(group.to_string(), serde_json::Value::String(text));
+    serde_json::Value::Object(map).to_string()
+}
+
 fn clamp_i32(v: u32) -> i32 {
     i32::try_from(v).unwrap_or(i32::MAX)
 }
@@ -108,5 +137,21 @@ mod tests {
                 .on_demand_percentage_above_base,
             100
         );
+    }
+
+    #[test]
+    fn fallback_entries_expire_and_bad_annotations_mean_no_fallback() {
+        let a = with_fallback(None, "g1", 1_000, 0);
+        assert_eq!(fallback_until(Some(&a), "g1", 999), Some(1_000));
+        assert_eq!(fallback_until(Some(&a), "g1", 1_000), None);
+        assert_eq!(fallback_until(Some(&a), "g2", 0), None);
+        let b = with_fallback(Some(&a), "g2", 5_000, 2_000);
+        assert_eq!(
+            fallback_until(Some(&b), "g1", 0),
+            None,
+            "expired entry dropped"
+        );
+        assert_eq!(fallback_until(Some(&b), "g2", 2_000), Some(5_000));
+        assert_eq!(fallback_until(Some("not json"), "g1", 0), None);
     }
 }
