@@ -26,7 +26,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::node_template::{HIBERNATED_BY_TAG, group_selector};
-use super::{Context, FIELD_MANAGER, condition, labels_of};
+use super::{Context, FIELD_MANAGER, apply_status, condition, labels_of, retry_failed};
 use crate::api::NodeTemplate;
 use crate::api::hibernation::{
     HibernationSchedule, HibernationScheduleStatus, HibernationState, NextTransition,
@@ -669,19 +669,7 @@ async fn write_status(
     name: &str,
     status: &HibernationScheduleStatus,
 ) -> Result<(), Error> {
-    let patch = json!({
-        "apiVersion": "cloudoptim.io/v1alpha1",
-        "kind": "HibernationSchedule",
-        "status": status,
-    });
-    Api::<HibernationSchedule>::all(ctx.client.clone())
-        .patch_status(
-            name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
-    Ok(())
+    Ok(apply_status::<HibernationSchedule>(&ctx.client, name, status).await?)
 }
 
 async fn apply<C: Cloud>(
@@ -768,33 +756,19 @@ async fn apply<C: Cloud>(
             )))
         }
         Err(error) => {
-            ctx.metrics
-                .reconcile_errors
-                .with_label_values(&[CONTROLLER, error.reason()])
-                .inc();
-            let changed = previous
-                .conditions
-                .iter()
-                .all(|c| c.reason != error.reason() || c.message != error.to_string());
-            if changed {
-                ctx.event(
+            let ready = ctx
+                .not_ready(
+                    CONTROLLER,
                     &schedule.object_ref(&()),
-                    true,
+                    &previous.conditions,
+                    generation,
                     error.reason(),
                     error.to_string(),
                 )
                 .await;
-            }
             let status = HibernationScheduleStatus {
                 observed_generation: generation,
-                conditions: vec![condition(
-                    &previous.conditions,
-                    "Ready",
-                    false,
-                    error.reason(),
-                    error.to_string(),
-                    generation,
-                )],
+                conditions: vec![ready],
                 ..previous.clone()
             };
             write_status(ctx, &name, &status).await?;
@@ -850,12 +824,14 @@ pub fn error_policy<C: Cloud>(
     error: &Error,
     ctx: Arc<Context<C>>,
 ) -> Action {
-    ctx.metrics
-        .reconcile_errors
-        .with_label_values(&[CONTROLLER, error.reason()])
-        .inc();
-    tracing::warn!(schedule = %schedule.name_any(), error = %error, "reconcile failed");
-    Action::requeue(Duration::from_secs(10))
+    retry_failed(
+        &ctx.metrics,
+        CONTROLLER,
+        error.reason(),
+        &schedule.name_any(),
+        error,
+        Duration::from_secs(10),
+    )
 }
 
 /// Run the controller until `shutdown` resolves.

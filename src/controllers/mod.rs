@@ -73,6 +73,30 @@ impl<C: Cloud> Context<C> {
         })
     }
 
+    /// The `Ready=False` condition of a failed reconcile: counted in `reconcile_errors_total`, and a
+    /// Warning Event when the reason or message is new (not on every retry).
+    pub async fn not_ready(
+        &self,
+        controller: &'static str,
+        object: &k8s_openapi::api::core::v1::ObjectReference,
+        previous: &[Condition],
+        generation: Option<i64>,
+        reason: &str,
+        message: String,
+    ) -> Condition {
+        self.metrics
+            .reconcile_errors
+            .with_label_values(&[controller, reason])
+            .inc();
+        if previous
+            .iter()
+            .all(|c| c.reason != reason || c.message != message)
+        {
+            self.event(object, true, reason, message.clone()).await;
+        }
+        condition(previous, "Ready", false, reason, message, generation)
+    }
+
     /// Record an Event about `object`; failures are logged, never fatal.
     pub async fn event(
         &self,
@@ -96,6 +120,51 @@ impl<C: Cloud> Context<C> {
             tracing::warn!(error = %e, reason, "could not record event");
         }
     }
+}
+
+/// Server-side apply `status` to the cluster-scoped object `name` of kind `K`, as field manager
+/// `cloudoptim` (forced: the status is ours).
+pub async fn apply_status<K>(
+    client: &Client,
+    name: &str,
+    status: &impl serde::Serialize,
+) -> Result<(), kube::Error>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    kube::Api::<K>::all(client.clone())
+        .patch_status(
+            name,
+            &kube::api::PatchParams::apply(FIELD_MANAGER).force(),
+            &kube::api::Patch::Apply(&patch),
+        )
+        .await?;
+    Ok(())
+}
+
+/// What every controller's `error_policy` does: count the failure, log it, retry after `retry`.
+pub fn retry_failed(
+    metrics: &Metrics,
+    controller: &'static str,
+    reason: &str,
+    object: &str,
+    error: &dyn std::fmt::Display,
+    retry: std::time::Duration,
+) -> kube::runtime::controller::Action {
+    metrics
+        .reconcile_errors
+        .with_label_values(&[controller, reason])
+        .inc();
+    tracing::warn!(controller, object, error = %error, "reconcile failed");
+    kube::runtime::controller::Action::requeue(retry)
 }
 
 /// A condition for status, keeping the previous transition time when the status did not change.

@@ -11,14 +11,13 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 
-use super::{Context, FIELD_MANAGER, condition, labels_of};
+use super::{Context, apply_status, condition, labels_of, retry_failed};
 use crate::api::node_template::{CandidateStatus, GroupStatus, Strategy};
 use crate::api::{
     CapacityType, NodeTemplate, NodeTemplateStatus, OptimizationPolicy, SpotRiskFlag,
@@ -432,18 +431,10 @@ async fn write_status(
     template: &NodeTemplate,
     status: &NodeTemplateStatus,
 ) -> Result<(), Error> {
-    let patch = json!({
-        "apiVersion": "cloudoptim.io/v1alpha1",
-        "kind": "NodeTemplate",
-        "status": status,
-    });
-    api.patch_status(
-        &template.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
+    Ok(
+        apply_status::<NodeTemplate>(&api.clone().into_client(), &template.name_any(), status)
+            .await?,
     )
-    .await?;
-    Ok(())
 }
 
 /// Reconcile one NodeTemplate.
@@ -485,30 +476,21 @@ pub async fn reconcile<C: Cloud>(
             Ok(Action::requeue(outcome.requeue))
         }
         Err(error) => {
-            ctx.metrics
-                .reconcile_errors
-                .with_label_values(&[CONTROLLER, error.reason()])
-                .inc();
-            let status = NodeTemplateStatus {
-                observed_generation: generation,
-                conditions: vec![condition(
+            let ready = ctx
+                .not_ready(
+                    CONTROLLER,
+                    &reference,
                     &previous.conditions,
-                    "Ready",
-                    false,
+                    generation,
                     error.reason(),
                     error.to_string(),
-                    generation,
-                )],
+                )
+                .await;
+            let status = NodeTemplateStatus {
+                observed_generation: generation,
+                conditions: vec![ready],
                 ..previous.clone()
             };
-            let changed = previous
-                .conditions
-                .iter()
-                .all(|c| c.reason != error.reason() || c.message != error.to_string());
-            if changed {
-                ctx.event(&reference, true, error.reason(), error.to_string())
-                    .await;
-            }
             write_status(&api, &template, &status).await?;
             tracing::warn!(template = %template.name_any(), error = %error, "NodeTemplate not ready");
             Ok(Action::requeue(error.retry_after()))
@@ -522,12 +504,14 @@ pub fn error_policy<C: Cloud>(
     error: &Error,
     ctx: Arc<Context<C>>,
 ) -> Action {
-    ctx.metrics
-        .reconcile_errors
-        .with_label_values(&[CONTROLLER, error.reason()])
-        .inc();
-    tracing::warn!(template = %template.name_any(), error = %error, "reconcile failed");
-    Action::requeue(Duration::from_secs(15))
+    retry_failed(
+        &ctx.metrics,
+        CONTROLLER,
+        error.reason(),
+        &template.name_any(),
+        error,
+        Duration::from_secs(15),
+    )
 }
 
 /// Run the controller until `shutdown` resolves. Policy and flag changes re-rank every template.
@@ -567,6 +551,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use serde_json::json;
 
     fn template(labels: &[(&str, &str)]) -> NodeTemplate {
         let mut t: NodeTemplate =

@@ -17,17 +17,16 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams};
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use tokio::sync::Mutex;
 
 use super::node_template::group_selector;
-use super::{Context, FIELD_MANAGER, condition, labels_of};
+use super::{Context, apply_status, condition, labels_of, retry_failed};
 use crate::api::policy::{
     ConsolidationMode, ConsolidationStatus, CostStatus, DisruptionReason as ApiReason, NodeCounts,
     OptimizationPolicyStatus, ZombieMode, ZombieStatus,
@@ -1055,19 +1054,7 @@ async fn write_status(
     name: &str,
     status: &OptimizationPolicyStatus,
 ) -> Result<(), Error> {
-    let patch = json!({
-        "apiVersion": "cloudoptim.io/v1alpha1",
-        "kind": "OptimizationPolicy",
-        "status": status,
-    });
-    Api::<OptimizationPolicy>::all(ctx.client.clone())
-        .patch_status(
-            name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
-    Ok(())
+    Ok(apply_status::<OptimizationPolicy>(&ctx.client, name, status).await?)
 }
 
 /// Reconcile one OptimizationPolicy.
@@ -1097,33 +1084,19 @@ pub async fn reconcile<C: Cloud>(
             Ok(Action::requeue(outcome.requeue))
         }
         Err(error) => {
-            ctx.metrics
-                .reconcile_errors
-                .with_label_values(&[CONTROLLER, error.reason()])
-                .inc();
-            let changed = previous
-                .conditions
-                .iter()
-                .all(|c| c.reason != error.reason() || c.message != error.to_string());
-            if changed {
-                ctx.event(
+            let ready = ctx
+                .not_ready(
+                    CONTROLLER,
                     &policy.object_ref(&()),
-                    true,
+                    &previous.conditions,
+                    generation,
                     error.reason(),
                     error.to_string(),
                 )
                 .await;
-            }
             let status = OptimizationPolicyStatus {
                 observed_generation: generation,
-                conditions: vec![condition(
-                    &previous.conditions,
-                    "Ready",
-                    false,
-                    error.reason(),
-                    error.to_string(),
-                    generation,
-                )],
+                conditions: vec![ready],
                 ..previous.clone()
             };
             write_status(ctx, &name, &status).await?;
@@ -1139,13 +1112,14 @@ pub fn error_policy<C: Cloud>(
     error: &Error,
     pctx: Arc<PolicyContext<C>>,
 ) -> Action {
-    pctx.base
-        .metrics
-        .reconcile_errors
-        .with_label_values(&[CONTROLLER, error.reason()])
-        .inc();
-    tracing::warn!(policy = %policy.name_any(), error = %error, "reconcile failed");
-    Action::requeue(Duration::from_secs(15))
+    retry_failed(
+        &pctx.base.metrics,
+        CONTROLLER,
+        error.reason(),
+        &policy.name_any(),
+        error,
+        Duration::from_secs(15),
+    )
 }
 
 /// Start a reflector for `api` whose objects are reduced by `strip`; returns its store.
@@ -1217,6 +1191,7 @@ pub async fn run<C: Cloud>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn policy(spec: serde_json::Value) -> OptimizationPolicy {
         serde_json::from_value(json!({
