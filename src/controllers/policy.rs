@@ -823,14 +823,7 @@ async fn plan_and_act<C: Cloud>(
         snapshot.pods.len(),
         planning.elapsed(),
     );
-    let removed_ids: Vec<_> = plan.removals.iter().map(|r| r.node).collect();
-    let pinned: Vec<_> = plan
-        .kept
-        .iter()
-        .filter(|k| k.reason.pins_node())
-        .map(|k| k.node)
-        .collect();
-    let cost = savings::estimate(snapshot, &removed_ids, &pinned, Some(settings.spot));
+    let cost = savings::estimate_plan(snapshot, &plan, Some(settings.spot));
     // Candidates must stay candidates for consolidateAfter.
     let ready: Vec<String> = {
         let mut candidates = pctx.candidates.lock().await;

@@ -104,6 +104,23 @@ fn price(value: Option<f64>) -> Option<f64> {
     value.filter(|p| p.is_finite() && *p >= 0.0)
 }
 
+/// Cost of `snapshot` now and after `plan`: its removals gone, and the kept nodes that the plan does not
+/// pin following `target`.
+pub fn estimate_plan(
+    snapshot: &Snapshot,
+    plan: &crate::engine::consolidation::Plan,
+    target: Option<SpotTarget>,
+) -> CostReport {
+    let removed: Vec<NodeId> = plan.removals.iter().map(|r| r.node).collect();
+    let pinned: Vec<NodeId> = plan
+        .kept
+        .iter()
+        .filter(|k| k.reason.pins_node())
+        .map(|k| k.node)
+        .collect();
+    estimate(snapshot, &removed, &pinned, target)
+}
+
 /// Cost of `snapshot` now and once `removed` are gone and the kept nodes (except `pinned` ones) follow
 /// `target`.
 pub fn estimate(

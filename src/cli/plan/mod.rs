@@ -172,14 +172,7 @@ fn analyse<'c>(
     let snapshot = &translated.snapshot;
     let options = policy.options(snapshot.nodes.len(), now);
     let plan = consolidation::plan(snapshot, &options).map_err(|e| format!("{source}: {e}"))?;
-    let removed: Vec<_> = plan.removals.iter().map(|r| r.node).collect();
-    let pinned: Vec<_> = plan
-        .kept
-        .iter()
-        .filter(|k| k.reason.pins_node())
-        .map(|k| k.node)
-        .collect();
-    let cost = savings::estimate(snapshot, &removed, &pinned, Some(policy.spot));
+    let cost = savings::estimate_plan(snapshot, &plan, Some(policy.spot));
     let region = main_region(&translated);
     let (ranking, ranking_note) = match &region {
         Some(region) => top_spot_per_zone(catalog, region, &translated),
