@@ -472,6 +472,44 @@ async fn policy_consolidates_safely_resumes_after_a_crash_and_handles_zombies() 
         .map(|e| e.0)
         .collect();
     assert!(reasons.iter().any(|r| r == "Consolidated"), "{reasons:?}");
+    // `kubectl get opol` shows nodes, spot %, $/h and savings through the printer columns.
+    if let Some(kubectl) = support::peer_env_public("CLOUDOPTIM_KUBECTL") {
+        let out = std::process::Command::new(kubectl)
+            .args(["get", "opol", &name, "--kubeconfig"])
+            .arg(cp.kubeconfig())
+            .output()
+            .expect("kubectl runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let table = String::from_utf8_lossy(&out.stdout);
+        let mut lines = table.lines();
+        let header: Vec<&str> = lines
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        let row: Vec<&str> = lines
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        assert_eq!(
+            header,
+            ["NAME", "NODES", "SPOT%", "$/H", "SAVINGS%", "READY", "AGE"],
+            "{table}"
+        );
+        assert_eq!(row.get(1), Some(&"3"), "{table}");
+        assert!(
+            row.get(3)
+                .and_then(|v| v.parse::<f64>().ok())
+                .is_some_and(|v| v > 0.0),
+            "{table}"
+        );
+        assert_eq!(row.get(5), Some(&"True"), "{table}");
+    }
     assert_eq!(
         most_draining.load(Ordering::SeqCst),
         1,
