@@ -183,13 +183,14 @@ async fn operator(args: &RunArgs, config: RunConfig, base: Catalog) -> Result<()
         ctx.config.region.clone(),
         ctx.metrics.clone(),
     );
+    let nodes = policy::node_store(&ctx.client);
     let drainer = crate::drain::Drainer::new(eviction_client, ctx.metrics.clone())
         .with_recorder(ctx.recorder.clone());
     let controllers = futures::future::join4(
         node_template::run(ctx.clone(), stopped()),
         hibernation::run(ctx.clone(), stopped()),
-        policy::run(ctx.clone(), drainer.clone(), stopped()),
-        interruptions::run(ctx, drainer, hub.clone(), stopped()),
+        policy::run(ctx.clone(), drainer.clone(), nodes.clone(), stopped()),
+        interruptions::run(ctx, drainer, hub.clone(), nodes, stopped()),
     );
     let controller = tokio::spawn(controllers);
     if let Some(hub) = hub {

@@ -24,7 +24,7 @@ use serde_json::json;
 use tokio::sync::{RwLock, Semaphore};
 
 use super::node_template::group_selector;
-use super::policy::{instance_id, parse_duration, reflect, strip_node};
+use super::policy::{instance_id, parse_duration};
 use super::{Context, FIELD_MANAGER};
 use crate::api::policy::RebalanceAction;
 use crate::api::risk_flag::{FlagSource, RiskReason, SpotRiskFlag, SpotRiskFlagSpec};
@@ -471,13 +471,14 @@ fn settings_of(
 }
 
 /// Run the intake until `shutdown` resolves: keep one set of receivers per queue named by a policy.
+/// `nodes` is the process's shared Node store ([`super::policy::node_store`]).
 pub async fn run<C: Cloud>(
     ctx: Arc<Context<C>>,
     drainer: Drainer,
     hub: Option<HubClient>,
+    nodes: Store<Node>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let nodes = reflect(Api::<Node>::all(ctx.client.clone()), strip_node);
     if nodes.wait_until_ready().await.is_err() {
         tracing::warn!("node reflector stopped before its first list");
     }
