@@ -667,6 +667,11 @@ async fn policy_consolidates_safely_resumes_after_a_crash_and_handles_zombies() 
             .metric("cloudoptim_consolidation_actions_total{action=\"terminate\",result=\"ok\"}")
             >= 1.0
     );
+    assert!(
+        operator.metric("cloudoptim_consolidation_actions_total{action=\"verify\",result=\"ok\"}")
+            >= 1.0,
+        "the group no longer lists the terminated instance"
+    );
     watch.abort();
 
     // `cloudoptim snapshot` writes this cluster as a List that `cloudoptim plan` reads.

@@ -32,7 +32,7 @@ use crate::api::policy::{
     OptimizationPolicyStatus, ZombieMode, ZombieStatus,
 };
 use crate::api::{NodeTemplate, OptimizationPolicy};
-use crate::cloud::{CLUSTER_TAG, Cloud, CloudError};
+use crate::cloud::{CLUSTER_TAG, Cloud, CloudError, GroupSelector};
 use crate::drain::{DISRUPTED_TAINT, DrainError, DrainOptions, Drainer, Marker};
 use crate::engine::budgets::{self, Budget, BudgetSpec, DisruptionReason};
 use crate::engine::consolidation::{self, Mode, Options};
@@ -659,16 +659,24 @@ async fn handle_zombies<C: Cloud>(
     Ok((kept, notes))
 }
 
-/// Drain `nodes` in parallel; terminate each drained one through its group and delete its Node.
-/// Returns (nodes removed, pods moved, $/h saved, notes).
+/// A node to remove: its name, instance id, Auto Scaling group and price per hour.
+struct Removal {
+    node: String,
+    instance: String,
+    group: String,
+    hourly: f64,
+}
+
+/// Drain `nodes` in parallel; terminate each drained one through its group (shrinking it), check the
+/// group no longer holds it, and delete its Node. Returns (nodes removed, pods moved, $/h saved, notes).
 async fn remove_nodes<C: Cloud>(
     pctx: &PolicyContext<C>,
-    nodes: &[(String, String, f64)],
+    nodes: &[Removal],
     settings: &Settings,
     reason: &str,
 ) -> (u32, u32, f64, Vec<String>) {
     let ctx = &pctx.base;
-    let names: Vec<String> = nodes.iter().map(|(n, _, _)| n.clone()).collect();
+    let names: Vec<String> = nodes.iter().map(|r| r.node.clone()).collect();
     let marker = Marker::consolidation(reason);
     // A drain that does not finish releases the node: consolidation only removes drained nodes.
     let options = DrainOptions::new(settings.drain_timeout, false);
@@ -690,7 +698,13 @@ async fn remove_nodes<C: Cloud>(
     }
     let (mut removed, mut moved, mut saved, mut notes) = (0u32, 0u32, 0.0, Vec::new());
     for (node, report) in reports {
-        let Some((_, instance, hourly)) = nodes.iter().find(|(n, _, _)| *n == node) else {
+        let Some(Removal {
+            instance,
+            group,
+            hourly,
+            ..
+        }) = nodes.iter().find(|r| r.node == node)
+        else {
             continue;
         };
         match report {
@@ -703,6 +717,26 @@ async fn remove_nodes<C: Cloud>(
                     .inc();
                 match result {
                     Ok(()) => {
+                        // Verify: the group no longer counts the instance.
+                        let held = ctx
+                            .cloud
+                            .groups(&GroupSelector::Names(vec![group.clone()]))
+                            .await
+                            .map(|gs| gs.iter().any(|g| g.instances.contains(instance)));
+                        let verified = match held {
+                            Ok(false) => "ok",
+                            Ok(true) => {
+                                notes.push(format!(
+                                    "{node}: {instance} still listed in {group} after termination"
+                                ));
+                                "pending"
+                            }
+                            Err(_) => "error",
+                        };
+                        ctx.metrics
+                            .consolidation_actions
+                            .with_label_values(&["verify", verified])
+                            .inc();
                         removed += 1;
                         moved += u32::try_from(report.evicted.len()).unwrap_or(u32::MAX);
                         saved += hourly;
@@ -880,10 +914,18 @@ async fn plan_and_act<C: Cloud>(
                 .and_then(|n| n.hourly_price)
                 .unwrap_or(0.0)
         };
-        let work: Vec<(String, String, f64)> = in_flight
+        let work: Vec<Removal> = in_flight
             .iter()
             .chain(ready.iter())
-            .filter_map(|n| Some((n.clone(), instance_of(n)?, price_of(n))))
+            .filter_map(|n| {
+                let instance = instance_of(n)?;
+                Some(Removal {
+                    node: n.clone(),
+                    group: owners.get(&instance)?.1.clone(),
+                    hourly: price_of(n),
+                    instance,
+                })
+            })
             .collect();
         if !work.is_empty() {
             let (removed, moved, saved, more) = remove_nodes(
@@ -908,8 +950,8 @@ async fn plan_and_act<C: Cloud>(
                 });
             }
         }
-        for name in &work {
-            pctx.candidates.lock().await.remove(&name.0);
+        for removal in &work {
+            pctx.candidates.lock().await.remove(&removal.node);
         }
     }
     if let Some(max) = settings.max_nodes.filter(|m| snapshot.nodes.len() > *m) {
