@@ -637,7 +637,7 @@ fn pod_from(
     let mut out = Pod::new(&namespace, &name, node, pod_requests(spec, path)?);
     out.owner = owner_kind(&pod.metadata);
     out.node_selector = spec.node_selector.clone().unwrap_or_default();
-    out.tolerations = tolerations(spec, path)?;
+    out.tolerations = std::sync::Arc::new(tolerations(spec, path)?);
     out.do_not_disrupt = pod_forbids_disruption(&pod.metadata);
     let mut unmodelled = Vec::new();
     if let Some(affinity) = &spec.affinity {
@@ -665,7 +665,7 @@ fn pod_from(
         }
     }
     out.unmodelled = unmodelled;
-    out.labels = labels;
+    out.labels = std::sync::Arc::new(labels);
     Ok(Some(out))
 }
 

@@ -366,7 +366,7 @@ pub struct Stores {
 }
 
 /// A pod as the planner needs it: its node's name and the engine pod, or why it could not be read.
-type PodEntry = (String, Result<crate::engine::snapshot::Pod, String>);
+type PodEntry = (Arc<str>, Result<crate::engine::snapshot::Pod, String>);
 
 /// Every scheduled, unfinished pod of the cluster in the engine's form, kept by a watch. Whole Pod
 /// objects are several KiB each even stripped (k8s-openapi's structs are wide); the engine's form is a
@@ -374,6 +374,48 @@ type PodEntry = (String, Result<crate::engine::snapshot::Pod, String>);
 #[derive(Default)]
 pub struct PodCache {
     pods: std::sync::RwLock<HashMap<String, PodEntry>>,
+}
+
+/// One shared copy of each distinct label map and toleration list: the pods of a ReplicaSet carry the
+/// same labels, and almost every pod the same two default tolerations.
+#[derive(Default)]
+struct Interner {
+    labels: std::collections::HashSet<Arc<crate::engine::snapshot::Labels>>,
+    tolerations: std::collections::HashSet<Arc<Vec<crate::engine::snapshot::Toleration>>>,
+    nodes: std::collections::HashSet<Arc<str>>,
+}
+
+impl Interner {
+    fn node(&mut self, name: &mut Arc<str>) {
+        match self.nodes.get(&**name) {
+            Some(shared) => *name = shared.clone(),
+            None => {
+                self.nodes.insert(name.clone());
+            }
+        }
+    }
+
+    fn intern(&mut self, pod: &mut crate::engine::snapshot::Pod) {
+        match self.labels.get(&*pod.labels) {
+            Some(shared) => pod.labels = shared.clone(),
+            None => {
+                self.labels.insert(pod.labels.clone());
+            }
+        }
+        match self.tolerations.get(&*pod.tolerations) {
+            Some(shared) => pod.tolerations = shared.clone(),
+            None => {
+                self.tolerations.insert(pod.tolerations.clone());
+            }
+        }
+    }
+
+    /// Forget maps no pod uses any more (only the interner holds them).
+    fn sweep(&mut self) {
+        self.labels.retain(|l| Arc::strong_count(l) > 1);
+        self.tolerations.retain(|t| Arc::strong_count(t) > 1);
+        self.nodes.retain(|n| Arc::strong_count(n) > 1);
+    }
 }
 
 fn pod_key(pod: &Pod) -> String {
@@ -392,15 +434,19 @@ fn pod_entry(pod: &Pod) -> Option<PodEntry> {
         .clone()
         .filter(|n| !n.is_empty())?;
     match translate::engine_pod(pod) {
-        Ok(Some((node, pod))) => Some((node, Ok(pod))),
+        Ok(Some((node, pod))) => Some((node.into(), Ok(pod))),
         Ok(None) => None,
-        Err(e) => Some((node, Err(e.to_string()))),
+        Err(e) => Some((node.into(), Err(e.to_string()))),
     }
 }
 
-fn apply_pod(map: &mut HashMap<String, PodEntry>, pod: &Pod) {
+fn apply_pod(map: &mut HashMap<String, PodEntry>, interner: &mut Interner, pod: &Pod) {
     match pod_entry(pod) {
-        Some(entry) => {
+        Some(mut entry) => {
+            interner.node(&mut entry.0);
+            if let Ok(engine_pod) = entry.1.as_mut() {
+                interner.intern(engine_pod);
+            }
             map.insert(pod_key(pod), entry);
         }
         None => {
@@ -419,14 +465,16 @@ fn watch_pods(api: Api<Pod>) -> (Arc<PodCache>, tokio::sync::watch::Receiver<boo
             watcher::watcher(api, watcher::Config::default().page_size(500)).default_backoff();
         futures::pin_mut!(stream);
         let mut relist: Option<HashMap<String, PodEntry>> = None;
+        let mut interner = Interner::default();
+        let mut changes = 0usize;
         while let Some(event) = stream.next().await {
             match event {
                 Ok(watcher::Event::Init) => relist = Some(HashMap::new()),
                 Ok(watcher::Event::InitApply(pod)) => match relist.as_mut() {
-                    Some(map) => apply_pod(map, &pod),
+                    Some(map) => apply_pod(map, &mut interner, &pod),
                     None => {
                         if let Ok(mut map) = writer.pods.write() {
-                            apply_pod(&mut map, &pod);
+                            apply_pod(&mut map, &mut interner, &pod);
                         }
                     }
                 },
@@ -434,11 +482,12 @@ fn watch_pods(api: Api<Pod>) -> (Arc<PodCache>, tokio::sync::watch::Receiver<boo
                     if let (Some(fresh), Ok(mut map)) = (relist.take(), writer.pods.write()) {
                         *map = fresh;
                     }
+                    interner.sweep();
                     let _ = ready_tx.send(true);
                 }
                 Ok(watcher::Event::Apply(pod)) => {
                     if let Ok(mut map) = writer.pods.write() {
-                        apply_pod(&mut map, &pod);
+                        apply_pod(&mut map, &mut interner, &pod);
                     }
                 }
                 Ok(watcher::Event::Delete(pod)) => {
@@ -447,6 +496,10 @@ fn watch_pods(api: Api<Pod>) -> (Arc<PodCache>, tokio::sync::watch::Receiver<boo
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "watching pods"),
+            }
+            changes += 1;
+            if changes.is_multiple_of(10_000) {
+                interner.sweep();
             }
         }
     });
@@ -818,9 +871,12 @@ async fn plan_and_act<C: Cloud>(
             .read()
             .map_err(|_| Error::Snapshot("the pod cache is poisoned".into()))?;
         let mut pods = Vec::new();
-        for (node, pod) in cache.values().filter(|(node, _)| names.contains(node)) {
+        for (node, pod) in cache
+            .values()
+            .filter(|(node, _)| names.contains(node.as_ref()))
+        {
             match pod {
-                Ok(pod) => pods.push((node.as_str(), pod)),
+                Ok(pod) => pods.push((node.as_ref(), pod)),
                 Err(message) => return Err(Error::Snapshot(message.clone())),
             }
         }

@@ -10,6 +10,7 @@
 //! by the caller (from the catalog); the engine never looks prices up itself.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Labels (or a node selector): key -> value, sorted so equal maps hash and compare equal.
 pub type Labels = BTreeMap<String, String>;
@@ -436,14 +437,14 @@ pub struct Pod {
     pub requests: Resources,
     /// Controller kind.
     pub owner: OwnerKind,
-    /// Pod labels.
-    pub labels: Labels,
+    /// Pod labels (shared: pods of one ReplicaSet carry the same map, so caches keep one copy).
+    pub labels: Arc<Labels>,
     /// `spec.nodeSelector`.
     pub node_selector: Labels,
     /// Required node affinity: the node must match at least one term. `None` = no requirement.
     pub node_affinity: Option<Vec<NodeSelectorTerm>>,
-    /// Tolerations.
-    pub tolerations: Vec<Toleration>,
+    /// Tolerations (shared like the labels: most pods carry the same two defaults).
+    pub tolerations: Arc<Vec<Toleration>>,
     /// Required pod anti-affinity terms on `kubernetes.io/hostname`.
     pub anti_affinity: Vec<AntiAffinityTerm>,
     /// Topology spread constraints with `whenUnsatisfiable: DoNotSchedule` on zone or hostname.
@@ -464,10 +465,10 @@ impl Pod {
             node,
             requests,
             owner: OwnerKind::ReplicaSet,
-            labels: Labels::new(),
+            labels: Arc::default(),
             node_selector: Labels::new(),
             node_affinity: None,
-            tolerations: Vec::new(),
+            tolerations: Arc::default(),
             anti_affinity: Vec::new(),
             topology_spread: Vec::new(),
             do_not_disrupt: false,

@@ -141,7 +141,7 @@ impl<'a> LabelSets<'a> {
             .iter()
             .map(|pod| {
                 let namespace = namespaces.intern(pod.namespace.as_str());
-                sets.intern((namespace, &pod.labels))
+                sets.intern((namespace, &*pod.labels))
             })
             .collect();
         let sets = sets.items().to_vec();

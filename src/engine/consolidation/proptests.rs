@@ -87,7 +87,7 @@ fn random_pod(rng: &mut Rng, i: usize) -> Pod {
         NodeId(0),
         Resources::pod(cpu, memory),
     );
-    pod.labels.insert("app".into(), (*rng.pick(&APPS)).into());
+    std::sync::Arc::make_mut(&mut pod.labels).insert("app".into(), (*rng.pick(&APPS)).into());
     pod.owner = match rng.below(50) {
         0..=31 => OwnerKind::ReplicaSet,
         32..=35 => OwnerKind::StatefulSet,
@@ -113,7 +113,7 @@ fn random_pod(rng: &mut Rng, i: usize) -> Pod {
     }
     if rng.chance(0.2) {
         let any = rng.chance(0.5);
-        pod.tolerations.push(Toleration {
+        std::sync::Arc::make_mut(&mut pod.tolerations).push(Toleration {
             key: if any {
                 String::new()
             } else {

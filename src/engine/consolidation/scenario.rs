@@ -244,8 +244,8 @@ impl Builder {
                     Resources::pod(cpu, memory),
                 );
                 pod.owner = OwnerKind::DaemonSet;
-                pod.labels.insert("app".into(), name.into());
-                pod.tolerations.push(Toleration {
+                std::sync::Arc::make_mut(&mut pod.labels).insert("app".into(), name.into());
+                std::sync::Arc::make_mut(&mut pod.tolerations).push(Toleration {
                     key: String::new(),
                     operator: TolerationOperator::Exists,
                     value: String::new(),
@@ -277,8 +277,8 @@ impl Builder {
         let stateful = rng.chance(0.015);
         let selector = LabelSelector::labels([("app", name.as_str())]);
         let mut template = Pod::new(&namespace, &name, NodeId(0), Resources::pod(cpu, memory));
-        template.labels.insert("app".into(), name.clone());
-        template.labels.insert(
+        std::sync::Arc::make_mut(&mut template.labels).insert("app".into(), name.clone());
+        std::sync::Arc::make_mut(&mut template.labels).insert(
             "pod-template-hash".into(),
             format!("{:x}", rng.next_u64() & 0xffff_ffff),
         );
@@ -296,7 +296,7 @@ impl Builder {
             }
             Pool::Batch => {
                 template.node_selector.insert("pool".into(), "batch".into());
-                template.tolerations.push(Toleration {
+                std::sync::Arc::make_mut(&mut template.tolerations).push(Toleration {
                     key: "dedicated".into(),
                     operator: TolerationOperator::Equal,
                     value: "batch".into(),

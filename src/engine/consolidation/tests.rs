@@ -41,7 +41,7 @@ fn pod(name: &str, node: u32, cpu_millis: u64, memory_gib: u64) -> Pod {
         NodeId(node),
         Resources::pod(cpu_millis, memory_gib * GIB),
     );
-    p.labels
+    std::sync::Arc::make_mut(&mut p.labels)
         .insert("app".into(), name.trim_end_matches(char::is_numeric).into());
     p
 }
@@ -299,7 +299,7 @@ fn taints_repel_pods_without_tolerations() {
     );
 
     let mut tolerant = pod("b1", 1, 100, 1);
-    tolerant.tolerations.push(Toleration {
+    std::sync::Arc::make_mut(&mut tolerant.tolerations).push(Toleration {
         key: String::new(),
         operator: TolerationOperator::Exists,
         value: String::new(),
