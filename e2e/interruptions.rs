@@ -362,6 +362,11 @@ async fn interruption_notices_taint_cordon_drain_and_flag() {
         fell_back.elapsed()
     );
     assert_eq!(count("launch_failed"), 1.0);
+    assert_eq!(
+        operator.metric("cloudoptim_risk_flags{source=\"local\"}"),
+        2.0,
+        "the two local flags are active"
+    );
 }
 
 #[tokio::test]

@@ -317,6 +317,17 @@ async fn plan_and_apply<C: Cloud>(
     let weights = weights(template)?;
     let now = chrono::Utc::now().timestamp();
     let (flagged, next_expiry) = active_flags(&flags, &ctx.config.region, now);
+    let local = flags
+        .iter()
+        .filter(|f| {
+            f.spec.source == crate::api::risk_flag::FlagSource::Local
+                && f.spec.expires_at.0.as_second() > now
+        })
+        .count();
+    ctx.metrics
+        .risk_flags
+        .with_label_values(&["local"])
+        .set(i64::try_from(local).unwrap_or(i64::MAX));
     // plan
     let snapshot = ctx.catalog.snapshot(&ctx.cloud).await?;
     let ranking = ranking::rank(
