@@ -187,8 +187,11 @@ async fn hibernation_sleeps_and_wakes_workloads_and_node_groups() {
     // minute boundary (UTC, no pre-warm). Checked at the end, after the other phases.
     let timed_ns = create_namespace(&client, "hib-timed").await;
     deployment(&client, &timed_ns, "api", 2, false).await;
+    // At least 90 s away, so the operator (started after the rest of the setup) puts the namespace to
+    // sleep before it; on a minute, as windows have minute precision.
     let boundary = {
-        let next = Utc::now() + chrono::TimeDelta::seconds(60 - i64::from(Utc::now().second()));
+        let soon = Utc::now() + chrono::TimeDelta::seconds(90);
+        let next = soon + chrono::TimeDelta::seconds(60 - i64::from(soon.second()));
         next.with_nanosecond(0).expect("whole second")
     };
     let end = boundary + chrono::TimeDelta::minutes(30);
@@ -322,6 +325,20 @@ async fn hibernation_sleeps_and_wakes_workloads_and_node_groups() {
             "cloudoptim_hibernation_state{{schedule=\"{name}\"}}"
         )),
         1.0
+    );
+
+    // The timetable schedule holds its namespace asleep until its boundary.
+    eventually(
+        WAIT,
+        "the timed namespace asleep before its boundary",
+        || async {
+            (deploy_state(&client, &timed_ns, "api").await == (0, Some("2".into()))).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        Utc::now() < boundary,
+        "setup took longer than the boundary's margin"
     );
 
     // Phase 2: a person scales the sleeping StatefulSet; then the operator crashes and restarts.
@@ -458,7 +475,7 @@ async fn hibernation_sleeps_and_wakes_workloads_and_node_groups() {
     );
 
     // Phase 6: the timetable schedule woke its namespace at its boundary, not before.
-    eventually(Duration::from_secs(150), "timed schedule Awake", || async {
+    eventually(Duration::from_secs(240), "timed schedule Awake", || async {
         (state_of(&schedules, &timed).await == Some(HibernationState::Awake)).then_some(())
     })
     .await;
