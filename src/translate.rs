@@ -3,7 +3,7 @@
 //!
 //! Sources: a Kubernetes List as `kubectl get nodes,pods,poddisruptionbudgets -A -o yaml` (or `-o json`)
 //! writes it ([`from_list_text`]; also a multi-document stream of Lists or single objects; other kinds are
-//! counted and ignored), or objects already in memory ([`from_objects`], for controllers).
+//! counted and ignored), or objects already in memory ([`engine_pod`] and [`assemble`], for controllers).
 //!
 //! Decisions written down here:
 //! - Node instance type, zone and region come from `node.kubernetes.io/instance-type`,
@@ -134,43 +134,6 @@ pub fn from_list_text(text: &str) -> Result<Translated, TranslateError> {
         collect(document, &root, &mut objects, &mut skipped)?;
     }
     translate(objects, skipped)
-}
-
-/// Translate objects already in memory (e.g. from watches). Error paths name the object
-/// (`Pod shop/web-1: spec...`).
-pub fn from_objects(
-    nodes: &[core::Node],
-    pods: &[core::Pod],
-    pdbs: &[PodDisruptionBudget],
-) -> Result<Translated, TranslateError> {
-    let name = |m: &meta::ObjectMeta| {
-        let n = m.name.as_deref().unwrap_or("?");
-        m.namespace
-            .as_deref()
-            .map_or_else(|| n.to_owned(), |ns| format!("{ns}/{n}"))
-    };
-    let objects = nodes
-        .iter()
-        .map(|n| {
-            (
-                format!("Node {}", name(&n.metadata)),
-                Object::Node(Box::new(n.clone())),
-            )
-        })
-        .chain(pods.iter().map(|p| {
-            (
-                format!("Pod {}", name(&p.metadata)),
-                Object::Pod(Box::new(p.clone())),
-            )
-        }))
-        .chain(pdbs.iter().map(|p| {
-            (
-                format!("PodDisruptionBudget {}", name(&p.metadata)),
-                Object::Pdb(Box::new(p.clone())),
-            )
-        }))
-        .collect();
-    translate(objects, Skipped::default())
 }
 
 fn documents(text: &str) -> Result<Vec<Value>, TranslateError> {
@@ -355,15 +318,7 @@ fn translate(
     let mut node_ids: HashMap<String, NodeId> = HashMap::new();
     for (path, object) in &objects {
         if let Object::Node(node) = object {
-            let node = node_from(node, path)?;
-            if node_ids.contains_key(&node.name) {
-                return Err(error(
-                    format!("{path}.metadata.name"),
-                    format!("node {:?} appears twice", node.name),
-                ));
-            }
-            node_ids.insert(node.name.clone(), NodeId(snapshot.nodes.len() as u32));
-            snapshot.nodes.push(node);
+            push_node(&mut snapshot, &mut node_ids, node, path)?;
         }
     }
     for (path, object) in &objects {
@@ -375,13 +330,43 @@ fn translate(
     }
     for (path, object) in &objects {
         if let Object::Pdb(pdb) = object {
-            match pdb_from(pdb, path, &snapshot.pods)? {
-                Some(pdb) => snapshot.pdbs.push(pdb),
-                None => skipped.pdbs_without_selector += 1,
-            }
+            push_pdb(&mut snapshot, &mut skipped, pdb, path)?;
         }
     }
     Ok(Translated { snapshot, skipped })
+}
+
+/// Add a Node to the snapshot (a name seen twice is an error naming the path).
+fn push_node(
+    snapshot: &mut Snapshot,
+    node_ids: &mut HashMap<String, NodeId>,
+    node: &core::Node,
+    path: &str,
+) -> Result<(), TranslateError> {
+    let node = node_from(node, path)?;
+    if node_ids.contains_key(&node.name) {
+        return Err(error(
+            format!("{path}.metadata.name"),
+            format!("node {:?} appears twice", node.name),
+        ));
+    }
+    node_ids.insert(node.name.clone(), NodeId(snapshot.nodes.len() as u32));
+    snapshot.nodes.push(node);
+    Ok(())
+}
+
+/// Add a PDB to the snapshot (after its pods); one without a selector is counted and left out.
+fn push_pdb(
+    snapshot: &mut Snapshot,
+    skipped: &mut Skipped,
+    pdb: &PodDisruptionBudget,
+    path: &str,
+) -> Result<(), TranslateError> {
+    match pdb_from(pdb, path, &snapshot.pods)? {
+        Some(pdb) => snapshot.pdbs.push(pdb),
+        None => skipped.pdbs_without_selector += 1,
+    }
+    Ok(())
 }
 
 /// One pod in the engine's form, for callers that keep pods between snapshots (the operator's watch
@@ -410,6 +395,7 @@ pub fn engine_pod(pod: &core::Pod) -> Result<Option<(String, Pod)>, TranslateErr
 /// A snapshot from Nodes, pods already in the engine's form (with their node names, from
 /// [`engine_pod`]) and PDBs, without copying the Kubernetes objects. Pods on nodes not in `nodes` are
 /// left out and counted.
+/// Snapshot nodes are in the order of `nodes`.
 pub fn assemble<'a>(
     nodes: impl IntoIterator<Item = &'a core::Node>,
     pods: impl IntoIterator<Item = (&'a str, &'a Pod)>,
@@ -420,15 +406,7 @@ pub fn assemble<'a>(
     let mut node_ids: HashMap<String, NodeId> = HashMap::new();
     for node in nodes {
         let path = format!("Node {}", node.metadata.name.as_deref().unwrap_or("?"));
-        let node = node_from(node, &path)?;
-        if node_ids.contains_key(&node.name) {
-            return Err(error(
-                format!("{path}.metadata.name"),
-                format!("node {:?} appears twice", node.name),
-            ));
-        }
-        node_ids.insert(node.name.clone(), NodeId(snapshot.nodes.len() as u32));
-        snapshot.nodes.push(node);
+        push_node(&mut snapshot, &mut node_ids, node, &path)?;
     }
     for (node, pod) in pods {
         match node_ids.get(node) {
@@ -446,10 +424,7 @@ pub fn assemble<'a>(
             pdb.metadata.namespace.as_deref().unwrap_or("default"),
             pdb.metadata.name.as_deref().unwrap_or("?")
         );
-        match pdb_from(pdb, &path, &snapshot.pods)? {
-            Some(pdb) => snapshot.pdbs.push(pdb),
-            None => skipped.pdbs_without_selector += 1,
-        }
+        push_pdb(&mut snapshot, &mut skipped, pdb, &path)?;
     }
     Ok(Translated { snapshot, skipped })
 }

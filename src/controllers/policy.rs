@@ -36,7 +36,6 @@ use crate::cloud::{CLUSTER_TAG, Cloud, CloudError, GroupSelector};
 use crate::drain::{DISRUPTED_TAINT, DrainError, DrainOptions, Drainer, Marker};
 use crate::engine::budgets::{self, Budget, BudgetSpec, DisruptionReason};
 use crate::engine::consolidation::{self, Mode, Options};
-use crate::engine::ranking::CapacityType;
 use crate::engine::savings::{self, HOURS_PER_MONTH, SpotTarget};
 use crate::engine::zombies::{self, InstanceFacts, ZombieKind};
 use crate::translate;
@@ -1034,7 +1033,8 @@ async fn plan_and_act<C: Cloud>(
         .with_label_values(&[policy_name.as_str()])
         .set(cost.savings_hourly);
     let mut by_template: BTreeMap<(String, &'static str), i64> = BTreeMap::new();
-    for node in &scope {
+    // `assemble` keeps the order of `scope`: snapshot node i is scope node i.
+    for (node, n) in scope.iter().zip(&snapshot.nodes) {
         let id = node
             .spec
             .as_ref()
@@ -1042,38 +1042,32 @@ async fn plan_and_act<C: Cloud>(
             .and_then(instance_id)
             .unwrap_or_default();
         let template = owners.get(id).map_or("", |(t, _)| t.as_str()).to_string();
-        let engine = snapshot.nodes.iter().find(|n| n.name == node.name_any());
-        let capacity = match engine.map(|n| n.capacity_type) {
-            Some(CapacityType::Spot) => "spot",
-            _ => "on-demand",
-        };
+        let capacity = n.capacity_type.as_str();
         *by_template.entry((template, capacity)).or_insert(0) += 1;
-        if let Some(n) = engine {
-            let price = n.hourly_price.unwrap_or(0.0);
-            let instance_type = n.instance_type.as_deref().unwrap_or("");
-            ctx.metrics
-                .node_hourly_cost
-                .with_label_values(&[
-                    n.name.as_str(),
-                    instance_type,
-                    n.zone.as_deref().unwrap_or(""),
-                    capacity,
-                ])
-                .set(price);
-            let arch = n
-                .labels
-                .get("kubernetes.io/arch")
-                .map_or("", String::as_str);
-            ctx.metrics
-                .node_total_hourly_cost
-                .with_label_values(&[
-                    n.name.as_str(),
-                    instance_type,
-                    n.region.as_deref().unwrap_or(""),
-                    arch,
-                ])
-                .set(price);
-        }
+        let price = n.hourly_price.unwrap_or(0.0);
+        let instance_type = n.instance_type.as_deref().unwrap_or("");
+        ctx.metrics
+            .node_hourly_cost
+            .with_label_values(&[
+                n.name.as_str(),
+                instance_type,
+                n.zone.as_deref().unwrap_or(""),
+                capacity,
+            ])
+            .set(price);
+        let arch = n
+            .labels
+            .get("kubernetes.io/arch")
+            .map_or("", String::as_str);
+        ctx.metrics
+            .node_total_hourly_cost
+            .with_label_values(&[
+                n.name.as_str(),
+                instance_type,
+                n.region.as_deref().unwrap_or(""),
+                arch,
+            ])
+            .set(price);
     }
     for ((template, capacity), count) in by_template {
         ctx.metrics
@@ -1410,6 +1404,9 @@ mod tests {
         );
         assert!(pod.status.as_ref().is_some_and(|s| s.conditions.is_none()));
         // The stripped pod still translates.
-        translate::from_objects(&[], &[pod], &[]).expect("translates");
+        let (node, _) = translate::engine_pod(&pod)
+            .expect("translates")
+            .expect("a scheduled pod counts");
+        assert_eq!(node, "node-1");
     }
 }

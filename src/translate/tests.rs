@@ -408,13 +408,18 @@ fn objects_in_memory_translate_with_object_names_in_errors() {
         "status": {"allocatable": {"cpu": "x", "memory": "1Gi"}}
     }))
     .unwrap();
-    let err = from_objects(std::slice::from_ref(&node), &[], &[]).unwrap_err();
+    let err = assemble(
+        std::slice::from_ref(&node),
+        std::iter::empty(),
+        std::iter::empty(),
+    )
+    .unwrap_err();
     assert_eq!(err.path, "Node n.status.allocatable.cpu");
     node.status =
         serde_json::from_value(serde_json::json!({"allocatable": {"cpu": "1", "memory": "1Gi"}}))
             .unwrap();
     assert_eq!(
-        from_objects(&[node], &[], &[])
+        assemble([&node], std::iter::empty(), std::iter::empty())
             .unwrap()
             .snapshot
             .nodes
