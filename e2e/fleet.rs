@@ -8,82 +8,19 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cloudoptim::api::NodeTemplate;
 use kube::api::{Api, PostParams};
 use serde_json::json;
+use support::hub::Hub;
 use support::nodes::FakeNode;
 use support::operator::{Operator, eventually};
-use support::{ControlPlane, Moto, aws, free_port, unique, watchdog};
+use support::{ControlPlane, Moto, aws, unique};
 
 const WAIT: Duration = Duration::from_secs(60);
 /// The hub's flag TTL in this test (production: 1800 s).
 const HUB_TTL_SECONDS: u32 = 25;
-
-/// A running `cloudoptim hub`; killed on drop.
-struct Hub {
-    child: Child,
-    port: u16,
-}
-
-impl Hub {
-    fn start(cp: &ControlPlane, tokens: &[(&str, &str)]) -> Hub {
-        let dir = cp.dir.join(unique("fleet-tokens"));
-        std::fs::create_dir_all(&dir).expect("tokens dir");
-        for (cluster, token) in tokens {
-            std::fs::write(dir.join(cluster), token).expect("token file");
-        }
-        let port = free_port();
-        let log = std::fs::File::create(cp.dir.join(format!("hub-{port}.log"))).expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_cloudoptim"))
-            .args(["--log-format", "json", "hub"])
-            .arg(format!("--listen=127.0.0.1:{port}"))
-            .arg(format!("--metrics-addr=127.0.0.1:{}", free_port()))
-            .arg(format!("--tokens-dir={}", dir.display()))
-            .arg(format!("--flag-ttl-seconds={HUB_TTL_SECONDS}"))
-            .env("KUBECONFIG", cp.kubeconfig())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("cloudoptim hub starts");
-        watchdog(&format!("kill {} 2>/dev/null", child.id()));
-        let hub = Hub { child, port };
-        let deadline = Instant::now() + WAIT;
-        while !hub.ready() {
-            assert!(Instant::now() < deadline, "hub not ready in {WAIT:?}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        hub
-    }
-
-    fn ready(&self) -> bool {
-        use std::io::{Read, Write};
-        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = write!(
-            stream,
-            "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        );
-        let mut answer = String::new();
-        let _ = stream.read_to_string(&mut answer);
-        answer.starts_with("HTTP/1.1 200")
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[tokio::test]
 async fn a_flag_raised_in_member_a_reaches_member_b_and_expires() {
@@ -97,8 +34,9 @@ async fn a_flag_raised_in_member_a_reaches_member_b_and_expires() {
         return;
     };
     let Some(moto) = Moto::start() else { return };
-    let hub = Hub::start(
+    let hub = Hub::start_with_tokens(
         &cp_hub,
+        HUB_TTL_SECONDS,
         &[("cluster-a", "token-a"), ("cluster-b", "token-b")],
     );
     let token_a = cp_a.dir.join(unique("token-a"));

@@ -25,6 +25,7 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config};
 
 pub mod aws;
+pub mod hub;
 pub mod nodes;
 pub mod operator;
 
