@@ -353,3 +353,10 @@ pub async fn cluster_with(prefix: &str, components: &str) -> Option<ControlPlane
     install_crds(&cluster.client().await).await;
     Some(cluster)
 }
+
+/// The last 40 lines of a child process's log file (for failure messages).
+pub fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}

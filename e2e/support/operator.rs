@@ -129,9 +129,7 @@ impl Operator {
 
     /// The last lines of the operator's log (for failure messages).
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        super::log_tail(&self.log)
     }
 
     /// Stop the operator with SIGKILL (a crash) and wait for it.
