@@ -4,59 +4,14 @@
 
 mod support;
 
-use std::process::Command;
-
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::discovery::{Discovery, Scope};
 use support::{ControlPlane, repo_root};
 
-fn helm() -> Option<String> {
-    let path = support::peer_env_public("CLOUDOPTIM_HELM")?;
-    std::path::Path::new(&path).exists().then_some(path)
-}
-
-fn helm_run(args: &[&str]) -> std::process::Output {
-    let helm = helm().expect("helm available");
-    Command::new(helm)
-        .args(args)
-        .env(
-            "HELM_CACHE_HOME",
-            std::env::temp_dir().join("cloudoptim-helm-cache"),
-        )
-        .env(
-            "HELM_CONFIG_HOME",
-            std::env::temp_dir().join("cloudoptim-helm-config"),
-        )
-        .output()
-        .expect("helm runs")
-}
+use support::chart::{helm, helm_run};
 
 fn render(namespace: &str, values: &[&str]) -> Vec<serde_json::Value> {
-    let chart = repo_root().join("charts/cloudoptim");
-    let mut args = vec![
-        "template",
-        "cloudoptim",
-        chart.to_str().expect("utf-8 path"),
-        "--namespace",
-        namespace,
-    ];
-    for v in values {
-        args.extend(["--set", v]);
-    }
-    let out = helm_run(&args);
-    assert!(
-        out.status.success(),
-        "helm template failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).expect("utf-8");
-    serde_yaml::Deserializer::from_str(&text)
-        .filter_map(|doc| {
-            let value: Option<serde_json::Value> =
-                serde::Deserialize::deserialize(doc).expect("rendered YAML parses");
-            value.filter(|v| !v.is_null())
-        })
-        .collect()
+    support::chart::render("cloudoptim", namespace, values)
 }
 
 async fn server_side_dry_run(

@@ -51,7 +51,8 @@ impl Scenario {
             controller: "cloudoptim".into(),
             instance: None,
         };
-        let eviction = eviction_client(config).expect("eviction client builds");
+        let eviction = eviction_client(config, cloudoptim::fence::Fence::open())
+            .expect("eviction client builds");
         let drainer = Drainer::new(eviction.clone(), metrics.clone())
             .with_recorder(Recorder::new(eviction, reporter));
         Scenario {

@@ -290,5 +290,100 @@ async fn node_template_controller_writes_ranked_mixed_instances_policies() {
             "cloudoptim_aws_api_calls_total{op=\"DescribeAutoScalingGroups\",result=\"ok\"}"
         ) > 0.0
     );
+    // Phase 5: a policy in dry run changes nothing in its groups; a template no policy selects keeps
+    // each group's Spot/on-demand split (only the ranked types are written) and leaves a group without
+    // a MixedInstancesPolicy alone.
+    let dry_pool = unique("pool");
+    let dry_group = format!("{dry_pool}-a");
+    aws::create_group(
+        &sdk,
+        &dry_group,
+        &template_id,
+        1,
+        &tags(&[("cloudoptim.io/pool", &dry_pool)]),
+    )
+    .await;
+    aws::set_mixed(&sdk, &dry_group, &template_id, &["m5.large"], 1, 100).await;
+    let before = aws::split(&aws::describe_group(&sdk, &dry_group).await.expect("group"));
+    let dry_policy: OptimizationPolicy = serde_json::from_value(json!({
+        "apiVersion": "cloudoptim.io/v1alpha1", "kind": "OptimizationPolicy",
+        "metadata": {"name": unique("dry")},
+        "spec": {"nodeTemplateSelector": {"matchLabels": {"pool": dry_pool}}, "dryRun": true,
+                 "spot": {"percentage": 90, "onDemandBase": 0}}
+    }))
+    .expect("policy");
+    Api::<OptimizationPolicy>::all(client.clone())
+        .create(&PostParams::default(), &dry_policy)
+        .await
+        .expect("dry-run policy created");
+    let keep_pool = unique("pool");
+    let kept = format!("{keep_pool}-mixed");
+    let plain = format!("{keep_pool}-plain");
+    for g in [&kept, &plain] {
+        aws::create_group(
+            &sdk,
+            g,
+            &template_id,
+            1,
+            &tags(&[("cloudoptim.io/pool", &keep_pool)]),
+        )
+        .await;
+    }
+    aws::set_mixed(&sdk, &kept, &template_id, &["m5.large"], 1, 100).await;
+    let mut names = Vec::new();
+    for pool in [&dry_pool, &keep_pool] {
+        let name = unique("phase5");
+        let template: NodeTemplate = serde_json::from_value(json!({
+            "apiVersion": "cloudoptim.io/v1alpha1", "kind": "NodeTemplate",
+            "metadata": {"name": name, "labels": {"pool": pool}},
+            "spec": {
+                "autoScalingGroups": {"tagSelector": {"cloudoptim.io/pool": pool}},
+                "requirements": {"families": ["m5", "c5"], "minVcpu": 2, "maxVcpu": 8, "maxTypes": 4}
+            }
+        }))
+        .expect("template");
+        templates
+            .create(&PostParams::default(), &template)
+            .await
+            .expect("created");
+        names.push(name);
+    }
+    let (status, _, message) = eventually(WAIT, "the dry-run template ranked", || async {
+        ready_condition(&templates, &names[0])
+            .await
+            .filter(|(s, _, _)| s == "True")
+    })
+    .await;
+    assert!(message.contains("dry run"), "{status}: {message}");
+    let (_, _, message) = eventually(WAIT, "the unselected template ranked", || async {
+        ready_condition(&templates, &names[1])
+            .await
+            .filter(|(s, _, _)| s == "True")
+    })
+    .await;
+    assert!(
+        message.contains("no OptimizationPolicy selects"),
+        "{message}"
+    );
+    let (overrides, base, percent) = eventually(WAIT, "the kept group's ranked types", || async {
+        let split = aws::split(&aws::describe_group(&sdk, &kept).await?);
+        (split.0.len() > 1).then_some(split)
+    })
+    .await;
+    assert_eq!(
+        (base, percent),
+        (Some(1), Some(100)),
+        "the split stays as the user set it: {overrides:?}"
+    );
+    let plain_group = aws::describe_group(&sdk, &plain)
+        .await
+        .expect("plain group");
+    assert!(
+        plain_group.mixed_instances_policy().is_none(),
+        "a group without a MixedInstancesPolicy is left alone"
+    );
+    // The dry-run group was reconciled (the template is Ready after it) and is exactly as before.
+    let after = aws::split(&aws::describe_group(&sdk, &dry_group).await.expect("group"));
+    assert_eq!(after, before, "dry run: the group is unchanged");
     operator.kill();
 }

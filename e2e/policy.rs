@@ -449,6 +449,17 @@ async fn policy_consolidates_safely_resumes_after_a_crash_and_handles_zombies() 
     })
     .await;
     assert_eq!(status, "True");
+    // Metric series follow the nodes: a removed node's cost series are gone from /metrics (sums over
+    // them would otherwise keep counting it), the kept nodes' are there.
+    let (_, exposition) = operator.get("/metrics").expect("metrics");
+    for node in instance_of.keys() {
+        let series = format!("node=\"{node}\"");
+        assert_eq!(
+            exposition.contains(&series),
+            left.contains(node),
+            "{node}: series present only while the node exists"
+        );
+    }
     assert!(
         message.contains(&format!("PDB {ns}/guarded-pdb allows 0 disruptions")),
         "{message}"

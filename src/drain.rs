@@ -31,6 +31,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, future, stream};
@@ -241,6 +242,16 @@ pub enum DrainError {
         /// What we were doing.
         action: &'static str,
     },
+    /// Every drain slot of the process stayed busy until this drain's deadline.
+    #[error(
+        "node {node}: no drain slot free within {waited:?} (--max-concurrent-drains bounds drains per process)"
+    )]
+    NoSlot {
+        /// Node name.
+        node: String,
+        /// How long it waited.
+        waited: Duration,
+    },
 }
 
 impl DrainError {
@@ -251,6 +262,7 @@ impl DrainError {
             DrainError::NodeNotFound(_) => "NodeNotFound",
             DrainError::Kube { .. } => "KubernetesError",
             DrainError::Conflict { .. } => "Conflict",
+            DrainError::NoSlot { .. } => "NoDrainSlot",
         }
     }
 
@@ -263,9 +275,22 @@ impl DrainError {
 /// A client for [`Drainer`]: `config` with kube's built-in retry turned off, so a 429 from a
 /// PodDisruptionBudget reaches the drainer (which backs off within its deadline) instead of being
 /// resent up to 15 times inside the client.
-pub fn eviction_client(mut config: kube::Config) -> Result<Client, DrainError> {
+/// Its writes pass `fence` (leader election; [`crate::fence::Fence::open`] without one).
+pub fn eviction_client(
+    mut config: kube::Config,
+    fence: crate::fence::Fence,
+) -> Result<Client, DrainError> {
     config.default_retry = false;
-    Client::try_from(config).map_err(DrainError::Client)
+    crate::fence::fenced_client(config, fence).map_err(DrainError::Client)
+}
+
+/// Decrements `drains_in_progress` when a drain ends, however it ends.
+struct InProgress<'a>(&'a Metrics);
+
+impl Drop for InProgress<'_> {
+    fn drop(&mut self) {
+        self.0.drains_in_progress.dec();
+    }
 }
 
 /// Carries out drains. Cheap to clone; share one per process.
@@ -274,7 +299,12 @@ pub struct Drainer {
     client: Client,
     metrics: Metrics,
     recorder: Option<Recorder>,
+    /// Process-wide bound on drains running at once (consolidation and interruptions together).
+    slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// Drains running at once per process unless set otherwise ([`Drainer::with_max_concurrent`]).
+pub const DEFAULT_MAX_CONCURRENT_DRAINS: usize = 10;
 
 impl Drainer {
     /// A drainer using `client`, which must be built by [`eviction_client`] (no built-in retry of 429).
@@ -283,7 +313,16 @@ impl Drainer {
             client,
             metrics,
             recorder: None,
+            slots: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_CONCURRENT_DRAINS)),
         }
+    }
+
+    /// At most `max` drains at once in this process, whoever asks (at least one). Each drain polls
+    /// its node's pods every `poll_interval`, so this bounds the API requests a burst of interruptions
+    /// or a large consolidation causes.
+    pub fn with_max_concurrent(mut self, max: usize) -> Self {
+        self.slots = Arc::new(tokio::sync::Semaphore::new(max.max(1)));
+        self
     }
 
     /// Also record the Node Events `Cordoned`, `Drained` and `DrainFailed`.
@@ -304,6 +343,18 @@ impl Drainer {
     ) -> Result<DrainReport, DrainError> {
         let started = Instant::now();
         let deadline = started + options.timeout;
+        // Wait for a slot within the drain's own deadline; the semaphore is never closed.
+        let Ok(Ok(_slot)) =
+            tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await
+        else {
+            let error = DrainError::NoSlot {
+                node: node.to_owned(),
+                waited: options.timeout,
+            };
+            return Err(self.abandon(node, marker, options, error).await);
+        };
+        self.metrics.drains_in_progress.inc();
+        let _in_progress = InProgress(&self.metrics);
         let result = match self.cordon(node, marker).await {
             Ok(()) => self.empty(node, deadline, options).await,
             Err(e) => Err(e),

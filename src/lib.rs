@@ -10,6 +10,7 @@ pub mod cloud;
 pub mod controllers;
 pub mod drain;
 pub mod engine;
+pub mod fence;
 pub mod http;
 pub mod hub;
 pub mod metrics;

@@ -1,6 +1,8 @@
 //! Prometheus metrics (prefix `cloudoptim_`, DESIGN.md section 9): one registry, every metric defined
 //! here, and a guard that records a reconcile's duration when dropped.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use prometheus::{
@@ -61,6 +63,29 @@ pub struct Metrics {
     /// `cloudoptim_hub_flag_writes_total{op,result}`: SpotRiskFlag writes by the hub and the member
     /// mirror (op apply|delete, result ok|error).
     pub hub_flag_writes: IntCounterVec,
+    /// `cloudoptim_leader`: 1 while this replica holds the leader lease (always 1 without election).
+    pub leader: IntGauge,
+    /// `cloudoptim_fenced_writes_total{target}`: writes refused because this replica did not hold the
+    /// lease (target kubernetes|aws).
+    pub fenced_writes: IntCounterVec,
+    /// `cloudoptim_drains_in_progress`: drains holding one of the process-wide drain slots.
+    pub drains_in_progress: IntGauge,
+    /// The per-node and per-policy series each policy exported last, so that series of nodes and
+    /// policies that are gone are removed instead of being reported forever.
+    owned: Arc<Mutex<BTreeMap<String, BTreeSet<Series>>>>,
+}
+
+/// One labelled series a policy's reconcile exports.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Series {
+    /// `cloudoptim_node_hourly_cost_dollars{node,instance_type,zone,capacity_type}`.
+    NodeHourlyCost([String; 4]),
+    /// `node_total_hourly_cost{node,instance_type,region,arch}`.
+    NodeTotalHourlyCost([String; 4]),
+    /// `cloudoptim_nodes{capacity_type,template}`.
+    Nodes([String; 2]),
+    /// `cloudoptim_estimated_savings_dollars_per_hour{policy}`.
+    EstimatedSavings(String),
 }
 
 impl Metrics {
@@ -197,8 +222,80 @@ impl Metrics {
                 "SpotRiskFlag writes of the hub and the member mirror, by operation and result.",
                 &["op", "result"],
             )?,
+            leader: {
+                let metric = IntGauge::new(
+                    "cloudoptim_leader",
+                    "1 while this replica holds the leader lease and may act.",
+                )?;
+                registry.register(Box::new(metric.clone()))?;
+                metric
+            },
+            fenced_writes: counter(
+                "fenced_writes_total",
+                "Writes refused because this replica did not hold the leader lease, by target.",
+                &["target"],
+            )?,
+            drains_in_progress: {
+                let metric = IntGauge::new(
+                    "cloudoptim_drains_in_progress",
+                    "Drains running now (bounded process-wide by --max-concurrent-drains).",
+                )?;
+                registry.register(Box::new(metric.clone()))?;
+                metric
+            },
+            owned: Arc::default(),
             registry,
         })
+    }
+
+    /// Record that `owner` (a policy) now exports exactly `series`; every series no owner exports any
+    /// more (a consolidated node, a node of another type now) is removed from the registry.
+    pub fn replace_owned(&self, owner: &str, series: BTreeSet<Series>) {
+        let Ok(mut owned) = self.owned.lock() else {
+            return;
+        };
+        let previous = owned.insert(owner.to_string(), series).unwrap_or_default();
+        self.remove_unowned(&owned, previous);
+    }
+
+    /// Forget every owner for which `alive` is false (a deleted policy), removing its series.
+    pub fn retain_owners(&self, alive: impl Fn(&str) -> bool) {
+        let Ok(mut owned) = self.owned.lock() else {
+            return;
+        };
+        let gone: Vec<String> = owned.keys().filter(|o| !alive(o)).cloned().collect();
+        let mut dropped = BTreeSet::new();
+        for owner in gone {
+            dropped.extend(owned.remove(&owner).unwrap_or_default());
+        }
+        self.remove_unowned(&owned, dropped);
+    }
+
+    fn remove_unowned(
+        &self,
+        owned: &BTreeMap<String, BTreeSet<Series>>,
+        candidates: BTreeSet<Series>,
+    ) {
+        for series in candidates {
+            if owned.values().any(|s| s.contains(&series)) {
+                continue;
+            }
+            // Removing a series that is not there (never set) is not an error worth reporting.
+            let _ = match &series {
+                Series::NodeHourlyCost(l) => self
+                    .node_hourly_cost
+                    .remove_label_values(&l.each_ref().map(String::as_str)),
+                Series::NodeTotalHourlyCost(l) => self
+                    .node_total_hourly_cost
+                    .remove_label_values(&l.each_ref().map(String::as_str)),
+                Series::Nodes(l) => self
+                    .nodes
+                    .remove_label_values(&l.each_ref().map(String::as_str)),
+                Series::EstimatedSavings(policy) => {
+                    self.estimated_savings.remove_label_values(&[policy])
+                }
+            };
+        }
     }
 
     /// The text exposition of every metric.
@@ -255,5 +352,36 @@ mod tests {
         assert!(text.contains(
             "cloudoptim_reconcile_duration_seconds_count{controller=\"node_template\"} 1"
         ));
+    }
+
+    #[test]
+    fn series_of_gone_nodes_and_policies_are_removed() {
+        let metrics = Metrics::new().expect("registry builds");
+        let node = |name: &str| Series::Nodes([name.to_string(), "t".to_string()]);
+        let set = |metrics: &Metrics, series: &Series| {
+            if let Series::Nodes(l) = series {
+                metrics.nodes.with_label_values(&[&l[0], &l[1]]).set(1);
+            }
+        };
+        for s in [node("spot"), node("on-demand")] {
+            set(&metrics, &s);
+        }
+        metrics.replace_owned("a", [node("spot"), node("on-demand")].into());
+        set(&metrics, &node("spot"));
+        metrics.replace_owned("b", [node("spot")].into());
+        metrics.replace_owned("a", [node("spot")].into());
+        let text = metrics.render();
+        assert!(text.contains("capacity_type=\"spot\""), "{text}");
+        assert!(!text.contains("capacity_type=\"on-demand\""), "{text}");
+        metrics.retain_owners(|o| o == "b");
+        assert!(
+            metrics.render().contains("capacity_type=\"spot\""),
+            "still owned by b"
+        );
+        metrics.retain_owners(|_| false);
+        assert!(
+            !metrics.render().contains("cloudoptim_nodes{"),
+            "no owner left"
+        );
     }
 }

@@ -126,3 +126,58 @@ pub fn overrides(group: &aws_sdk_autoscaling::types::AutoScalingGroup) -> Vec<St
         })
         .unwrap_or_default()
 }
+
+/// Give `name` a MixedInstancesPolicy: `overrides` on the launch template, `on_demand_base` and
+/// `on_demand_percent` above it (what a user's existing group looks like).
+pub async fn set_mixed(
+    config: &SdkConfig,
+    name: &str,
+    template_id: &str,
+    overrides: &[&str],
+    on_demand_base: i32,
+    on_demand_percent: i32,
+) {
+    use aws_sdk_autoscaling::types::{
+        InstancesDistribution, LaunchTemplate, LaunchTemplateOverrides, MixedInstancesPolicy,
+    };
+    let mut template = LaunchTemplate::builder().launch_template_specification(
+        LaunchTemplateSpecification::builder()
+            .launch_template_id(template_id)
+            .version("$Latest")
+            .build(),
+    );
+    for t in overrides {
+        template = template.overrides(LaunchTemplateOverrides::builder().instance_type(*t).build());
+    }
+    aws_sdk_autoscaling::Client::new(config)
+        .update_auto_scaling_group()
+        .auto_scaling_group_name(name)
+        .mixed_instances_policy(
+            MixedInstancesPolicy::builder()
+                .launch_template(template.build())
+                .instances_distribution(
+                    InstancesDistribution::builder()
+                        .on_demand_base_capacity(on_demand_base)
+                        .on_demand_percentage_above_base_capacity(on_demand_percent)
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("set mixed instances policy of {name}: {e:?}"));
+}
+
+/// (overrides, on-demand base, on-demand percentage above base) of a group, for comparisons.
+pub fn split(
+    group: &aws_sdk_autoscaling::types::AutoScalingGroup,
+) -> (Vec<String>, Option<i32>, Option<i32>) {
+    let distribution = group
+        .mixed_instances_policy()
+        .and_then(|p| p.instances_distribution());
+    (
+        overrides(group),
+        distribution.and_then(|d| d.on_demand_base_capacity()),
+        distribution.and_then(|d| d.on_demand_percentage_above_base_capacity()),
+    )
+}

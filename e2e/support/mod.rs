@@ -25,6 +25,7 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config};
 
 pub mod aws;
+pub mod chart;
 pub mod hub;
 pub mod nodes;
 pub mod operator;
@@ -245,6 +246,11 @@ impl Moto {
         let child = Command::new(&bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .env("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", "true")
+            // The request log (only written once a test starts recording) stays out of the work tree.
+            .env(
+                "MOTO_RECORDER_FILEPATH",
+                std::env::temp_dir().join(format!("cloudoptim-moto-{port}.recording")),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -270,6 +276,85 @@ impl Moto {
             .expect("curl runs");
         assert!(status.success(), "moto reset failed");
     }
+
+    fn curl(&self, method: &str, path: &str) -> String {
+        let out = Command::new("curl")
+            .args(["-fsS", "-X", method, &format!("{}{path}", self.endpoint)])
+            .output()
+            .expect("curl runs");
+        assert!(out.status.success(), "moto {method} {path} failed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Start moto's request log afresh: every AWS request from now on is recorded, headers included.
+    pub fn start_recording(&self) {
+        self.curl("POST", "/moto-api/recorder/reset-recording");
+        self.curl("POST", "/moto-api/recorder/start-recording");
+    }
+
+    /// The requests recorded since [`Moto::start_recording`]: (User-Agent and X-Amz-User-Agent, which
+    /// carries the SDK's `app/<name>`; operation name).
+    pub fn recorded_requests(&self) -> Vec<(String, String)> {
+        self.curl("GET", "/moto-api/recorder/download-recording")
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .map(|entry| {
+                let header = |name: &str| {
+                    entry["headers"]
+                        .as_object()
+                        .and_then(|h| {
+                            h.iter()
+                                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                                .and_then(|(_, v)| v.as_str())
+                        })
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                let agents = format!("{} {}", header("User-Agent"), header("X-Amz-User-Agent"));
+                (agents, operation_of(&entry, &header("X-Amz-Target")))
+            })
+            .collect()
+    }
+}
+
+/// The AWS operation of a recorded request: `X-Amz-Target` (JSON protocols such as SQS), else the
+/// query protocol's `Action=` in the body or URL (EC2, Auto Scaling).
+fn operation_of(entry: &serde_json::Value, target: &str) -> String {
+    if let Some((_, op)) = target.rsplit_once('.') {
+        return op.to_string();
+    }
+    let body = entry["body"].as_str().unwrap_or_default();
+    let body = if entry["body_encoded"].as_bool() == Some(true) {
+        decode_base64(body)
+    } else {
+        body.to_string()
+    };
+    let url = entry["url"].as_str().unwrap_or_default();
+    body.split('&')
+        .chain(url.split(['?', '&']))
+        .find_map(|pair| pair.strip_prefix("Action="))
+        .unwrap_or("unknown")
+        .to_string()
+}
+
+fn decode_base64(text: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut count = 0;
+    let mut out = Vec::new();
+    for c in text.bytes().filter(|c| *c != b'=') {
+        let Some(value) = ALPHABET.iter().position(|a| *a == c) else {
+            continue;
+        };
+        bits = (bits << 6) | value as u32;
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+            bits &= (1 << count) - 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl Drop for Moto {

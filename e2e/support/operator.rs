@@ -65,7 +65,69 @@ impl Operator {
         operator
     }
 
+    /// Start the binary exactly as a kubelet would start the container: `args` and `env` and nothing
+    /// else (a clean environment but PATH), logging to a file; wait until /healthz answers on
+    /// `metrics_port` (which `args` must configure).
+    pub fn launch(
+        cp: &ControlPlane,
+        args: &[String],
+        env: &[(String, String)],
+        metrics_port: u16,
+    ) -> Operator {
+        let log = cp.dir.join(format!("operator-{metrics_port}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_cloudoptim"))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("operator log file"))
+            .spawn()
+            .expect("cloudoptim starts");
+        watchdog(&format!("kill -9 {} 2>/dev/null", child.id()));
+        let mut operator = Operator {
+            child,
+            metrics_port,
+            log,
+        };
+        operator.wait_for("/healthz", Duration::from_secs(60));
+        operator
+    }
+
+    /// Whether /readyz answers 200.
+    pub fn is_ready(&self) -> bool {
+        self.get("/readyz").is_some_and(|(code, _)| code == 200)
+    }
+
+    /// Send `signal` (e.g. `libc::SIGSTOP`) to the process.
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits");
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal})");
+    }
+
+    /// Wait up to `timeout` for the process to exit; its status, or `None` if it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn wait_ready(&mut self, timeout: Duration) {
+        self.wait_for("/readyz", timeout);
+    }
+
+    /// Wait up to `timeout` until /readyz answers 200 (panics with the log otherwise).
+    pub fn wait_until_ready(&mut self, timeout: Duration) {
         self.wait_for("/readyz", timeout);
     }
 

@@ -10,7 +10,7 @@
 #   token        the admin bearer token (user "e2e-admin", group system:masters)
 #   ca.crt       CA that signed the API server's serving cert
 #   env          shell-sourceable ports/URLs: API_SERVER, ETCD_URL, *_PORT ...
-#   pids/*.pid   one per process;   logs/*.log   one per process
+#   pids/*.pid   one per process;   logs/*.log   one per process, and logs/audit.log (API writes)
 #   pki/ tokens.csv *.kubeconfig etcd/ kwok.yaml   (internals)
 # Binaries come from the CLOUDOPTIM_* variables, else from the env.sh that setup.sh writes.
 # Knobs: CLOUDOPTIM_E2E_COMPONENTS (default "etcd apiserver controller-manager scheduler kwok";
@@ -185,8 +185,22 @@ EOF
     log "etcd ready ($(( $(now_ms) - te )) ms after start)"
 
     # --- kube-apiserver ---
+    # Audit log of every write (who, which user agent, when): the e2e tests read it as an outside
+    # observer, e.g. to prove a fenced replica wrote nothing after losing the lease.
+    cat > "$DIR/audit-policy.yaml" <<'EOF_AUDIT'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    verbs: [create, update, patch, delete, deletecollection]
+  - level: None
+EOF_AUDIT
     local ta; ta=$(now_ms)
     start_bg kube-apiserver "$APISERVER" \
+        --audit-policy-file="$DIR/audit-policy.yaml" \
+        --audit-log-path="$DIR/logs/audit.log" \
+        --audit-log-maxsize=200 \
         --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
         --bind-address=127.0.0.1 \
         --advertise-address=127.0.0.1 \

@@ -5,8 +5,9 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
 /// Regular expression for the durations CloudOptim accepts: a sequence of number+unit pairs with
-/// units ms, s, m, h, d, e.g. `90s`, `5m`, `1h30m`, `14d`.
-pub const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h|d))+$";
+/// units ms, s, m, h, d, e.g. `90s`, `5m`, `1h30m`, `14d`. The same grammar as the parser every
+/// controller and `plan` use ([`crate::engine::duration`]).
+pub const DURATION_PATTERN: &str = crate::engine::duration::PATTERN;
 
 /// Schema of `status.conditions`: the standard `metav1.Condition` list, declared as a list-map keyed
 /// on `type` so that server-side apply merges one condition at a time.

@@ -58,7 +58,7 @@ pub enum OutputFormat {
 pub enum Command {
     /// Run the operator: reconcile NodeTemplates, OptimizationPolicies and HibernationSchedules in the
     /// cluster of the current kubeconfig (or in-cluster config) and handle Spot interruptions.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Run the multi-cluster hub that aggregates Spot risk flags reported by member clusters.
     Hub(hub::HubArgs),
     /// Offline what-if report: current vs optimised cost, consolidation plan and Spot ranking for a

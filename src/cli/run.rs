@@ -14,6 +14,7 @@ use crate::controllers::{
     Context, RunConfig, hibernation, interruptions, leader, node_template, policy,
 };
 use crate::engine::catalog::Catalog;
+use crate::fence::{Fence, fenced_client};
 use crate::metrics::Metrics;
 
 /// Arguments of `cloudoptim run`.
@@ -37,12 +38,19 @@ pub struct RunArgs {
     /// Elect a leader through a coordination.k8s.io Lease so only one replica acts.
     #[arg(long)]
     pub leader_elect: bool,
-    /// Namespace of the leader-election Lease.
-    #[arg(long, env = "POD_NAMESPACE", default_value = "cloudoptim")]
-    pub lease_namespace: String,
+    /// Namespace of the leader-election Lease (the chart sets POD_NAMESPACE from the downward API; without
+    /// it, the service account's namespace file is read).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// The file naming the pod's namespace, read when neither --lease-namespace nor POD_NAMESPACE is set.
+    #[arg(long, default_value = SERVICE_ACCOUNT_NAMESPACE_FILE, hide = true)]
+    pub namespace_file: PathBuf,
     /// Identity in the leader election (defaults to the pod name, else the host name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Drains running at once in this process, consolidation and interruptions together.
+    #[arg(long, default_value_t = crate::drain::DEFAULT_MAX_CONCURRENT_DRAINS)]
+    pub max_concurrent_drains: usize,
     /// Plan, record Events and metrics, and change nothing (overrides every policy's dryRun).
     #[arg(long)]
     pub dry_run: bool,
@@ -61,6 +69,25 @@ pub struct RunArgs {
     /// Spot Advisor feed URL (https://, http:// or file:// for an air-gapped mirror).
     #[arg(long, env = "CLOUDOPTIM_SPOT_ADVISOR_URL", default_value = DEFAULT_URL)]
     pub spot_advisor_url: String,
+}
+
+/// Where the kubelet mounts the pod's namespace with its service account token.
+pub const SERVICE_ACCOUNT_NAMESPACE_FILE: &str =
+    "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+/// The Lease namespace: the flag (or POD_NAMESPACE), else the namespace file's content.
+pub fn lease_namespace(flag: Option<&str>, file: &std::path::Path) -> Result<String, CliError> {
+    if let Some(namespace) = flag.map(str::trim).filter(|n| !n.is_empty()) {
+        return Ok(namespace.to_string());
+    }
+    match std::fs::read_to_string(file) {
+        Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_string()),
+        _ => Err(CliError::BadInput(format!(
+            "--leader-elect needs the Lease namespace: set POD_NAMESPACE (the chart does, from the \
+             downward API) or --lease-namespace; {} is not readable",
+            file.display()
+        ))),
+    }
 }
 
 fn required(value: &Option<String>, flag: &str) -> Result<String, CliError> {
@@ -107,16 +134,36 @@ async fn operator(args: &RunArgs, config: RunConfig, base: Catalog) -> Result<()
                 .map_err(|e| CliError::BadInput(format!("--hub-url/--hub-token-file: {e}")))?,
         ),
     };
-    let kube_config = kube::Config::infer().await.map_err(|e| {
+    let identity = args.identity.clone().unwrap_or_else(hostname);
+    let lease = if args.leader_elect {
+        let namespace = lease_namespace(args.lease_namespace.as_deref(), &args.namespace_file)?;
+        Some(leader::LeaseConfig::new(namespace, identity.clone()))
+    } else {
+        None
+    };
+    // Without an election this process is the only writer; with one, writes wait for the lease.
+    let fence = if lease.is_some() {
+        Fence::closed(Some(metrics.fenced_writes.clone()))
+    } else {
+        Fence::open()
+    };
+    let mut kube_config = kube::Config::infer().await.map_err(|e| {
         CliError::Failed(format!(
             "connecting to Kubernetes (kubeconfig or in-cluster): {e}"
         ))
     })?;
-    let client = kube::Client::try_from(kube_config.clone())
+    // Audit logs tell the replicas apart.
+    if let Ok(agent) = hyper::header::HeaderValue::from_str(&format!(
+        "cloudoptim/{} ({identity})",
+        env!("CARGO_PKG_VERSION")
+    )) {
+        kube_config.headers.push((hyper::header::USER_AGENT, agent));
+    }
+    let client = fenced_client(kube_config.clone(), fence.clone())
         .map_err(|e| CliError::Failed(format!("building the Kubernetes client: {e}")))?;
     // Evictions get a client without kube's built-in 429 retry: the drain backs off itself, within
     // its deadline, when a PodDisruptionBudget refuses.
-    let eviction_client = crate::drain::eviction_client(kube_config)
+    let eviction_client = crate::drain::eviction_client(kube_config.clone(), fence.clone())
         .map_err(|e| CliError::Failed(format!("building the eviction client: {e}")))?;
     let aws = AwsOptions {
         region: config.region.clone(),
@@ -127,49 +174,47 @@ async fn operator(args: &RunArgs, config: RunConfig, base: Catalog) -> Result<()
         }),
         static_credentials: None,
     };
-    let cloud = AwsCloud::connect(&aws, metrics.clone()).await;
+    let cloud =
+        AwsCloud::connect_fenced(&aws, metrics.clone(), fence.clone(), Some(&identity)).await;
     let advisor = AdvisorCache::new(args.spot_advisor_url.clone(), metrics.clone());
     let catalog = LiveCatalog::new(Arc::new(base), config.region.clone(), advisor);
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let server = crate::http::serve_probes(args.metrics_addr, metrics.clone(), ready.clone())
         .await
         .map_err(|e| CliError::Failed(format!("--metrics-addr {}: {e}", args.metrics_addr)))?;
-    tracing::info!(addr = %args.metrics_addr, cluster = %config.cluster_name, region = %config.region, dry_run = config.dry_run, "cloudoptim operator starting");
+    tracing::info!(addr = %args.metrics_addr, cluster = %config.cluster_name, region = %config.region, dry_run = config.dry_run, identity = %identity, "cloudoptim operator starting");
 
-    let mut leading = if args.leader_elect {
-        let identity = args.identity.clone().unwrap_or_else(hostname);
-        let lease = leader::LeaseConfig {
-            name: "cloudoptim-leader".into(),
-            namespace: args.lease_namespace.clone(),
-            identity,
-            duration: std::time::Duration::from_secs(15),
-            renew: std::time::Duration::from_secs(2),
-        };
-        Some(leader::spawn(client.clone(), lease))
-    } else {
-        None
+    // The election's own client is not fenced (its Lease writes open the fence).
+    let election = match lease {
+        Some(lease) => {
+            let election_client = kube::Client::try_from(kube_config)
+                .map_err(|e| CliError::Failed(format!("building the Kubernetes client: {e}")))?;
+            tracing::info!(namespace = %lease.namespace, "leader election: waiting to lead");
+            Some(leader::spawn(election_client, lease, fence.clone()))
+        }
+        None => None,
     };
-    if let Some(rx) = leading.as_mut() {
-        tracing::info!("waiting to become leader");
-        rx.wait_for(|l| *l)
-            .await
-            .map_err(|_| CliError::Failed("leader election stopped".into()))?;
-        tracing::info!("elected leader");
+    // Ready once the API server answered: every replica, leader or standby, so `helm --wait`, Argo CD
+    // and rolling updates see the Deployment healthy.
+    if let Some(election) = &election {
+        let mut reached = election.reached.clone();
+        tokio::select! {
+            r = reached.wait_for(|r| *r) => { r.map_err(|_| CliError::Failed("leader election stopped".into()))?; }
+            _ = shutdown_signal() => { server.abort(); return Ok(()); }
+        }
     }
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
-
-    let ctx = Context::new(client, cloud, metrics, config, catalog);
-    let lost = {
-        let leading = leading.clone();
-        async move {
-            match leading {
-                Some(mut rx) => {
-                    let _ = rx.wait_for(|l| !*l).await;
-                }
-                None => std::future::pending::<()>().await,
-            }
+    if let Some(election) = &election {
+        let mut leading = election.leading.clone();
+        tokio::select! {
+            r = leading.wait_for(|l| *l) => { r.map_err(|_| CliError::Failed("leader election stopped".into()))?; }
+            _ = shutdown_signal() => { server.abort(); return Ok(()); }
         }
-    };
+        tracing::info!("elected leader");
+    }
+    metrics.leader.set(1);
+
+    let ctx = Context::new(client, cloud, metrics.clone(), config, catalog);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
         let mut stop_rx = stop_rx.clone();
@@ -185,15 +230,16 @@ async fn operator(args: &RunArgs, config: RunConfig, base: Catalog) -> Result<()
     );
     let nodes = policy::node_store(&ctx.client);
     let drainer = crate::drain::Drainer::new(eviction_client, ctx.metrics.clone())
-        .with_recorder(ctx.recorder.clone());
+        .with_recorder(ctx.recorder.clone())
+        .with_max_concurrent(args.max_concurrent_drains);
     let controllers = futures::future::join4(
         node_template::run(ctx.clone(), stopped()),
         hibernation::run(ctx.clone(), stopped()),
         policy::run(ctx.clone(), drainer.clone(), nodes.clone(), stopped()),
         interruptions::run(ctx, drainer, hub.clone(), nodes, stopped()),
     );
-    let controller = tokio::spawn(controllers);
-    if let Some(hub) = hub {
+    let mut controller = tokio::spawn(controllers);
+    let member = hub.map(|hub| {
         // Mirror the fleet's flags into local SpotRiskFlags (the NodeTemplate ranking excludes them).
         tokio::spawn(crate::hub::client::run_member(
             ctx_client,
@@ -202,23 +248,76 @@ async fn operator(args: &RunArgs, config: RunConfig, base: Catalog) -> Result<()
             ctx_region,
             ctx_metrics,
             stopped(),
-        ));
-    }
-    let reason = tokio::select! {
-        _ = shutdown_signal() => "signal",
-        _ = lost => "leadership lost",
+        ))
+    });
+    let lost = async {
+        match &election {
+            Some(election) => {
+                let mut leading = election.leading.clone();
+                let _ = leading.wait_for(|l| !*l).await;
+            }
+            None => std::future::pending::<()>().await,
+        }
     };
-    tracing::info!(reason, "shutting down");
-    let _ = stop_tx.send(true);
-    // In-flight reconciles get a few seconds to finish; a watch stuck in backoff is not waited for.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), controller).await;
-    server.abort();
-    if reason == "leadership lost" {
-        return Err(CliError::Failed(
-            "leadership lost; exiting so a new leader can act alone".into(),
-        ));
+    let outcome = tokio::select! {
+        _ = shutdown_signal() => Stop::Signal,
+        _ = lost => Stop::LeadershipLost,
+        ended = &mut controller => Stop::ControllersEnded(match ended {
+            Ok(_) => "returned".to_string(),
+            Err(e) if e.is_panic() => "panicked".to_string(),
+            Err(e) => e.to_string(),
+        }),
+    };
+    ready.store(false, std::sync::atomic::Ordering::Relaxed);
+    metrics.leader.set(0);
+    match outcome {
+        Stop::Signal => {
+            tracing::info!("shutting down");
+            let _ = stop_tx.send(true);
+            // In-flight reconciles get a few seconds to finish (still under the lease); a watch stuck in
+            // backoff is not waited for. Then the lease is released so a standby takes over at once.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), &mut controller).await;
+            controller.abort();
+            if let Some(member) = member {
+                member.abort();
+            }
+            if let Some(election) = election {
+                election.release(std::time::Duration::from_secs(5)).await;
+            }
+            server.abort();
+            Ok(())
+        }
+        Stop::LeadershipLost => {
+            // The fence already refuses every write; stop at once so nothing else is attempted.
+            fence.close();
+            tracing::error!("leadership lost; exiting so the new leader acts alone");
+            server.abort();
+            Err(CliError::Failed(
+                "leadership lost; exiting so a new leader can act alone".into(),
+            ))
+        }
+        Stop::ControllersEnded(how) => {
+            fence.close();
+            tracing::error!(how = %how, "the controllers stopped; exiting so the kubelet restarts the operator");
+            if let Some(election) = election {
+                election.release(std::time::Duration::from_secs(5)).await;
+            }
+            server.abort();
+            Err(CliError::Failed(format!(
+                "the controllers stopped unexpectedly ({how}); exiting so the operator is restarted"
+            )))
+        }
     }
-    Ok(())
+}
+
+/// Why the operator stops.
+enum Stop {
+    /// SIGTERM or Ctrl-C.
+    Signal,
+    /// Another replica holds the lease now.
+    LeadershipLost,
+    /// The controllers' task ended (a panic or an unexpected return).
+    ControllersEnded(String),
 }
 
 fn hostname() -> String {

@@ -17,6 +17,7 @@ use super::{
     AutoScalingGroup, Cloud, CloudError, CloudResult, GroupSelector, GroupUpdate, Instance,
     InstanceTypeInfo, MixedInstances, QueueMessage, SpotPrice, Volume,
 };
+use crate::fence::{AwsFence, Fence};
 use crate::metrics::Metrics;
 
 /// How to reach AWS.
@@ -137,11 +138,40 @@ where
 impl AwsCloud {
     /// Build the SDK clients (loads credentials lazily; nothing is called yet).
     pub async fn connect(options: &AwsOptions, metrics: Metrics) -> AwsCloud {
-        let config = sdk_config(options).await;
+        Self::connect_fenced(options, metrics, Fence::open(), None).await
+    }
+
+    /// [`AwsCloud::connect`] with every mutating call passing `fence` (leader election), and
+    /// `app_name` (e.g. the pod name) in the User-Agent of every request.
+    pub async fn connect_fenced(
+        options: &AwsOptions,
+        metrics: Metrics,
+        fence: Fence,
+        app_name: Option<&str>,
+    ) -> AwsCloud {
+        let mut config = sdk_config(options).await;
+        if let Some(name) =
+            app_name.and_then(|n| aws_types::app_name::AppName::new(n.to_string()).ok())
+        {
+            config = config.into_builder().app_name(name).build();
+        }
+        let interceptor = AwsFence(fence);
         AwsCloud {
-            ec2: aws_sdk_ec2::Client::new(&config),
-            autoscaling: aws_sdk_autoscaling::Client::new(&config),
-            sqs: aws_sdk_sqs::Client::new(&config),
+            ec2: aws_sdk_ec2::Client::from_conf(
+                aws_sdk_ec2::config::Builder::from(&config)
+                    .interceptor(interceptor.clone())
+                    .build(),
+            ),
+            autoscaling: aws_sdk_autoscaling::Client::from_conf(
+                aws_sdk_autoscaling::config::Builder::from(&config)
+                    .interceptor(interceptor.clone())
+                    .build(),
+            ),
+            sqs: aws_sdk_sqs::Client::from_conf(
+                aws_sdk_sqs::config::Builder::from(&config)
+                    .interceptor(interceptor)
+                    .build(),
+            ),
             limits: Arc::new(Ec2Limits::default()),
             metrics,
         }

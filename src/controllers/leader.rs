@@ -1,6 +1,11 @@
 //! Leader election through a `coordination.k8s.io/v1` Lease, so that of several replicas exactly one
-//! acts. The leader renews the lease every `renew`; a lease not renewed for `duration` may be taken
-//! over. Writes use the lease's resourceVersion, so two candidates can never both win a round.
+//! acts. Writes use the lease's resourceVersion, so two candidates can never both win a round.
+//!
+//! Timing (client-go's model): every round is bounded by `round_timeout`; a successful renewal that
+//! started at `t` opens this replica's write [`Fence`] until `t + renew_deadline`, and
+//! `renew_deadline < duration`, so this replica stops writing before another one can consider the
+//! lease expired. On graceful shutdown the lease is released (holder cleared) so a standby takes over
+//! at its next round instead of waiting for the lease to expire.
 
 use std::time::Duration;
 
@@ -11,6 +16,8 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use tokio::sync::watch;
 
+use crate::fence::Fence;
+
 /// Lease settings.
 #[derive(Debug, Clone)]
 pub struct LeaseConfig {
@@ -20,10 +27,30 @@ pub struct LeaseConfig {
     pub namespace: String,
     /// This candidate's identity (pod name).
     pub identity: String,
-    /// How long a lease holds without renewal.
+    /// How long a lease holds without renewal (what other candidates wait for).
     pub duration: Duration,
+    /// How long after the start of its last successful renewal the holder may still write; below
+    /// `duration`, so the holder stops before anyone else can take over.
+    pub renew_deadline: Duration,
     /// How often the holder renews (and others retry).
-    pub renew: Duration,
+    pub retry: Duration,
+    /// The longest one round (read + write of the Lease) may take.
+    pub round_timeout: Duration,
+}
+
+impl LeaseConfig {
+    /// The operator's settings: 15 s lease, 10 s renew deadline, a round every 2 s, 4 s per round.
+    pub fn new(namespace: String, identity: String) -> LeaseConfig {
+        LeaseConfig {
+            name: "cloudoptim-leader".into(),
+            namespace,
+            identity,
+            duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry: Duration::from_secs(2),
+            round_timeout: Duration::from_secs(4),
+        }
+    }
 }
 
 /// Errors of the election loop.
@@ -83,9 +110,10 @@ pub async fn try_acquire(api: &Api<Lease>, config: &LeaseConfig) -> Result<bool,
         }
         Some(mut lease) => {
             let spec = lease.spec.clone().unwrap_or_default();
-            let holder = spec.holder_identity.as_deref();
+            let holder = spec.holder_identity.as_deref().filter(|h| !h.is_empty());
             let ours = holder == Some(config.identity.as_str());
-            if !ours && !expired(&spec, now) {
+            // A released lease (no holder) is free at once; another holder's only once expired.
+            if !ours && holder.is_some() && !expired(&spec, now) {
                 return Ok(false);
             }
             let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!ours);
@@ -108,30 +136,114 @@ pub async fn try_acquire(api: &Api<Lease>, config: &LeaseConfig) -> Result<bool,
     }
 }
 
-/// Run the election forever, publishing whether this candidate leads. A leader that fails to renew
-/// within the lease duration steps down (publishes `false`) before anyone else can take over.
-pub fn spawn(client: Client, config: LeaseConfig) -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(async move {
+/// Give the lease up if this candidate holds it: clear the holder so a standby takes over at its next
+/// round. Returns whether a release was written.
+pub async fn release(api: &Api<Lease>, config: &LeaseConfig) -> Result<bool, LeaderError> {
+    let wrap = |source| LeaderError::Api {
+        namespace: config.namespace.clone(),
+        name: config.name.clone(),
+        source,
+    };
+    let Some(mut lease) = api.get_opt(&config.name).await.map_err(wrap)? else {
+        return Ok(false);
+    };
+    let mut spec = lease.spec.clone().unwrap_or_default();
+    if spec.holder_identity.as_deref() != Some(config.identity.as_str()) {
+        return Ok(false);
+    }
+    spec.holder_identity = None;
+    spec.lease_duration_seconds = Some(1);
+    spec.renew_time = Some(MicroTime(Timestamp::now()));
+    lease.spec = Some(spec);
+    match api
+        .replace(&config.name, &PostParams::default(), &lease)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        Err(e) => Err(wrap(e)),
+    }
+}
+
+/// A running election.
+pub struct Election {
+    /// Whether this candidate leads (its fence may still close earlier, by the clock).
+    pub leading: watch::Receiver<bool>,
+    /// Becomes true after the first round that reached the API server (this replica can work).
+    pub reached: watch::Receiver<bool>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Election {
+    /// Stop campaigning and release the lease if held, within `timeout`.
+    pub async fn release(self, timeout: Duration) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(timeout, self.task).await.is_err() {
+            tracing::warn!(
+                "releasing the leader lease timed out; the standby waits for it to expire"
+            );
+        }
+    }
+}
+
+/// Run the election until released, publishing whether this candidate leads and opening `fence`
+/// after each successful renewal. `client` should be one without the fence (the Lease write must
+/// pass while the fence is closed).
+pub fn spawn(client: Client, config: LeaseConfig, fence: Fence) -> Election {
+    let (leading_tx, leading) = watch::channel(false);
+    let (reached_tx, reached) = watch::channel(false);
+    let (stop, mut stopped) = watch::channel(false);
+    let task = tokio::spawn(async move {
         let api: Api<Lease> = Api::namespaced(client, &config.namespace);
-        let mut last_success = tokio::time::Instant::now();
         loop {
-            match try_acquire(&api, &config).await {
-                Ok(leading) => {
-                    if leading {
-                        last_success = tokio::time::Instant::now();
-                    }
-                    tx.send_if_modified(|current| std::mem::replace(current, leading) != leading);
+            let started = tokio::time::Instant::now();
+            let round =
+                tokio::time::timeout(config.round_timeout, try_acquire(&api, &config)).await;
+            let leads = match round {
+                Ok(Ok(true)) => {
+                    fence.open_until((started + config.renew_deadline).into_std());
+                    reached_tx.send_if_modified(|r| !std::mem::replace(r, true));
+                    true
                 }
-                Err(e) => {
+                Ok(Ok(false)) => {
+                    fence.close();
+                    reached_tx.send_if_modified(|r| !std::mem::replace(r, true));
+                    false
+                }
+                Ok(Err(e)) => {
                     tracing::warn!(error = %e, "leader election round failed");
-                    if last_success.elapsed() >= config.duration {
-                        tx.send_if_modified(|current| std::mem::replace(current, false));
-                    }
+                    fence.allows_writes()
                 }
+                Err(_) => {
+                    tracing::warn!(timeout = ?config.round_timeout, "leader election round timed out");
+                    fence.allows_writes()
+                }
+            };
+            if !leads {
+                fence.close();
             }
-            tokio::time::sleep(config.renew).await;
+            leading_tx.send_if_modified(|current| std::mem::replace(current, leads) != leads);
+            tokio::select! {
+                _ = tokio::time::sleep_until(started + config.retry) => {}
+                _ = stopped.wait_for(|s| *s) => break,
+            }
+        }
+        fence.close();
+        if *leading_tx.borrow() {
+            leading_tx.send_replace(false);
+            match tokio::time::timeout(config.round_timeout, release(&api, &config)).await {
+                Ok(Ok(true)) => tracing::info!("leader lease released"),
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "releasing the leader lease"),
+                Err(_) => tracing::warn!("releasing the leader lease timed out"),
+            }
         }
     });
-    rx
+    Election {
+        leading,
+        reached,
+        stop,
+        task,
+    }
 }

@@ -28,7 +28,7 @@ use crate::cloud::{
 use crate::engine::catalog::Arch;
 use crate::engine::mix::{
     Allowed, SPOT_ALLOCATION_STRATEGY, SPOT_FALLBACK_ANNOTATION, desired_mix, fallback_until,
-    split_base,
+    keep_split, split_base,
 };
 use crate::engine::ranking::{self, FlaggedPair, RankError, Ranking, Requirements, Weights};
 
@@ -99,6 +99,17 @@ struct PolicyMix {
     on_demand_base: u32,
 }
 
+/// The OptimizationPolicy that governs a template's groups.
+#[derive(Debug, Clone, PartialEq)]
+struct Governing {
+    /// Its name.
+    name: String,
+    /// The Spot mix it asks for.
+    mix: PolicyMix,
+    /// `spec.dryRun`: nothing the policy governs may change, the groups included.
+    dry_run: bool,
+}
+
 /// What one reconcile decided.
 struct Outcome {
     candidates: Vec<CandidateStatus>,
@@ -162,11 +173,11 @@ fn allowed(spec: &crate::api::node_template::Requirements) -> Allowed {
     }
 }
 
-/// The policy selecting this template (its Spot mix), defaults when none does, an error when several do.
+/// The policy selecting this template, `None` when none does, an error when several do.
 fn policy_for(
     template: &NodeTemplate,
     policies: &[OptimizationPolicy],
-) -> Result<PolicyMix, Error> {
+) -> Result<Option<Governing>, Error> {
     let labels = labels_of(&template.metadata);
     let mut selecting = Vec::new();
     for policy in policies {
@@ -182,14 +193,15 @@ fn policy_for(
         }
     }
     match selecting.as_slice() {
-        [] => Ok(PolicyMix {
-            spot_percentage: 70,
-            on_demand_base: 0,
-        }),
-        [policy] => Ok(PolicyMix {
-            spot_percentage: policy.spec.spot.percentage,
-            on_demand_base: policy.spec.spot.on_demand_base,
-        }),
+        [] => Ok(None),
+        [policy] => Ok(Some(Governing {
+            name: policy.name_any(),
+            mix: PolicyMix {
+                spot_percentage: policy.spec.spot.percentage,
+                on_demand_base: policy.spec.spot.on_demand_base,
+            },
+            dry_run: policy.spec.dry_run,
+        })),
         many => Err(Error::ConflictingPolicies(
             many.iter()
                 .map(|p| p.name_any())
@@ -288,6 +300,22 @@ fn missing_groups(selector: &GroupSelector, found: &[AutoScalingGroup]) -> Optio
     }
 }
 
+/// A group's status line: its sizes, and the Spot share of `mix` (the one written or kept), else of
+/// its current MixedInstancesPolicy (0 without one).
+fn group_status(group: &AutoScalingGroup, mix: Option<&MixedInstances>) -> GroupStatus {
+    let on_demand = mix
+        .or(group.mixed.as_ref())
+        .map_or(100, |m| m.on_demand_percentage_above_base);
+    GroupStatus {
+        name: group.name.clone(),
+        desired: group.desired,
+        min: group.min,
+        max: group.max,
+        spot_percentage: 100 - on_demand,
+        instances: i32::try_from(group.instances.len()).unwrap_or(i32::MAX),
+    }
+}
+
 fn differs(current: Option<&MixedInstances>, desired: &MixedInstances) -> bool {
     current != Some(desired)
 }
@@ -312,7 +340,9 @@ async fn plan_and_apply<C: Cloud>(
         return Err(Error::GroupsNotFound(message));
     }
     // validate
-    let mix = policy_for(template, &policies)?;
+    let governing = policy_for(template, &policies)?;
+    // Dry run (the process flag, or the governing policy's) writes nothing into the groups.
+    let dry_run = ctx.config.dry_run || governing.as_ref().is_some_and(|g| g.dry_run);
     let requirements = engine_requirements(&template.spec.requirements);
     let weights = weights(template)?;
     let now = chrono::Utc::now().timestamp();
@@ -340,7 +370,10 @@ async fn plan_and_apply<C: Cloud>(
     .map_err(Error::Requirements)?;
     let max_types = usize::try_from(template.spec.requirements.max_types).unwrap_or(20);
     let top = override_types(&ranking, &flagged, max_types);
-    let bases = split_base(mix.on_demand_base, groups.len());
+    let bases = split_base(
+        governing.as_ref().map_or(0, |g| g.mix.on_demand_base),
+        groups.len(),
+    );
     // apply
     let mut updated = Vec::new();
     let mut statuses = Vec::new();
@@ -357,24 +390,41 @@ async fn plan_and_apply<C: Cloud>(
         if let Some(until) = fallback {
             fallbacks.push((group.name.clone(), until));
         }
-        let spot_percentage = if fallback.is_some() {
-            0
-        } else {
-            mix.spot_percentage
+        let target = match &governing {
+            Some(governing) => {
+                let spot_percentage = if fallback.is_some() {
+                    0
+                } else {
+                    governing.mix.spot_percentage
+                };
+                desired_mix(
+                    &top,
+                    spot_percentage,
+                    base,
+                    allowed(&template.spec.requirements),
+                )
+            }
+            // No policy: the split the group has stays; only the ranked types change. A group without
+            // a MixedInstancesPolicy is left as it is (writing one would change how it launches).
+            None => match &group.mixed {
+                Some(current) => keep_split(
+                    &top,
+                    current.on_demand_base,
+                    current.on_demand_percentage_above_base,
+                ),
+                None => {
+                    statuses.push(group_status(group, None));
+                    continue;
+                }
+            },
         };
-        let target = desired_mix(
-            &top,
-            spot_percentage,
-            base,
-            allowed(&template.spec.requirements),
-        );
         let desired = MixedInstances {
             overrides: target.overrides,
             on_demand_base: target.on_demand_base,
             on_demand_percentage_above_base: target.on_demand_percentage_above_base,
             spot_allocation_strategy: Some(SPOT_ALLOCATION_STRATEGY.to_string()),
         };
-        if differs(group.mixed.as_ref(), &desired) && !ctx.config.dry_run {
+        if differs(group.mixed.as_ref(), &desired) && !dry_run {
             ctx.cloud
                 .update_group(&GroupUpdate {
                     name: group.name.clone(),
@@ -385,14 +435,7 @@ async fn plan_and_apply<C: Cloud>(
                 .await?;
             updated.push(group.name.clone());
         }
-        statuses.push(GroupStatus {
-            name: group.name.clone(),
-            desired: group.desired,
-            min: group.min,
-            max: group.max,
-            spot_percentage: 100 - desired.on_demand_percentage_above_base,
-            instances: i32::try_from(group.instances.len()).unwrap_or(i32::MAX),
-        });
+        statuses.push(group_status(group, Some(&desired)));
     }
     // Re-rank when Spot prices may have moved, or as soon as a flag expires.
     let next_change = next_expiry
@@ -420,11 +463,25 @@ async fn plan_and_apply<C: Cloud>(
             format!("; {g} on on-demand after a Spot capacity error until {at}")
         })
         .collect();
+    let governance = match &governing {
+        None => {
+            "; no OptimizationPolicy selects this template: the groups keep their Spot/on-demand \
+                 split, only the ranked instance types are written"
+                .to_string()
+        }
+        Some(g) if g.dry_run => format!(
+            "; OptimizationPolicy {} is in dry run: the groups are not changed",
+            g.name
+        ),
+        Some(_) if ctx.config.dry_run => "; --dry-run: the groups are not changed".to_string(),
+        Some(g) => format!("; Spot mix from OptimizationPolicy {}", g.name),
+    };
     let note = format!(
-        "{} candidates, {} flagged left out, top {}{}{}",
+        "{} candidates, {} flagged left out, top {}{}{}{}",
         ranking.candidates.len(),
         ranking.flagged_removed,
         top.iter().take(3).copied().collect::<Vec<_>>().join(", "),
+        governance,
         stale,
         fallback_note
     );
@@ -594,19 +651,39 @@ mod tests {
             policy("b", json!({"matchLabels": {"pool": "gpu"}}), 10),
         ];
         assert_eq!(
-            policy_for(&t, &policies).expect("one policy"),
-            PolicyMix {
+            policy_for(&t, &policies)
+                .expect("one policy")
+                .map(|g| g.mix),
+            Some(PolicyMix {
                 spot_percentage: 80,
                 on_demand_base: 3
-            }
+            })
         );
         assert_eq!(
-            policy_for(&t, &[]).expect("defaults"),
-            PolicyMix {
-                spot_percentage: 70,
-                on_demand_base: 0
-            }
+            policy_for(&t, &[]).expect("no policy is not an error"),
+            None,
+            "no selecting policy: no Spot mix is imposed on the groups"
         );
+    }
+
+    #[test]
+    fn a_group_status_reports_the_split_written_or_kept() {
+        let group = AutoScalingGroup {
+            name: "g".into(),
+            mixed: Some(MixedInstances {
+                on_demand_percentage_above_base: 40,
+                ..MixedInstances::default()
+            }),
+            ..AutoScalingGroup::default()
+        };
+        assert_eq!(group_status(&group, None).spot_percentage, 60);
+        let written = MixedInstances {
+            on_demand_percentage_above_base: 10,
+            ..MixedInstances::default()
+        };
+        assert_eq!(group_status(&group, Some(&written)).spot_percentage, 90);
+        let plain = AutoScalingGroup::default();
+        assert_eq!(group_status(&plain, None).spot_percentage, 0);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tokio::sync::Mutex;
@@ -38,6 +38,7 @@ use crate::engine::budgets::{self, Budget, BudgetSpec, DisruptionReason};
 use crate::engine::consolidation::{self, Mode, Options};
 use crate::engine::savings::{self, HOURS_PER_MONTH, SpotTarget};
 use crate::engine::zombies::{self, InstanceFacts, ZombieKind};
+use crate::metrics::Series;
 use crate::translate;
 
 /// Name of this controller in metrics.
@@ -118,39 +119,13 @@ impl Error {
     }
 }
 
-/// `90s`, `5m`, `1h30m`, `14d` (the CRD's duration pattern) as a Duration.
+/// `90s`, `5m`, `1h30m`, `14d` (the CRD's duration grammar, [`crate::engine::duration`]) as a
+/// Duration; the error names the field.
 pub fn parse_duration(field: &str, text: &str) -> Result<Duration, Error> {
-    let invalid = || Error::Invalid {
+    crate::engine::duration::parse(text).map_err(|e| Error::Invalid {
         field: field.to_string(),
-        message: format!("{text:?} is not a duration; use e.g. 90s, 5m, 1h30m or 14d"),
-    };
-    let mut total: u64 = 0;
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return Err(invalid());
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .ok_or_else(invalid)?;
-        let (number, tail) = rest.split_at(digits);
-        let number: u64 = number.parse().map_err(|_| invalid())?;
-        let unit_len = tail
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_len);
-        let millis = match unit {
-            "ms" => number,
-            "s" => number * 1000,
-            "m" => number * 60_000,
-            "h" => number * 3_600_000,
-            "d" => number * 86_400_000,
-            _ => return Err(invalid()),
-        };
-        total = total.saturating_add(millis);
-        rest = tail;
-    }
-    Ok(Duration::from_millis(total))
+        message: e.to_string(),
+    })
 }
 
 /// A policy's settings, checked.
@@ -207,6 +182,12 @@ pub fn settings(policy: &OptimizationPolicy) -> Result<Settings, Error> {
             message: e.to_string(),
         })?);
     }
+    // Read by the interruption intake; checked here so a bad value is this policy's Ready=False.
+    parse_duration(
+        "interruptions.drainDeadline",
+        &spec.interruptions.drain_deadline,
+    )?;
+    parse_duration("spot.restoreToSpotAfter", &spec.spot.restore_to_spot_after)?;
     let (min, max) = (spec.nodes.min, spec.nodes.max);
     if let (Some(min), Some(max)) = (min, max)
         && min > max
@@ -515,6 +496,8 @@ pub struct PolicyContext<C: Cloud> {
     pub drainer: Drainer,
     /// Since when each node has been a removal candidate (for `consolidateAfter`).
     candidates: Mutex<BTreeMap<String, Instant>>,
+    /// The controller's own store of policies (which ones still exist, for their metric series).
+    policies: Option<Store<OptimizationPolicy>>,
 }
 
 // ---- reconcile -------------------------------------------------------------------------------------
@@ -1032,6 +1015,7 @@ async fn plan_and_act<C: Cloud>(
         .estimated_savings
         .with_label_values(&[policy_name.as_str()])
         .set(cost.savings_hourly);
+    let mut exported = BTreeSet::from([Series::EstimatedSavings(policy_name.clone())]);
     let mut by_template: BTreeMap<(String, &'static str), i64> = BTreeMap::new();
     // `assemble` keeps the order of `scope`: snapshot node i is scope node i.
     for (node, n) in scope.iter().zip(&snapshot.nodes) {
@@ -1046,35 +1030,42 @@ async fn plan_and_act<C: Cloud>(
         *by_template.entry((template, capacity)).or_insert(0) += 1;
         let price = n.hourly_price.unwrap_or(0.0);
         let instance_type = n.instance_type.as_deref().unwrap_or("");
+        let cost_labels = [
+            n.name.clone(),
+            instance_type.to_string(),
+            n.zone.clone().unwrap_or_default(),
+            capacity.to_string(),
+        ];
         ctx.metrics
             .node_hourly_cost
-            .with_label_values(&[
-                n.name.as_str(),
-                instance_type,
-                n.zone.as_deref().unwrap_or(""),
-                capacity,
-            ])
+            .with_label_values(&cost_labels.each_ref().map(String::as_str))
             .set(price);
+        exported.insert(Series::NodeHourlyCost(cost_labels));
         let arch = n
             .labels
             .get("kubernetes.io/arch")
             .map_or("", String::as_str);
+        let total_labels = [
+            n.name.clone(),
+            instance_type.to_string(),
+            n.region.clone().unwrap_or_default(),
+            arch.to_string(),
+        ];
         ctx.metrics
             .node_total_hourly_cost
-            .with_label_values(&[
-                n.name.as_str(),
-                instance_type,
-                n.region.as_deref().unwrap_or(""),
-                arch,
-            ])
+            .with_label_values(&total_labels.each_ref().map(String::as_str))
             .set(price);
+        exported.insert(Series::NodeTotalHourlyCost(total_labels));
     }
     for ((template, capacity), count) in by_template {
         ctx.metrics
             .nodes
             .with_label_values(&[capacity, template.as_str()])
             .set(count);
+        exported.insert(Series::Nodes([capacity.to_string(), template]));
     }
+    // Series of nodes this policy no longer has (consolidated, reclaimed) are removed.
+    ctx.metrics.replace_owned(&policy_name, exported);
     // status
     let spot = u32::try_from(cost.current_mix.spot_nodes).unwrap_or(u32::MAX);
     let on_demand = u32::try_from(cost.current_mix.on_demand_nodes).unwrap_or(u32::MAX);
@@ -1149,6 +1140,11 @@ pub async fn reconcile<C: Cloud>(
 ) -> Result<Action, Error> {
     let ctx = &pctx.base;
     let _timer = ctx.metrics.reconcile_timer(CONTROLLER);
+    if let Some(store) = &pctx.policies {
+        // Series of deleted policies (and their nodes) go with them.
+        ctx.metrics
+            .retain_owners(|p| store.get(&ObjectRef::new(p)).is_some());
+    }
     let name = policy.name_any();
     let generation = policy.metadata.generation;
     let previous = policy.status.clone().unwrap_or_default();
@@ -1272,25 +1268,27 @@ pub async fn run<C: Cloud>(
             tracing::warn!(what, "reflector stopped before its first list");
         }
     }
+    let controller = Controller::new(
+        Api::<OptimizationPolicy>::all(client),
+        watcher::Config::default(),
+    );
     let pctx = Arc::new(PolicyContext {
         base: ctx,
         stores,
         drainer,
         candidates: Mutex::new(BTreeMap::new()),
+        policies: Some(controller.store()),
     });
-    Controller::new(
-        Api::<OptimizationPolicy>::all(client),
-        watcher::Config::default(),
-    )
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, pctx)
-    .for_each(|result| async move {
-        match result {
-            Ok((object, _)) => tracing::debug!(policy = %object.name, "reconciled"),
-            Err(e) => tracing::warn!(error = %e, "OptimizationPolicy controller"),
-        }
-    })
-    .await;
+    controller
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, pctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(policy = %object.name, "reconciled"),
+                Err(e) => tracing::warn!(error = %e, "OptimizationPolicy controller"),
+            }
+        })
+        .await;
 }
 
 #[cfg(test)]
@@ -1333,6 +1331,32 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn day_durations_are_accepted_everywhere_and_huge_ones_are_invalid_not_a_panic() {
+        let p = policy(json!({
+            "consolidation": {"consolidateAfter": "1d", "interval": "90m"},
+            "disruption": {"drainTimeout": "14d", "budgets": [
+                {"nodes": "1", "schedule": "0 9 * * *", "duration": "1d"}
+            ]},
+            "zombies": {"gracePeriod": "2d"}
+        }));
+        let s = settings(&p).expect("1d, 14d and 90m are valid everywhere");
+        assert_eq!(s.drain_timeout, Duration::from_secs(14 * 86_400));
+        assert_eq!(s.consolidate_after, Duration::from_secs(86_400));
+        let p = policy(json!({"disruption": {"drainTimeout": "999999999999d"}}));
+        let e = settings(&p).expect_err("out of range");
+        assert_eq!(e.reason(), "InvalidPolicy");
+        assert!(e.to_string().contains("disruption.drainTimeout"), "{e}");
+        assert!(e.to_string().contains("366d"), "{e}");
+        let p = policy(json!({"disruption": {"budgets": [
+            {"nodes": "1", "schedule": "0 9 * * *", "duration": "999999999999d"}
+        ]}}));
+        assert_eq!(
+            settings(&p).expect_err("out of range").reason(),
+            "InvalidBudget"
+        );
     }
 
     #[test]

@@ -31,8 +31,8 @@ pub enum BudgetError {
         /// What is wrong.
         why: String,
     },
-    /// `duration` is not a duration like `"1h30m"`.
-    #[error("duration: {0:?} is not a duration like \"30m\" or \"1h30m\"")]
+    /// `duration` is not a duration in the CRD grammar (the message says why).
+    #[error("duration: {0}")]
     Duration(String),
     /// `schedule` without `duration` or the other way round.
     #[error("schedule and duration must be set together")]
@@ -241,44 +241,10 @@ pub fn default_budgets() -> Vec<Budget> {
     }]
 }
 
-/// Parse a Go-style duration: one or more `<number><unit>` with units `h`, `m`, `s`, `ms`, `us`, `ns`,
-/// e.g. `"30m"`, `"1h30m"`, `"1.5h"`. Negative durations are rejected.
+/// Parse a budget's `duration` in the one CRD grammar ([`super::duration`]): `30m`, `1h30m`, `1d`.
 pub fn parse_duration(text: &str) -> Result<Duration, BudgetError> {
-    let bad = || BudgetError::Duration(text.to_owned());
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    if rest == "0" {
-        return Ok(Duration::zero());
-    }
-    let mut total_nanos: f64 = 0.0;
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let (number, tail) = rest.split_at(number_len);
-        let value: f64 = number.parse().map_err(|_| bad())?;
-        let unit_len = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_len);
-        let nanos_per_unit = match unit {
-            "h" => 3_600e9,
-            "m" => 60e9,
-            "s" => 1e9,
-            "ms" => 1e6,
-            "us" | "µs" => 1e3,
-            "ns" => 1.0,
-            _ => return Err(bad()),
-        };
-        total_nanos += value * nanos_per_unit;
-        rest = tail;
-    }
-    if !total_nanos.is_finite() || total_nanos > i64::MAX as f64 {
-        return Err(bad());
-    }
-    Ok(Duration::nanoseconds(total_nanos as i64))
+    let parsed = super::duration::parse(text).map_err(|e| BudgetError::Duration(e.to_string()))?;
+    Duration::from_std(parsed).map_err(|_| BudgetError::Duration(text.to_owned()))
 }
 
 /// A 5-field cron schedule (minute hour day-of-month month day-of-week), as in crontab(5): `*`, lists,
@@ -472,12 +438,13 @@ mod tests {
     }
 
     #[test]
-    fn durations_follow_go_syntax() {
+    fn durations_follow_the_crd_grammar() {
         assert_eq!(parse_duration("30m"), Ok(Duration::minutes(30)));
         assert_eq!(parse_duration("1h30m"), Ok(Duration::minutes(90)));
-        assert_eq!(parse_duration("1.5h"), Ok(Duration::minutes(90)));
-        assert_eq!(parse_duration("0"), Ok(Duration::zero()));
-        for bad in ["", "10", "5d", "h", "-1h", "1h 30m"] {
+        assert_eq!(parse_duration("1d"), Ok(Duration::days(1)));
+        assert_eq!(parse_duration("14d"), Ok(Duration::days(14)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::zero()));
+        for bad in ["", "10", "0", "1.5h", "h", "-1h", "1h 30m", "999999999999d"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }
     }

@@ -64,6 +64,20 @@ pub fn desired_mix(
     }
 }
 
+/// The mix of a group no policy governs: the ranked types, with the on-demand base and percentage the
+/// group already has (a ranking must never move a group to Spot on its own).
+pub fn keep_split(
+    ranked_types: &[&str],
+    on_demand_base: i32,
+    on_demand_percentage_above_base: i32,
+) -> Mix {
+    Mix {
+        overrides: ranked_types.iter().map(|t| t.to_string()).collect(),
+        on_demand_base,
+        on_demand_percentage_above_base,
+    }
+}
+
 /// NodeTemplate annotation holding the groups on on-demand after a Spot capacity error: a JSON object
 /// `{"<group>": "<RFC 3339 time to restore Spot>"}`, written by the interruption intake from an
 /// EventBridge "EC2 Instance Launch Unsuccessful" event and read by the NodeTemplate controller.

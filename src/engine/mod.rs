@@ -5,6 +5,7 @@
 pub mod budgets;
 pub mod catalog;
 pub mod consolidation;
+pub mod duration;
 pub mod hibernation;
 pub mod interruption;
 pub mod mix;

@@ -314,7 +314,7 @@ impl<'a> Context<'a> {
     /// Why this pod keeps its node, if it does.
     fn pod_blocker(&self, id: PodId, options: &Options) -> Option<KeepReason> {
         if !self.movable[id.index()] {
-            return None;
+            return self.daemonset_pdb(id);
         }
         let pod = &self.snapshot.pods[id.index()];
         if pod.do_not_disrupt {
@@ -344,6 +344,19 @@ impl<'a> Context<'a> {
             }
             _ => Some(KeepReason::MultiplePdbs(id)),
         }
+    }
+
+    /// A DaemonSet pod covered by a PDB that allows no disruption pins its node: removing the node
+    /// kills the pod without asking the PDB (Karpenter refuses to disrupt such a node too).
+    fn daemonset_pdb(&self, id: PodId) -> Option<KeepReason> {
+        if self.snapshot.pods[id.index()].owner != OwnerKind::DaemonSet {
+            return None;
+        }
+        self.pod_pdbs(id)
+            .iter()
+            .map(|pdb| *pdb as usize)
+            .find(|pdb| self.snapshot.pdbs[*pdb].disruptions_allowed == 0)
+            .map(|pdb| KeepReason::DaemonSetPdb { pod: id, pdb })
     }
 
     /// Fill `candidates` and `destinations`.

@@ -230,6 +230,13 @@ pub enum KeepReason {
     ExcludedNamespace(PodId),
     /// It runs a pod covered by more than one PDB.
     MultiplePdbs(PodId),
+    /// It runs a DaemonSet pod whose PDB allows no disruption (removing the node would kill it).
+    DaemonSetPdb {
+        /// The DaemonSet pod.
+        pod: PodId,
+        /// Index into [`Snapshot::pdbs`].
+        pdb: usize,
+    },
     /// Moving its pods would exceed a PDB's allowance.
     Pdb {
         /// Index into [`Snapshot::pdbs`].
@@ -326,6 +333,17 @@ impl KeepReason {
             KeepReason::MultiplePdbs(p) => {
                 format!(
                     "pod {} is covered by more than one PDB (the Eviction API refuses it)",
+                    pod(p)
+                )
+            }
+            KeepReason::DaemonSetPdb { pod: p, pdb } => {
+                let name = snapshot
+                    .pdbs
+                    .get(*pdb)
+                    .map_or_else(|| format!("#{pdb}"), |p| p.key());
+                format!(
+                    "pinned: DaemonSet pod {} is covered by PDB {name}, which allows 0 disruptions \
+                     (removing the node would kill it without asking the PDB)",
                     pod(p)
                 )
             }

@@ -454,6 +454,37 @@ fn pdb_with_no_allowed_disruption_keeps_the_node() {
 }
 
 #[test]
+fn a_daemonset_pod_under_a_pdb_allowing_nothing_pins_its_empty_node() {
+    let mut agent = daemon("agent0", 1);
+    agent.namespace = "app".into();
+    std::sync::Arc::make_mut(&mut agent.labels).insert("app".into(), "agent".into());
+    let mut s = snapshot(
+        vec![node("n0"), node("n1"), node("n2")],
+        vec![pod("a1", 0, 3000, 1), agent, daemon("ds2", 2)],
+    );
+    s.pdbs.push(pdb("agent", "agent", 0));
+    let p = run(&s, &options());
+    let removed: Vec<&str> = p
+        .removals
+        .iter()
+        .map(|r| s.nodes[r.node.index()].name.as_str())
+        .collect();
+    assert_eq!(
+        removed,
+        ["n2"],
+        "only the node without a protected pod goes"
+    );
+    assert_eq!(
+        reason(&p, &s, "n1"),
+        "pinned: DaemonSet pod app/agent0 is covered by PDB app/agent, which allows 0 disruptions \
+         (removing the node would kill it without asking the PDB)"
+    );
+    // With an allowance left, the DaemonSet pod does not pin the node.
+    s.pdbs[0].disruptions_allowed = 1;
+    assert_eq!(run(&s, &options()).removals.len(), 2);
+}
+
+#[test]
 fn pdb_allowance_is_consumed_across_the_whole_plan() {
     let mut s = snapshot(
         vec![node("big"), node("n1"), node("n2")],

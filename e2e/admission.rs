@@ -1,0 +1,249 @@
+//! Admission on the real API server: every CEL rule in `crds/` is exercised by a rejected object (with
+//! its message) next to an accepted one, and every duration field accepts `1d`, `14d` and `90m` and
+//! rejects what the one duration grammar rejects. The unit tests in `src/api/tests.rs` check the same
+//! schemas through kube-cel; this is the real evaluator, so a rule kube-cel and Kubernetes disagree on
+//! cannot pass unnoticed.
+
+mod support;
+
+use cloudoptim::api::{HibernationSchedule, NodeTemplate, OptimizationPolicy, SpotRiskFlag};
+use kube::api::{Api, DynamicObject, PostParams};
+use kube::core::ApiResource;
+use serde_json::Value;
+use support::{ControlPlane, repo_root, unique};
+
+const NODE_TEMPLATE: &str = include_str!("../examples/nodetemplate.yaml");
+const POLICY: &str = include_str!("../examples/optimizationpolicy.yaml");
+const SCHEDULE: &str = include_str!("../examples/hibernationschedule.yaml");
+const FLAG: &str = include_str!("../examples/spotriskflag.yaml");
+
+/// One admission case: an example with its spec patched (top-level keys replaced; null removes), and
+/// the error text expected (`None`: accepted).
+struct Case {
+    kind: &'static str,
+    patch: String,
+    rejected_with: Option<&'static str>,
+}
+
+fn case(kind: &'static str, patch: &str, rejected_with: Option<&'static str>) -> Case {
+    Case {
+        kind,
+        patch: patch.to_string(),
+        rejected_with,
+    }
+}
+
+fn object(kind: &str, patch: &str) -> (Value, ApiResource) {
+    let (example, resource) = match kind {
+        "NodeTemplate" => (NODE_TEMPLATE, ApiResource::erase::<NodeTemplate>(&())),
+        "OptimizationPolicy" => (POLICY, ApiResource::erase::<OptimizationPolicy>(&())),
+        "HibernationSchedule" => (SCHEDULE, ApiResource::erase::<HibernationSchedule>(&())),
+        "SpotRiskFlag" => (FLAG, ApiResource::erase::<SpotRiskFlag>(&())),
+        other => panic!("no example for {other}"),
+    };
+    let mut value: Value = serde_yaml::from_str(example).expect("example parses");
+    let patch: Value = serde_yaml::from_str(patch).expect("patch parses");
+    let spec = value["spec"].as_object_mut().expect("spec is a map");
+    for (k, v) in patch.as_object().expect("patch is a map") {
+        if v.is_null() {
+            spec.remove(k);
+        } else {
+            spec.insert(k.clone(), v.clone());
+        }
+    }
+    value["metadata"] = serde_json::json!({"name": unique("admission")});
+    (value, resource)
+}
+
+fn matrix(value: u8, at: usize) -> String {
+    let mut m = vec![1u8; 168];
+    m[at] = value;
+    format!("{{awake: null, weeklyMatrix: {m:?}}}")
+}
+
+fn cases() -> Vec<Case> {
+    let mut cases = vec![
+        // NodeTemplate
+        case("NodeTemplate", "{}", None),
+        case(
+            "NodeTemplate",
+            "{autoScalingGroups: {names: [a], tagSelector: {k: v}}}",
+            Some("spec.autoScalingGroups: set exactly one of names or tagSelector"),
+        ),
+        case(
+            "NodeTemplate",
+            "{autoScalingGroups: {}}",
+            Some("spec.autoScalingGroups: set exactly one of names or tagSelector"),
+        ),
+        case(
+            "NodeTemplate",
+            "{requirements: {minVcpu: 16, maxVcpu: 2}}",
+            Some("spec.requirements: minVcpu must be <= maxVcpu"),
+        ),
+        case(
+            "NodeTemplate",
+            "{requirements: {minVcpu: 2, maxVcpu: 2}}",
+            None,
+        ),
+        case(
+            "NodeTemplate",
+            "{requirements: {minMemoryGiB: 64, maxMemoryGiB: 8}}",
+            Some("spec.requirements: minMemoryGiB must be <= maxMemoryGiB"),
+        ),
+        case(
+            "NodeTemplate",
+            "{requirements: {minMemoryGiB: 8, maxMemoryGiB: 64}}",
+            None,
+        ),
+        case(
+            "NodeTemplate",
+            "{weights: {price: 0.7, risk: 0.7}}",
+            Some("spec.weights: price + risk must sum to 1"),
+        ),
+        case("NodeTemplate", "{weights: {price: 0.25, risk: 0.75}}", None),
+        // OptimizationPolicy
+        case("OptimizationPolicy", "{}", None),
+        case(
+            "OptimizationPolicy",
+            "{disruption: {budgets: [{nodes: \"1\", schedule: \"0 9 * * *\"}]}}",
+            Some("spec.disruption.budgets[]: schedule and duration must be set together"),
+        ),
+        case(
+            "OptimizationPolicy",
+            "{nodes: {min: 10, max: 3}}",
+            Some("spec.nodes: min must be <= max"),
+        ),
+        case("OptimizationPolicy", "{nodes: {min: 3, max: 3}}", None),
+        case(
+            "OptimizationPolicy",
+            "{rightsizing: {mode: Apply}}",
+            Some("spec.rightsizing: mode Apply needs prometheusUrl"),
+        ),
+        // HibernationSchedule
+        case("HibernationSchedule", "{}", None),
+        case(
+            "HibernationSchedule",
+            &matrix(2, 5),
+            Some("spec.weeklyMatrix: every entry must be 0 (hibernating) or 1 (awake)"),
+        ),
+        case("HibernationSchedule", &matrix(0, 5), None),
+        case(
+            "HibernationSchedule",
+            &format!("{{weeklyMatrix: {:?}}}", vec![1u8; 168]),
+            Some("spec: set exactly one of weeklyMatrix or awake"),
+        ),
+        case(
+            "HibernationSchedule",
+            "{awake: null}",
+            Some("spec: set exactly one of weeklyMatrix or awake"),
+        ),
+        // SpotRiskFlag
+        case("SpotRiskFlag", "{}", None),
+        case(
+            "SpotRiskFlag",
+            "{zone: eu-west-1a}",
+            Some("spec.zone must be a zone of spec.region"),
+        ),
+    ];
+    // Durations: the one grammar (digits + ms|s|m|h|d), in every duration field the CRD has.
+    let fields = [
+        "{consolidation: {consolidateAfter: DUR}}",
+        "{consolidation: {interval: DUR}}",
+        "{disruption: {drainTimeout: DUR}}",
+        "{disruption: {budgets: [{nodes: \"1\", schedule: \"0 9 * * *\", duration: DUR}]}}",
+        "{zombies: {gracePeriod: DUR}}",
+        "{interruptions: {drainDeadline: DUR}}",
+        "{spot: {restoreToSpotAfter: DUR}}",
+    ];
+    for field in fields {
+        for good in ["1d", "14d", "90m", "1h30m"] {
+            cases.push(case(
+                "OptimizationPolicy",
+                &field.replace("DUR", good),
+                None,
+            ));
+        }
+        for bad in ["1.5h", "10", "1w"] {
+            cases.push(case(
+                "OptimizationPolicy",
+                &field.replace("DUR", bad),
+                Some("should match"),
+            ));
+        }
+    }
+    cases
+}
+
+/// Every CEL rule message in the generated CRDs.
+fn cel_messages() -> Vec<String> {
+    fn walk(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::Array(rules)) = map.get("x-kubernetes-validations") {
+                    out.extend(
+                        rules
+                            .iter()
+                            .filter_map(|r| r["message"].as_str().map(str::to_string)),
+                    );
+                }
+                map.values().for_each(|v| walk(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(repo_root().join("crds")).expect("crds/") {
+        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("readable");
+        let value: Value = serde_yaml::from_str(&text).expect("CRD parses");
+        walk(&value, &mut out);
+    }
+    out
+}
+
+#[tokio::test]
+async fn every_cel_rule_and_duration_is_enforced_by_the_real_api_server() {
+    let Some(cp) = ControlPlane::shared() else {
+        return;
+    };
+    let client = cp.client().await;
+    let cases = cases();
+    let messages = cel_messages();
+    assert!(messages.len() >= 10, "{messages:?}");
+    for message in &messages {
+        assert!(
+            cases
+                .iter()
+                .any(|c| c.rejected_with == Some(message.as_str())),
+            "CEL rule {message:?} has no rejecting case here"
+        );
+    }
+    let mut failures = Vec::new();
+    for c in &cases {
+        let (value, resource) = object(c.kind, &c.patch);
+        let object: DynamicObject = serde_json::from_value(value).expect("object");
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        let result = api
+            .create(
+                &PostParams {
+                    dry_run: true,
+                    ..PostParams::default()
+                },
+                &object,
+            )
+            .await;
+        match (result, c.rejected_with) {
+            (Ok(_), None) => {}
+            (Err(e), Some(expected)) if e.to_string().contains(expected) => {}
+            (Ok(_), Some(expected)) => failures.push(format!(
+                "{} {}: accepted, expected rejection with {expected:?}",
+                c.kind, c.patch
+            )),
+            (Err(e), expected) => failures.push(format!(
+                "{} {}: {e} (expected {expected:?})",
+                c.kind, c.patch
+            )),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

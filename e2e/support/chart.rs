@@ -1,0 +1,66 @@
+//! The Helm chart rendered by the real helm binary, for tests that install or launch what it renders.
+
+use std::process::Command;
+
+use super::repo_root;
+
+/// The helm binary built by setup.sh, if any.
+pub fn helm() -> Option<String> {
+    let path = super::peer_env_public("CLOUDOPTIM_HELM")?;
+    std::path::Path::new(&path).exists().then_some(path)
+}
+
+/// Run helm with `args` (its cache and config kept out of the user's home).
+pub fn helm_run(args: &[&str]) -> std::process::Output {
+    let helm = helm().expect("helm available");
+    Command::new(helm)
+        .args(args)
+        .env(
+            "HELM_CACHE_HOME",
+            std::env::temp_dir().join("cloudoptim-helm-cache"),
+        )
+        .env(
+            "HELM_CONFIG_HOME",
+            std::env::temp_dir().join("cloudoptim-helm-config"),
+        )
+        .output()
+        .expect("helm runs")
+}
+
+/// `helm template <release> charts/cloudoptim --namespace <namespace> --set <values>...`, as objects.
+pub fn render(release: &str, namespace: &str, values: &[&str]) -> Vec<serde_json::Value> {
+    let chart = repo_root().join("charts/cloudoptim");
+    let mut args = vec![
+        "template",
+        release,
+        chart.to_str().expect("utf-8 path"),
+        "--namespace",
+        namespace,
+    ];
+    for v in values {
+        args.extend(["--set", v]);
+    }
+    let out = helm_run(&args);
+    assert!(
+        out.status.success(),
+        "helm template failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    serde_yaml::Deserializer::from_str(&text)
+        .filter_map(|doc| {
+            let value: Option<serde_json::Value> =
+                serde::Deserialize::deserialize(doc).expect("rendered YAML parses");
+            value.filter(|v| !v.is_null())
+        })
+        .collect()
+}
+
+/// The first container of the rendered Deployment.
+pub fn operator_container(objects: &[serde_json::Value]) -> serde_json::Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .expect("a Deployment is rendered")["spec"]["template"]["spec"]["containers"][0]
+        .clone()
+}
