@@ -411,6 +411,9 @@ async fn interruption_burst() {
             }
         }
     });
+    // The API server's own request counter, read before and after: the load the burst caused.
+    let requests_before = apiserver_requests(&client).await;
+    let burst_started = Instant::now();
     // Send all warnings as fast as SQS takes them (batches of 10).
     let bodies: Vec<(String, String)> = ids
         .iter()
@@ -446,6 +449,14 @@ async fn interruption_burst() {
         }
     }
     watch.abort();
+    // Let the drains the burst started run for a while (each polls its node's pods), then count.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let window = burst_started.elapsed().as_secs_f64();
+    let requests = apiserver_requests(&client).await - requests_before;
+    println!(
+        "interruption burst API load: {requests:.0} API server requests in {window:.1} s ({:.0}/s, every client; --max-concurrent-drains bounds the drains)",
+        requests / window
+    );
     latencies.sort();
     let pct = |p: f64| {
         latencies
@@ -462,4 +473,19 @@ async fn interruption_burst() {
         latencies.last().copied().unwrap_or_default().as_secs_f64()
     );
     assert_eq!(seen.len(), count, "every warned node was cordoned");
+}
+
+/// The sum of the API server's `apiserver_request_total` counters (every request it served).
+async fn apiserver_requests(client: &kube::Client) -> f64 {
+    let request = hyper::Request::get("/metrics")
+        .body(Vec::new())
+        .expect("request");
+    let text = client
+        .request_text(request)
+        .await
+        .expect("API server metrics");
+    text.lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
 }
