@@ -233,13 +233,45 @@ async fn policy_consolidates_safely_resumes_after_a_crash_and_handles_zombies() 
         )
         .await
         .expect("annotate pinned");
+    // A DaemonSet pod on node 0 under a PDB that allows nothing: removing node 0 would kill it without
+    // asking the PDB, so node 0 is pinned (until the PDB goes, before phase 3).
+    let agent: k8s_openapi::api::apps::v1::DaemonSet = serde_json::from_value(json!({
+        "metadata": {"name": "agent"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "agent"}},
+            "template": {"metadata": {"labels": {"app": "agent"}}, "spec": {
+                "nodeSelector": {"kubernetes.io/hostname": names[0]},
+                "containers": [{"name": "c", "image": "pause", "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}],
+                "terminationGracePeriodSeconds": 0
+            }}
+        }
+    }))
+    .expect("daemonset");
+    Api::<k8s_openapi::api::apps::v1::DaemonSet>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &agent)
+        .await
+        .expect("daemonset created");
+    pdb(&client, &ns, "agent", 0).await;
     eventually(WAIT, "all pods running", || async {
         let web = running(&client, &ns, "web").await;
         let guarded = running(&client, &ns, "guarded").await;
         let pinned = running(&client, &ns, "pinned").await;
-        (web.0 == 6 && guarded.0 == 1 && pinned.0 == 1 && pinned.1 == 1).then_some(())
+        let agent = running(&client, &ns, "agent").await;
+        (web.0 == 6 && guarded.0 == 1 && pinned.0 == 1 && pinned.1 == 1 && agent.0 == 1)
+            .then_some(())
     })
     .await;
+    // The groups as they are before the operator starts (dry run must leave them so).
+    let mut groups_before = Vec::new();
+    for group in &groups {
+        let g = aws::describe_group(&sdk, group).await.expect("group");
+        groups_before.push((
+            aws::split(&g),
+            g.min_size(),
+            g.max_size(),
+            g.desired_capacity(),
+        ));
+    }
 
     // A zombie of this cluster (instance and volume), and look-alikes that are not ours.
     let ec2 = aws_sdk_ec2::Client::new(&sdk);
@@ -306,9 +338,10 @@ async fn policy_consolidates_safely_resumes_after_a_crash_and_handles_zombies() 
     let zombie_volume = volume(true).await;
     let other_volume = volume(false).await;
 
+    let template_name = unique("general");
     let template: cloudoptim::api::NodeTemplate = serde_json::from_value(json!({
         "apiVersion": "cloudoptim.io/v1alpha1", "kind": "NodeTemplate",
-        "metadata": {"name": unique("general"), "labels": {"pool": pool}},
+        "metadata": {"name": template_name, "labels": {"pool": pool}},
         "spec": {"autoScalingGroups": {"tagSelector": {"e2e-pool": pool}}, "requirements": {"families": ["m5"]}}
     }))
     .expect("template");
@@ -391,6 +424,37 @@ async fn policy_consolidates_safely_resumes_after_a_crash_and_handles_zombies() 
     );
     assert_eq!(pool_nodes(&client, &pool).await.len(), 10);
     assert!(!pool_nodes(&client, &pool).await.iter().any(tainted));
+    // Dry run reaches the groups too: the NodeTemplate this policy governs was ranked, yet neither
+    // its groups' MixedInstancesPolicy nor their sizes changed.
+    let templates: Api<cloudoptim::api::NodeTemplate> = Api::all(client.clone());
+    eventually(
+        WAIT,
+        "the template ranked under the dry-run policy",
+        || async {
+            let t = templates.get(&template_name).await.ok()?;
+            let ready = t
+                .status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Ready")?;
+            (ready.status == "True" && ready.message.contains("is in dry run")).then_some(())
+        },
+    )
+    .await;
+    let mut groups_now = Vec::new();
+    for group in &groups {
+        let g = aws::describe_group(&sdk, group).await.expect("group");
+        groups_now.push((
+            aws::split(&g),
+            g.min_size(),
+            g.max_size(),
+            g.desired_capacity(),
+        ));
+    }
+    assert_eq!(
+        groups_now, groups_before,
+        "dry run: the groups are unchanged"
+    );
     // Zombies are reported: this cluster's instance and volume only.
     let zombies: BTreeSet<String> = st.zombies.iter().map(|z| z.id.clone()).collect();
     assert_eq!(
@@ -424,9 +488,10 @@ async fn policy_consolidates_safely_resumes_after_a_crash_and_handles_zombies() 
         .iter()
         .map(|n| n.name_any())
         .collect();
-    assert!(
-        left.contains(&names[3]) && left.contains(&names[5]),
-        "{left:?}"
+    assert_eq!(
+        left,
+        [names[0].clone(), names[3].clone(), names[5].clone()].into(),
+        "the DaemonSet-PDB, PDB and do-not-disrupt nodes stay"
     );
     eventually(WAIT, "every evicted pod re-placed and running", || async {
         let web = running(&client, &ns, "web").await;
@@ -465,6 +530,15 @@ async fn policy_consolidates_safely_resumes_after_a_crash_and_handles_zombies() 
         "{message}"
     );
     assert!(message.contains("do-not-disrupt pod"), "{message}");
+    assert!(
+        message.contains(&format!(
+            "{} kept: pinned: DaemonSet pod {ns}/agent-",
+            names[0]
+        )) && message.contains(&format!(
+            "covered by PDB {ns}/agent-pdb, which allows 0 disruptions"
+        )),
+        "{message}"
+    );
     let st = policies
         .get(&name)
         .await
@@ -526,6 +600,12 @@ async fn policy_consolidates_safely_resumes_after_a_crash_and_handles_zombies() 
         1,
         "budget 1: exactly one node drained at a time"
     );
+
+    // The DaemonSet's PDB goes: node 0 is an ordinary node again for phase 3.
+    Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns)
+        .delete("agent-pdb", &Default::default())
+        .await
+        .expect("agent PDB deleted");
 
     // Phase 3: killed mid-drain. Web pods get a finalizer so an evicted pod stays Terminating and the
     // drain waits; the operator is killed then, the finalizers are removed, and a new operator
