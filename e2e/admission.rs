@@ -142,7 +142,7 @@ fn cases() -> Vec<Case> {
         case(
             "SpotRiskFlag",
             "{zone: eu-west-1a}",
-            Some("spec.zone must be a zone of spec.region"),
+            Some("spec.zone must be a zone of spec.region, e.g. us-east-1a in us-east-1"),
         ),
     ];
     // Durations: the one grammar (digits + ms|s|m|h|d), in every duration field the CRD has.
@@ -166,7 +166,7 @@ fn cases() -> Vec<Case> {
         for bad in ["1.5h", "10", "1w"] {
             cases.push(case(
                 "OptimizationPolicy",
-                &field.replace("DUR", bad),
+                &field.replace("DUR", &format!("\"{bad}\"")),
                 Some("should match"),
             ));
         }

@@ -8,7 +8,9 @@
 //!   released Lease in well under the lease duration;
 //! - the leader frozen with SIGSTOP is replaced by the standby, and after SIGCONT it writes nothing:
 //!   checked by outside observers, the API server's audit log and moto's request log, not by the
-//!   operator's own account.
+//!   operator's own account;
+//! - a leader cut off from the API server (a proxy turned into a black hole: requests hang) steps down
+//!   by its own clock and exits before the standby can take the lease.
 //!
 //! One scenario per test binary: operators reconcile every cluster-scoped object they see.
 
@@ -25,6 +27,7 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::discovery::{Discovery, Scope};
 use serde_json::json;
 use support::operator::{Operator, eventually};
+use support::proxy::Proxy;
 use support::{ControlPlane, Moto, aws, free_port, repo_root, unique};
 
 /// The operator's lease duration (LeaseConfig::new).
@@ -233,7 +236,7 @@ async fn chart_faithful_replicas_lead_once_hand_over_on_restart_and_a_frozen_lea
         "apiVersion": "cloudoptim.io/v1alpha1", "kind": "NodeTemplate",
         "metadata": {"name": template_name, "labels": {"pool": pool}},
         "spec": {"autoScalingGroups": {"tagSelector": {"cloudoptim.io/pool": pool}},
-                 "requirements": {"families": ["m5", "c5"], "minVcpu": 2, "maxVcpu": 8}}
+                 "requirements": {"families": ["c6i", "m7i", "m6a"], "minVcpu": 2, "maxVcpu": 8}}
     }))
     .expect("template");
     let templates: Api<NodeTemplate> = Api::all(client.clone());
@@ -390,4 +393,74 @@ async fn chart_faithful_replicas_lead_once_hand_over_on_restart_and_a_frozen_lea
         .then_some(())
     })
     .await;
+
+    // A leader cut off from the API server (its requests hang: neither answer nor error) steps down by
+    // its own clock before the standby can take the lease. P reaches the API server through a proxy
+    // that the test turns into a black hole; Q connects directly.
+    let text = std::fs::read_to_string(&kubeconfig).expect("kubeconfig");
+    let api_port: u16 = text
+        .split("https://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse().ok())
+        .expect("API server port in the kubeconfig");
+    let proxy = Proxy::start(api_port);
+    let proxied = cp.dir.join(format!("{}-proxied.kubeconfig", release.name));
+    std::fs::write(
+        &proxied,
+        text.replace(
+            &format!("https://127.0.0.1:{api_port}"),
+            &format!("https://127.0.0.1:{}", proxy.port),
+        ),
+    )
+    .expect("written");
+    let (p_name, q_name) = (
+        format!("{}-9a1b-p", release.name),
+        format!("{}-9a1b-q", release.name),
+    );
+    let mut p = start_replica(cp, &release, &p_name, &proxied);
+    p.wait_until_ready(WAIT);
+    replicas[standby].signal(libc::SIGTERM);
+    eventually(WAIT, "P to lead", || async {
+        (lease_holder(&leases).await.as_deref() == Some(p_name.as_str()) && leads(&p)).then_some(())
+    })
+    .await;
+    let mut q = start_replica(cp, &release, &q_name, &kubeconfig);
+    q.wait_until_ready(WAIT);
+    assert!(!leads(&q), "Q waits as a standby");
+    let cut = Instant::now();
+    proxy.blackhole();
+    let mut p_exited = None;
+    let mut q_took = None;
+    while (p_exited.is_none() || q_took.is_none()) && cut.elapsed() < Duration::from_secs(60) {
+        if p_exited.is_none()
+            && let Some(status) = p.wait_exit(Duration::ZERO)
+        {
+            assert!(
+                !status.success(),
+                "a leader that lost the lease exits non-zero: {status}"
+            );
+            p_exited = Some(cut.elapsed());
+        }
+        if q_took.is_none() && lease_holder(&leases).await.as_deref() == Some(q_name.as_str()) {
+            q_took = Some(cut.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("API cut off: P exited after {p_exited:?}, Q took the lease after {q_took:?}");
+    let (Some(p_exited), Some(q_took)) = (p_exited, q_took) else {
+        panic!(
+            "P exited {p_exited:?}, Q took over {q_took:?}; P's log:\n{}",
+            p.log_tail()
+        );
+    };
+    assert!(
+        p_exited < q_took,
+        "the cut-off leader must stop before the standby can act: exited {p_exited:?}, taken {q_took:?}"
+    );
+    assert!(
+        p.log().contains("stepping down") || p.log().contains("timed out"),
+        "P stepped down by its renew deadline:\n{}",
+        p.log_tail()
+    );
 }

@@ -338,7 +338,7 @@ async fn node_template_controller_writes_ranked_mixed_instances_policies() {
             "metadata": {"name": name, "labels": {"pool": pool}},
             "spec": {
                 "autoScalingGroups": {"tagSelector": {"cloudoptim.io/pool": pool}},
-                "requirements": {"families": ["m5", "c5"], "minVcpu": 2, "maxVcpu": 8, "maxTypes": 4}
+                "requirements": {"families": ["c6i", "m7i", "m6a"], "minVcpu": 2, "maxVcpu": 8, "maxTypes": 4}
             }
         }))
         .expect("template");

@@ -342,7 +342,7 @@ async fn policy_consolidates_safely_resumes_after_a_crash_and_handles_zombies() 
     let template: cloudoptim::api::NodeTemplate = serde_json::from_value(json!({
         "apiVersion": "cloudoptim.io/v1alpha1", "kind": "NodeTemplate",
         "metadata": {"name": template_name, "labels": {"pool": pool}},
-        "spec": {"autoScalingGroups": {"tagSelector": {"e2e-pool": pool}}, "requirements": {"families": ["m5"]}}
+        "spec": {"autoScalingGroups": {"tagSelector": {"e2e-pool": pool}}, "requirements": {"families": ["m5"], "currentGenerationOnly": false}}
     }))
     .expect("template");
     Api::<cloudoptim::api::NodeTemplate>::all(client.clone())

@@ -92,6 +92,14 @@ impl Fence {
         }
     }
 
+    /// When the fence closes by itself (`None`: always open, or already closed).
+    pub fn expires_at(&self) -> Option<Instant> {
+        let inner = self.inner.as_ref()?;
+        let ms = inner.valid_until_ms.load(Ordering::SeqCst);
+        let at = inner.origin + std::time::Duration::from_millis(ms);
+        (ms > 0 && at > Instant::now()).then_some(at)
+    }
+
     /// `Ok` when a write may be sent now, else the error to return (counted and logged).
     pub fn check(&self, target: &'static str, what: impl FnOnce() -> String) -> Result<(), Fenced> {
         if self.allows_writes() {

@@ -29,6 +29,7 @@ pub mod chart;
 pub mod hub;
 pub mod nodes;
 pub mod operator;
+pub mod proxy;
 
 /// Path of the repository root.
 pub fn repo_root() -> PathBuf {

@@ -165,6 +165,14 @@ pub async fn release(api: &Api<Lease>, config: &LeaseConfig) -> Result<bool, Lea
     }
 }
 
+/// Sleep until `at`, or forever without one.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// A running election.
 pub struct Election {
     /// Whether this candidate leads (its fence may still close earlier, by the clock).
@@ -198,28 +206,35 @@ pub fn spawn(client: Client, config: LeaseConfig, fence: Fence) -> Election {
         let api: Api<Lease> = Api::namespaced(client, &config.namespace);
         loop {
             let started = tokio::time::Instant::now();
-            let round =
-                tokio::time::timeout(config.round_timeout, try_acquire(&api, &config)).await;
-            let leads = match round {
-                Ok(Ok(true)) => {
-                    fence.open_until((started + config.renew_deadline).into_std());
-                    reached_tx.send_if_modified(|r| !std::mem::replace(r, true));
-                    true
-                }
-                Ok(Ok(false)) => {
-                    fence.close();
-                    reached_tx.send_if_modified(|r| !std::mem::replace(r, true));
-                    false
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "leader election round failed");
-                    fence.allows_writes()
-                }
-                Err(_) => {
-                    tracing::warn!(timeout = ?config.round_timeout, "leader election round timed out");
-                    fence.allows_writes()
+            let round = tokio::time::timeout(config.round_timeout, try_acquire(&api, &config));
+            // A leader whose renewal hangs steps down when its fence closes, not when the round ends.
+            let expiry = fence.expires_at().map(tokio::time::Instant::from_std);
+            // (whether this replica leads now, whether the API server answered)
+            let (leads, answered) = tokio::select! {
+                round = round => match round {
+                    Ok(Ok(true)) => {
+                        fence.open_until((started + config.renew_deadline).into_std());
+                        (true, true)
+                    }
+                    Ok(Ok(false)) => (false, true),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "leader election round failed");
+                        (fence.allows_writes(), false)
+                    }
+                    Err(_) => {
+                        tracing::warn!(timeout = ?config.round_timeout, "leader election round timed out");
+                        (fence.allows_writes(), false)
+                    }
+                },
+                _ = sleep_until_some(expiry) => {
+                    tracing::warn!("leader lease not renewed within the renew deadline; stepping down");
+                    (false, false)
                 }
             };
+            if answered {
+                // Ready as a standby (or leader) once the API server answered a round.
+                reached_tx.send_if_modified(|r| !std::mem::replace(r, true));
+            }
             if !leads {
                 fence.close();
             }
