@@ -291,8 +291,8 @@ async fn node_template_controller_writes_ranked_mixed_instances_policies() {
         ) > 0.0
     );
     // Phase 5: a policy in dry run changes nothing in its groups; a template no policy selects keeps
-    // each group's Spot/on-demand split (only the ranked types are written) and leaves a group without
-    // a MixedInstancesPolicy alone.
+    // each group's Spot/on-demand split (only the ranked types are written; a group that had no
+    // MixedInstancesPolicy stays all on-demand).
     let dry_pool = unique("pool");
     let dry_group = format!("{dry_pool}-a");
     aws::create_group(
@@ -375,12 +375,16 @@ async fn node_template_controller_writes_ranked_mixed_instances_policies() {
         (Some(1), Some(100)),
         "the split stays as the user set it: {overrides:?}"
     );
-    let plain_group = aws::describe_group(&sdk, &plain)
-        .await
-        .expect("plain group");
-    assert!(
-        plain_group.mixed_instances_policy().is_none(),
-        "a group without a MixedInstancesPolicy is left alone"
+    let (plain_overrides, base, percent) =
+        eventually(WAIT, "the plain group's ranked types", || async {
+            let split = aws::split(&aws::describe_group(&sdk, &plain).await?);
+            (!split.0.is_empty()).then_some(split)
+        })
+        .await;
+    assert_eq!(
+        (base, percent),
+        (Some(0), Some(100)),
+        "a group that had no MixedInstancesPolicy stays all on-demand: {plain_overrides:?}"
     );
     // The dry-run group was reconciled (the template is Ready after it) and is exactly as before.
     let after = aws::split(&aws::describe_group(&sdk, &dry_group).await.expect("group"));

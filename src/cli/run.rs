@@ -259,15 +259,7 @@ async fn operator(args: &RunArgs, config: RunConfig, base: Catalog) -> Result<()
             None => std::future::pending::<()>().await,
         }
     };
-    let outcome = tokio::select! {
-        _ = shutdown_signal() => Stop::Signal,
-        _ = lost => Stop::LeadershipLost,
-        ended = &mut controller => Stop::ControllersEnded(match ended {
-            Ok(_) => "returned".to_string(),
-            Err(e) if e.is_panic() => "panicked".to_string(),
-            Err(e) => e.to_string(),
-        }),
-    };
+    let outcome = wait_for_stop(shutdown_signal(), lost, &mut controller).await;
     ready.store(false, std::sync::atomic::Ordering::Relaxed);
     metrics.leader.set(0);
     match outcome {
@@ -310,7 +302,26 @@ async fn operator(args: &RunArgs, config: RunConfig, base: Catalog) -> Result<()
     }
 }
 
+/// Wait for the first reason to stop: a signal, the loss of the lease, or the end of the controllers'
+/// task (which must never end on its own: a return or a panic there is a failure).
+async fn wait_for_stop<T>(
+    signal: impl std::future::Future<Output = ()>,
+    lost: impl std::future::Future<Output = ()>,
+    controllers: &mut tokio::task::JoinHandle<T>,
+) -> Stop {
+    tokio::select! {
+        _ = signal => Stop::Signal,
+        _ = lost => Stop::LeadershipLost,
+        ended = controllers => Stop::ControllersEnded(match ended {
+            Ok(_) => "returned".to_string(),
+            Err(e) if e.is_panic() => "panicked".to_string(),
+            Err(e) => e.to_string(),
+        }),
+    }
+}
+
 /// Why the operator stops.
+#[derive(Debug, PartialEq)]
 enum Stop {
     /// SIGTERM or Ctrl-C.
     Signal,
@@ -345,4 +356,54 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lease_namespace_comes_from_the_flag_or_env_then_the_service_account_file() {
+        let dir = std::env::temp_dir().join(format!("cloudoptim-ns-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("namespace");
+        std::fs::write(&file, "team-ops\n").expect("written");
+        assert_eq!(
+            lease_namespace(Some("platform"), &file).expect("flag"),
+            "platform"
+        );
+        assert_eq!(lease_namespace(None, &file).expect("file"), "team-ops");
+        assert_eq!(lease_namespace(Some(" "), &file).expect("file"), "team-ops");
+        let missing = dir.join("absent");
+        let error = lease_namespace(None, &missing).expect_err("nothing to go on");
+        assert!(error.to_string().contains("POD_NAMESPACE"), "{error}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_or_returning_controller_task_stops_the_operator() {
+        let never = || std::future::pending::<()>();
+        let mut panics = tokio::spawn(async {
+            panic!("a reconcile overflowed");
+        });
+        assert_eq!(
+            wait_for_stop(never(), never(), &mut panics).await,
+            Stop::ControllersEnded("panicked".into())
+        );
+        let mut returns = tokio::spawn(async {});
+        assert_eq!(
+            wait_for_stop(never(), never(), &mut returns).await,
+            Stop::ControllersEnded("returned".into())
+        );
+        let mut runs = tokio::spawn(never());
+        assert_eq!(
+            wait_for_stop(async {}, never(), &mut runs).await,
+            Stop::Signal
+        );
+        assert_eq!(
+            wait_for_stop(never(), async {}, &mut runs).await,
+            Stop::LeadershipLost
+        );
+        runs.abort();
+    }
 }

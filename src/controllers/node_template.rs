@@ -405,17 +405,14 @@ async fn plan_and_apply<C: Cloud>(
                 )
             }
             // No policy: the split the group has stays; only the ranked types change. A group without
-            // a MixedInstancesPolicy is left as it is (writing one would change how it launches).
+            // a MixedInstancesPolicy launches on-demand only, and keeps doing so (100% on-demand).
             None => match &group.mixed {
                 Some(current) => keep_split(
                     &top,
                     current.on_demand_base,
                     current.on_demand_percentage_above_base,
                 ),
-                None => {
-                    statuses.push(group_status(group, None));
-                    continue;
-                }
+                None => keep_split(&top, 0, 100),
             },
         };
         let desired = MixedInstances {
