@@ -242,6 +242,18 @@ async fn hibernation_sleeps_and_wakes_workloads_and_node_groups() {
     cronjob(&client, &ns_a, "report").await;
     statefulset(&client, &ns_b, "db", 1).await;
     deployment(&client, &ns_c, "other", 2, false).await;
+    // The namespace the operator runs in, selected by the same label: it never sleeps.
+    let ns_op = create_namespace(&client, "hib-op").await;
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .patch(
+            &ns_op,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"team": team}}})),
+        )
+        .await
+        .expect("label operator namespace");
+    deployment(&client, &ns_op, "cloudoptim", 2, false).await;
+    let own = format!("--namespace={ns_op}");
 
     let group = unique("hib-grp");
     let launch = aws::launch_template(&sdk, &unique("lt")).await;
@@ -283,7 +295,7 @@ async fn hibernation_sleeps_and_wakes_workloads_and_node_groups() {
         .await
         .expect("schedule created");
 
-    let mut operator = Operator::start(cp, &moto, "e2e", &[]);
+    let mut operator = Operator::start(cp, &moto, "e2e", &[&own]);
 
     // Phase 1: asleep. Workloads first (saved on each object), then the group (saved in its tags).
     eventually(WAIT, "schedule Hibernating", || async {
@@ -298,6 +310,53 @@ async fn hibernation_sleeps_and_wakes_workloads_and_node_groups() {
     assert!(cron_suspended(&client, &ns_a, "report").await);
     assert_eq!(deploy_state(&client, &ns_a, "keep").await, (2, None));
     assert_eq!(deploy_state(&client, &ns_c, "other").await, (2, None));
+    assert_eq!(
+        deploy_state(&client, &ns_op, "cloudoptim").await,
+        (2, None),
+        "the operator's own namespace never sleeps, though the selector matches it"
+    );
+    let ready = |schedule: HibernationSchedule| {
+        schedule
+            .status
+            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"))
+            .map(|c| (c.status, c.reason, c.message))
+    };
+    let (_, _, message) = ready(schedules.get(&name).await.expect("schedule")).expect("Ready");
+    assert!(
+        message.contains(&format!(
+            "namespace {ns_op} (CloudOptim itself) never sleeps"
+        )),
+        "{message}"
+    );
+    // A schedule that names the operator's namespace is refused, and changes nothing.
+    let selfish = unique("selfish");
+    let object: HibernationSchedule = serde_json::from_value(json!({
+        "apiVersion": "cloudoptim.io/v1alpha1", "kind": "HibernationSchedule",
+        "metadata": {"name": selfish},
+        "spec": {"timeZone": "UTC", "awake": ["Mon-Sun 00:00-24:00"],
+                 "override": {"state": "Hibernating", "until": until},
+                 "targets": {"namespaces": [ns_op]}}
+    }))
+    .expect("schedule");
+    schedules
+        .create(&PostParams::default(), &object)
+        .await
+        .expect("schedule created");
+    let (status, reason, message) = eventually(WAIT, "the selfish schedule refused", || async {
+        ready(schedules.get(&selfish).await.ok()?).filter(|(s, _, _)| s == "False")
+    })
+    .await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "TargetsOperator"),
+        "{message}"
+    );
+    assert!(message.contains(&ns_op), "{message}");
+    assert_eq!(deploy_state(&client, &ns_op, "cloudoptim").await, (2, None));
+    schedules
+        .delete(&selfish, &Default::default())
+        .await
+        .expect("selfish schedule deleted");
     let (min, max, desired, tags) = group_state(&sdk, &group).await;
     assert_eq!((min, max, desired), (0, 0, 0));
     assert_eq!(tags.get("cloudoptim.io/hibernated-by"), Some(&name));
@@ -351,7 +410,7 @@ async fn hibernation_sleeps_and_wakes_workloads_and_node_groups() {
         .await
         .expect("person scales db");
     operator.kill();
-    let operator = Operator::start(cp, &moto, "e2e", &[]);
+    let operator = Operator::start(cp, &moto, "e2e", &[&own]);
     // The restarted operator reconciles (status written again) and keeps everything asleep, db at 3.
     eventually(
         WAIT,

@@ -122,13 +122,14 @@ async fn queue_empty(sqs: &aws_sdk_sqs::Client, url: &str) -> bool {
         && get(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible) == 0
 }
 
-async fn policy(client: &Client, url: &str) {
+/// The interruption policy; it selects only NodeTemplates labelled `e2e-pool=<pool>` (the Spot
+/// fallback phase's template), so its Spot split is what such a template's groups get.
+async fn policy(client: &Client, url: &str, pool: &str) {
     let policy: cloudoptim::api::OptimizationPolicy = serde_json::from_value(json!({
         "apiVersion": "cloudoptim.io/v1alpha1", "kind": "OptimizationPolicy",
         "metadata": {"name": unique("interruptions")},
         "spec": {
-            // Selects no template: this test is about interruptions only.
-            "nodeTemplateSelector": {"matchLabels": {"none": unique("none")}},
+            "nodeTemplateSelector": {"matchLabels": {"e2e-pool": pool}},
             "consolidation": {"mode": "Off"},
             "zombies": {"mode": "Off"},
             "interruptions": {"queueUrl": url, "rebalance": "Cordon", "drainDeadline": "60s"},
@@ -218,7 +219,8 @@ async fn interruption_notices_taint_cordon_drain_and_flag() {
         Some(())
     })
     .await;
-    policy(&client, &url).await;
+    let fallback_pool = unique("fallback-pool");
+    policy(&client, &url, &fallback_pool).await;
     let operator = Operator::start(cp, &moto, "e2e", &[]);
 
     let spot_id = unique("evt-spot");
@@ -316,7 +318,7 @@ async fn interruption_notices_taint_cordon_drain_and_flag() {
     aws::create_group(&sdk, &group, &launch, 1, &BTreeMap::new()).await;
     let template: cloudoptim::api::NodeTemplate = serde_json::from_value(json!({
         "apiVersion": "cloudoptim.io/v1alpha1", "kind": "NodeTemplate",
-        "metadata": {"name": unique("fallback")},
+        "metadata": {"name": unique("fallback"), "labels": {"e2e-pool": fallback_pool}},
         "spec": {"autoScalingGroups": {"names": [group]}, "requirements": {"families": ["m6i", "c6i"]}}
     }))
     .expect("template");
@@ -394,7 +396,7 @@ async fn interruption_burst() {
         fake.create(&client).await;
         ids.insert(name, id);
     }
-    policy(&client, &url).await;
+    policy(&client, &url, &unique("none")).await;
     let _operator = Operator::start(cp, &moto, "e2e", &[]);
     // Watch cordons as they happen.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();

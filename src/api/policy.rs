@@ -405,9 +405,15 @@ pub struct Zombies {
     #[serde(default = "default_grace")]
     #[schemars(pattern(DURATION_PATTERN))]
     pub grace_period: String,
-    /// Also look for `available` EBS volumes carrying the cluster tag.
+    /// Also look for `available` EBS volumes carrying the cluster tag. A volume a PersistentVolume or a
+    /// VolumeSnapshotContent names is never a zombie; volumes wait at least 1h, instances at least 10m,
+    /// whatever `gracePeriod` says.
     #[serde(default = "default_true")]
     pub volumes: bool,
+    /// In Delete mode, snapshot a zombie volume (CreateSnapshot, tagged with the cluster and the volume
+    /// id) before deleting it; the volume is deleted only once the snapshot was accepted.
+    #[serde(default = "default_true")]
+    pub snapshot_before_delete: bool,
 }
 
 impl Default for Zombies {
@@ -416,6 +422,7 @@ impl Default for Zombies {
             mode: ZombieMode::default(),
             grace_period: default_grace(),
             volumes: true,
+            snapshot_before_delete: true,
         }
     }
 }

@@ -38,9 +38,10 @@ pub struct RunArgs {
     /// Elect a leader through a coordination.k8s.io Lease so only one replica acts.
     #[arg(long)]
     pub leader_elect: bool,
-    /// Namespace of the leader-election Lease (the chart sets POD_NAMESPACE from the downward API; without
-    /// it, the service account's namespace file is read).
-    #[arg(long, env = "POD_NAMESPACE")]
+    /// The namespace the operator runs in: it holds the leader-election Lease and is never hibernated
+    /// (the chart sets POD_NAMESPACE from the downward API; without it, the service account's namespace
+    /// file is read).
+    #[arg(long, alias = "namespace", env = "POD_NAMESPACE")]
     pub lease_namespace: Option<String>,
     /// The file naming the pod's namespace, read when neither --lease-namespace nor POD_NAMESPACE is set.
     #[arg(long, default_value = SERVICE_ACCOUNT_NAMESPACE_FILE, hide = true)]
@@ -48,6 +49,14 @@ pub struct RunArgs {
     /// Identity in the leader election (defaults to the pod name, else the host name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// The least time an instance without a Node waits before it is a zombie, whatever a policy's
+    /// zombies.gracePeriod says. Do not lower it in production (tests do).
+    #[arg(long, default_value = "10m")]
+    pub zombie_grace_floor_instances: String,
+    /// The least time an unattached, unreferenced volume waits before it is a zombie, whatever a
+    /// policy's zombies.gracePeriod says. Do not lower it in production (tests do).
+    #[arg(long, default_value = "1h")]
+    pub zombie_grace_floor_volumes: String,
     /// Drains running at once in this process, consolidation and interruptions together.
     #[arg(long, default_value_t = crate::drain::DEFAULT_MAX_CONCURRENT_DRAINS)]
     pub max_concurrent_drains: usize,
@@ -108,10 +117,26 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
     };
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| CliError::Failed(format!("starting tokio: {e}")))?;
+    let floor = |flag: &str, text: &str| {
+        crate::engine::duration::parse(text)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .map_err(|e| CliError::BadInput(format!("{flag}: {e}")))
+    };
     let config = RunConfig {
         cluster_name,
         region,
         dry_run: args.dry_run,
+        own_namespace: lease_namespace(args.lease_namespace.as_deref(), &args.namespace_file).ok(),
+        zombie_grace_floors: (
+            floor(
+                "--zombie-grace-floor-instances",
+                &args.zombie_grace_floor_instances,
+            )?,
+            floor(
+                "--zombie-grace-floor-volumes",
+                &args.zombie_grace_floor_volumes,
+            )?,
+        ),
     };
     let result = runtime.block_on(operator(args, config, base));
     // Whatever is still running (watch retries, lease renewals) is abandoned, not awaited.

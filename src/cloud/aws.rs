@@ -557,6 +557,42 @@ impl Cloud for AwsCloud {
         .await
     }
 
+    async fn create_snapshot(
+        &self,
+        volume_id: &str,
+        description: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> CloudResult<String> {
+        self.limits.mutating.acquire().await;
+        let tags = ec2::TagSpecification::builder()
+            .resource_type(ec2::ResourceType::Snapshot)
+            .set_tags(Some(
+                tags.iter()
+                    .map(|(k, v)| ec2::Tag::builder().key(k).value(v).build())
+                    .collect(),
+            ))
+            .build();
+        let result = self
+            .ec2
+            .create_snapshot()
+            .volume_id(volume_id)
+            .description(description)
+            .tag_specifications(tags)
+            .send()
+            .await
+            .map_err(|e| classify("CreateSnapshot", e))
+            .and_then(|out| {
+                out.snapshot_id()
+                    .map(str::to_string)
+                    .ok_or_else(|| CloudError::Other {
+                        op: "CreateSnapshot",
+                        message: format!("no snapshot id returned for {volume_id}"),
+                        request_id: None,
+                    })
+            });
+        self.count("CreateSnapshot", result)
+    }
+
     async fn create_tags(
         &self,
         ids: &[String],

@@ -113,6 +113,17 @@ impl Cloud for FakeCloud {
         })
     }
 
+    async fn create_snapshot(
+        &self,
+        volume_id: &str,
+        _description: &str,
+        _tags: &BTreeMap<String, String>,
+    ) -> CloudResult<String> {
+        self.call(Some(format!("CreateSnapshot {volume_id}")), |_| {
+            Ok(format!("snap-{volume_id}"))
+        })
+    }
+
     async fn create_tags(
         &self,
         ids: &[String],

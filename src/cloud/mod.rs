@@ -250,6 +250,13 @@ pub trait Cloud: Send + Sync + 'static {
     fn terminate_instances(&self, ids: &[String]) -> impl Future<Output = CloudResult<()>> + Send;
     /// DeleteVolume.
     fn delete_volume(&self, id: &str) -> impl Future<Output = CloudResult<()>> + Send;
+    /// CreateSnapshot of a volume, the snapshot tagged with `tags`; returns the snapshot id.
+    fn create_snapshot(
+        &self,
+        volume_id: &str,
+        description: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> impl Future<Output = CloudResult<String>> + Send;
     /// CreateTags on instances or volumes.
     fn create_tags(
         &self,

@@ -78,6 +78,11 @@ pub enum Error {
     /// Adding or removing the finalizer failed.
     #[error("finalizer: {0}")]
     Finalizer(String),
+    /// The schedule names the namespace CloudOptim runs in.
+    #[error(
+        "spec.targets.namespaces: {0} is the namespace CloudOptim runs in; the operator never hibernates itself (it would not wake anything up again), so remove it"
+    )]
+    TargetsOperator(String),
 }
 
 impl Error {
@@ -92,12 +97,16 @@ impl Error {
             Error::Cloud(_) => "AwsError",
             Error::Kube(_) => "KubernetesError",
             Error::Finalizer(_) => "FinalizerError",
+            Error::TargetsOperator(_) => "TargetsOperator",
         }
     }
 
     fn retry_after(&self) -> Duration {
         match self {
-            Error::Schedule(_) | Error::NameTooLong(_) | Error::BadSelector(..) => RESYNC,
+            Error::Schedule(_)
+            | Error::NameTooLong(_)
+            | Error::BadSelector(..)
+            | Error::TargetsOperator(_) => RESYNC,
             _ => Duration::from_secs(10),
         }
     }
@@ -346,6 +355,7 @@ async fn patch_workload(
 async fn target_namespaces(
     client: &kube::Client,
     schedule: &HibernationSchedule,
+    own_namespace: Option<&str>,
 ) -> Result<BTreeSet<String>, Error> {
     let targets = &schedule.spec.targets;
     let mut namespaces: BTreeSet<String> = targets.namespaces.iter().cloned().collect();
@@ -359,6 +369,10 @@ async fn target_namespaces(
     }
     for excluded in &targets.exclude.namespaces {
         namespaces.remove(excluded);
+    }
+    // The operator's own namespace never sleeps, whatever selects it.
+    if let Some(own) = own_namespace {
+        namespaces.remove(own);
     }
     Ok(namespaces)
 }
@@ -496,7 +510,7 @@ async fn step_workloads<C: Cloud>(
     let name = schedule.name_any();
     let excluded_names = &schedule.spec.targets.exclude.names;
     let namespaces = if asleep {
-        target_namespaces(&ctx.client, schedule).await?
+        target_namespaces(&ctx.client, schedule, ctx.config.own_namespace.as_deref()).await?
     } else {
         BTreeSet::new()
     };
@@ -684,6 +698,11 @@ async fn apply<C: Cloud>(
         if name.len() > 63 {
             return Err(Error::NameTooLong(name.clone()));
         }
+        if let Some(own) = ctx.config.own_namespace.as_ref()
+            && schedule.spec.targets.namespaces.contains(own)
+        {
+            return Err(Error::TargetsOperator(own.clone()));
+        }
         let compiled = compile(schedule)?;
         let wanted = wanted(schedule, &compiled, now);
         let done = converge(ctx, schedule, &wanted).await?;
@@ -728,6 +747,13 @@ async fn apply<C: Cloud>(
                 message.push_str(&format!(
                     "; left alone, another schedule holds them: {}",
                     done.held_by_other.join(", ")
+                ));
+            }
+            if let Some(own) = &ctx.config.own_namespace
+                && schedule.spec.targets.namespace_selector.is_some()
+            {
+                message.push_str(&format!(
+                    "; namespace {own} (CloudOptim itself) never sleeps"
                 ));
             }
             if ctx.config.dry_run {

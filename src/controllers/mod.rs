@@ -32,6 +32,12 @@ pub struct RunConfig {
     pub region: String,
     /// Change nothing anywhere, whatever the policies say.
     pub dry_run: bool,
+    /// The least zombie grace periods in seconds, (instances, volumes), whatever a policy says
+    /// (defaults [`crate::engine::zombies::MIN_INSTANCE_GRACE`], [`crate::engine::zombies::MIN_VOLUME_GRACE`]).
+    pub zombie_grace_floors: (i64, i64),
+    /// The namespace the operator runs in (POD_NAMESPACE or the service account's namespace file):
+    /// hibernation never puts it to sleep.
+    pub own_namespace: Option<String>,
 }
 
 /// What every reconcile gets.

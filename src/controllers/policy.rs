@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, ListParams};
@@ -588,25 +588,33 @@ async fn handle_zombies<C: Cloud>(
             hourly: prices.on_demand_price(region, &i.instance_type),
         })
         .collect();
-    let volumes: Vec<String> = if spec.volumes {
-        ctx.cloud
+    let (volumes, referenced) = if spec.volumes {
+        let volumes = ctx
+            .cloud
             .available_volumes(CLUSTER_TAG, cluster)
             .await?
             .into_iter()
             .map(|v| v.id)
-            .collect()
+            .collect();
+        // Read before anything is judged: if the references cannot be read, nothing is deleted.
+        (volumes, referenced_volumes(&ctx.client).await?)
     } else {
-        Vec::new()
+        (Vec::new(), BTreeSet::new())
     };
     let seen = previous_zombies(previous);
     let now = Utc::now().timestamp();
+    let grace = zombies::Grace::with_floors(
+        i64::try_from(settings.zombie_grace.as_secs()).unwrap_or(i64::MAX),
+        ctx.config.zombie_grace_floors,
+    );
     let found = zombies::find(
         &facts,
         all_node_ids,
         &volumes,
+        &referenced,
         &seen,
         now,
-        i64::try_from(settings.zombie_grace.as_secs()).unwrap_or(i64::MAX),
+        grace,
     );
     let mut notes = Vec::new();
     let reference = policy.object_ref(&());
@@ -619,9 +627,13 @@ async fn handle_zombies<C: Cloud>(
     }
     let mut kept = Vec::new();
     for zombie in &found {
+        let kind_grace = match zombie.kind {
+            ZombieKind::Instance => grace.instances,
+            ZombieKind::Volume => grace.volumes,
+        };
         let was_due = seen
             .get(&(zombie.kind, zombie.id.clone()))
-            .is_some_and(|since| now - since >= settings.zombie_grace.as_secs() as i64);
+            .is_some_and(|since| now - since >= kind_grace);
         if zombie.due && !was_due {
             ctx.event(
                 &reference,
@@ -656,7 +668,8 @@ async fn handle_zombies<C: Cloud>(
                 ),
                 ZombieKind::Volume => (
                     "zombie_delete_volume",
-                    ctx.cloud.delete_volume(&zombie.id).await,
+                    snapshot_then_delete(ctx, &zombie.id, spec.snapshot_before_delete, &mut notes)
+                        .await,
                 ),
             };
             let label = if result.is_ok() { "ok" } else { "error" };
@@ -692,6 +705,81 @@ async fn handle_zombies<C: Cloud>(
         }
     }
     Ok((kept, notes))
+}
+
+/// EBS volume ids named by a PersistentVolume (in-tree `awsElasticBlockStore` or CSI
+/// `volumeHandle`, any phase) or a VolumeSnapshotContent (`source.volumeHandle`; none when the
+/// snapshot CRDs are not installed). An error (the list failed) means no volume may be deleted.
+async fn referenced_volumes(client: &kube::Client) -> Result<BTreeSet<String>, Error> {
+    let mut ids = BTreeSet::new();
+    let pvs = Api::<PersistentVolume>::all(client.clone())
+        .list(&ListParams::default())
+        .await?;
+    for pv in &pvs.items {
+        let Some(spec) = &pv.spec else { continue };
+        let handles = [
+            spec.csi.as_ref().map(|c| c.volume_handle.as_str()),
+            spec.aws_elastic_block_store
+                .as_ref()
+                .map(|e| e.volume_id.as_str()),
+        ];
+        ids.extend(
+            handles
+                .into_iter()
+                .flatten()
+                .filter_map(zombies::ebs_volume_id)
+                .map(str::to_string),
+        );
+    }
+    let resource = kube::core::ApiResource::from_gvk_with_plural(
+        &kube::core::GroupVersionKind::gvk(
+            "snapshot.storage.k8s.io",
+            "v1",
+            "VolumeSnapshotContent",
+        ),
+        "volumesnapshotcontents",
+    );
+    match Api::<kube::core::DynamicObject>::all_with(client.clone(), &resource)
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(contents) => ids.extend(contents.items.iter().filter_map(|c| {
+            c.data["spec"]["source"]["volumeHandle"]
+                .as_str()
+                .and_then(zombies::ebs_volume_id)
+                .map(str::to_string)
+        })),
+        // The snapshot CRDs are not installed: no snapshot content can name a volume.
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(ids)
+}
+
+/// Delete a zombie volume, after a snapshot of it when `snapshot` (the volume stays if the snapshot
+/// is refused).
+async fn snapshot_then_delete<C: Cloud>(
+    ctx: &Context<C>,
+    volume: &str,
+    snapshot: bool,
+    notes: &mut Vec<String>,
+) -> Result<(), CloudError> {
+    if snapshot {
+        let tags = BTreeMap::from([
+            (CLUSTER_TAG.to_string(), ctx.config.cluster_name.clone()),
+            (
+                "cloudoptim.io/zombie-volume".to_string(),
+                volume.to_string(),
+            ),
+        ]);
+        let description = format!("CloudOptim: last copy of zombie volume {volume}");
+        let id = ctx
+            .cloud
+            .create_snapshot(volume, &description, &tags)
+            .await?;
+        notes.push(format!("snapshot {id} of zombie {volume}"));
+    }
+    ctx.cloud.delete_volume(volume).await
 }
 
 /// A node to remove: its name, instance id, Auto Scaling group and price per hour.
