@@ -400,5 +400,40 @@ async fn node_template_controller_writes_ranked_mixed_instances_policies() {
         after, before,
         "dry run: the group's policy and sizes are unchanged"
     );
+    // A duration the CRD pattern admits but no arithmetic should see: Ready=False naming the field, the
+    // operator unharmed.
+    let huge = unique("huge");
+    let policy: OptimizationPolicy = serde_json::from_value(json!({
+        "apiVersion": "cloudoptim.io/v1alpha1", "kind": "OptimizationPolicy",
+        "metadata": {"name": huge},
+        "spec": {"nodeTemplateSelector": {"matchLabels": {"pool": unique("none")}},
+                 "disruption": {"drainTimeout": "999999999999d",
+                                "budgets": [{"nodes": "1", "schedule": "0 9 * * *", "duration": "1d"}]}}
+    }))
+    .expect("policy");
+    let policies: Api<OptimizationPolicy> = Api::all(client.clone());
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .expect("admitted: the pattern allows it");
+    let (reason, message) = eventually(WAIT, "the huge duration reported", || async {
+        let p = policies.get(&huge).await.ok()?;
+        let ready = p
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready")?;
+        (ready.status == "False").then_some((ready.reason, ready.message))
+    })
+    .await;
+    assert_eq!(reason, "InvalidPolicy", "{message}");
+    assert!(
+        message.contains("disruption.drainTimeout") && message.contains("366d"),
+        "{message}"
+    );
+    assert!(
+        operator.get("/healthz").is_some_and(|(c, _)| c == 200) && operator.is_ready(),
+        "the operator is unharmed"
+    );
     operator.kill();
 }
