@@ -4,8 +4,6 @@
 
 mod support;
 
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use kube::discovery::{Discovery, Scope};
 use support::{ControlPlane, repo_root};
 
 use support::chart::{helm, helm_run};
@@ -19,30 +17,7 @@ async fn server_side_dry_run(
     namespace: &str,
     objects: &[serde_json::Value],
 ) {
-    let discovery = Discovery::new(client.clone())
-        .run()
-        .await
-        .expect("discovery");
-    for object in objects {
-        let object: DynamicObject = serde_json::from_value(object.clone()).expect("an object");
-        let types = object.types.clone().expect("apiVersion and kind");
-        let gvk = kube::api::GroupVersionKind::try_from(&types).expect("gvk");
-        let (resource, capabilities) = discovery
-            .resolve_gvk(&gvk)
-            .unwrap_or_else(|| panic!("{gvk:?} is served"));
-        let api: Api<DynamicObject> = match capabilities.scope {
-            Scope::Namespaced => Api::namespaced_with(client.clone(), namespace, &resource),
-            Scope::Cluster => Api::all_with(client.clone(), &resource),
-        };
-        let name = object.metadata.name.clone().expect("named");
-        api.patch(
-            &name,
-            &PatchParams::apply("helm-e2e").dry_run(),
-            &Patch::Apply(&object),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{} {name} rejected by the API server: {e}", types.kind));
-    }
+    support::chart::apply(client, namespace, objects, "helm-e2e", true).await;
 }
 
 #[tokio::test]

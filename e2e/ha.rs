@@ -23,8 +23,7 @@ use cloudoptim::api::{NodeTemplate, OptimizationPolicy};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ServiceAccount;
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
-use kube::discovery::{Discovery, Scope};
+use kube::api::{Api, PostParams};
 use serde_json::json;
 use support::operator::{Operator, eventually};
 use support::proxy::Proxy;
@@ -56,24 +55,8 @@ async fn install_all_but_the_deployment(
     namespace: &str,
     objects: &[serde_json::Value],
 ) {
-    let discovery = Discovery::new(client.clone())
-        .run()
-        .await
-        .expect("discovery");
-    for object in objects.iter().filter(|o| o["kind"] != "Deployment") {
-        let object: DynamicObject = serde_json::from_value(object.clone()).expect("an object");
-        let types = object.types.clone().expect("apiVersion and kind");
-        let gvk = kube::api::GroupVersionKind::try_from(&types).expect("gvk");
-        let (resource, capabilities) = discovery.resolve_gvk(&gvk).expect("served");
-        let api: Api<DynamicObject> = match capabilities.scope {
-            Scope::Namespaced => Api::namespaced_with(client.clone(), namespace, &resource),
-            Scope::Cluster => Api::all_with(client.clone(), &resource),
-        };
-        let name = object.metadata.name.clone().expect("named");
-        api.patch(&name, &PatchParams::apply("helm"), &Patch::Apply(&object))
-            .await
-            .unwrap_or_else(|e| panic!("installing {} {name}: {e}", types.kind));
-    }
+    let objects = objects.iter().filter(|o| o["kind"] != "Deployment");
+    support::chart::apply(client, namespace, objects, "helm", false).await;
 }
 
 /// A kubeconfig whose only credential is a token of the chart's service account.

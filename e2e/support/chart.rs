@@ -2,6 +2,9 @@
 
 use std::process::Command;
 
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::discovery::{Discovery, Scope};
+
 use super::repo_root;
 
 /// The helm binary built by setup.sh, if any.
@@ -63,4 +66,39 @@ pub fn operator_container(objects: &[serde_json::Value]) -> serde_json::Value {
         .find(|o| o["kind"] == "Deployment")
         .expect("a Deployment is rendered")["spec"]["template"]["spec"]["containers"][0]
         .clone()
+}
+
+/// Server-side apply rendered `objects` in `namespace` as field manager `manager` (`dry_run`: only
+/// have the API server validate them); panics naming an object the API server refuses.
+pub async fn apply<'o>(
+    client: &kube::Client,
+    namespace: &str,
+    objects: impl IntoIterator<Item = &'o serde_json::Value>,
+    manager: &str,
+    dry_run: bool,
+) {
+    let discovery = Discovery::new(client.clone())
+        .run()
+        .await
+        .expect("discovery");
+    let mut params = PatchParams::apply(manager);
+    if dry_run {
+        params = params.dry_run();
+    }
+    for object in objects {
+        let object: DynamicObject = serde_json::from_value(object.clone()).expect("an object");
+        let types = object.types.clone().expect("apiVersion and kind");
+        let gvk = kube::api::GroupVersionKind::try_from(&types).expect("gvk");
+        let (resource, capabilities) = discovery
+            .resolve_gvk(&gvk)
+            .unwrap_or_else(|| panic!("{gvk:?} is served"));
+        let api: Api<DynamicObject> = match capabilities.scope {
+            Scope::Namespaced => Api::namespaced_with(client.clone(), namespace, &resource),
+            Scope::Cluster => Api::all_with(client.clone(), &resource),
+        };
+        let name = object.metadata.name.clone().expect("named");
+        api.patch(&name, &params, &Patch::Apply(&object))
+            .await
+            .unwrap_or_else(|e| panic!("{} {name} rejected by the API server: {e}", types.kind));
+    }
 }

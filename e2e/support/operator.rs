@@ -31,9 +31,9 @@ impl Operator {
         extra: &[&str],
     ) -> Operator {
         let metrics_port = free_port();
-        let log = cp.dir.join(format!("operator-{metrics_port}.log"));
         let advisor = repo_root().join("data/catalog/spot-advisor.json");
-        let child = Command::new(env!("CARGO_BIN_EXE_cloudoptim"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cloudoptim"));
+        command
             .args([
                 "--log-format",
                 "json",
@@ -49,13 +49,21 @@ impl Operator {
             .env("AWS_ENDPOINT_URL", &moto.endpoint)
             .env("AWS_ACCESS_KEY_ID", aws::ACCESS_KEY)
             .env("AWS_SECRET_ACCESS_KEY", aws::SECRET_KEY)
-            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_PROFILE");
+        Self::spawn(cp, command, metrics_port)
+    }
+
+    /// Spawn `command` (logging to a file under the control plane's directory), stop it when the test
+    /// process exits, and wait until /healthz answers on `metrics_port`.
+    fn spawn(cp: &ControlPlane, mut command: Command, metrics_port: u16) -> Operator {
+        let log = cp.dir.join(format!("operator-{metrics_port}.log"));
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("operator log file"))
             .spawn()
-            .expect("cloudoptim run starts");
-        watchdog(&format!("kill {} 2>/dev/null", child.id()));
+            .expect("cloudoptim starts");
+        watchdog(&format!("kill -9 {} 2>/dev/null", child.id()));
         let mut operator = Operator {
             child,
             metrics_port,
@@ -74,25 +82,13 @@ impl Operator {
         env: &[(String, String)],
         metrics_port: u16,
     ) -> Operator {
-        let log = cp.dir.join(format!("operator-{metrics_port}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_cloudoptim"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cloudoptim"));
+        command
             .args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("operator log file"))
-            .spawn()
-            .expect("cloudoptim starts");
-        watchdog(&format!("kill -9 {} 2>/dev/null", child.id()));
-        let mut operator = Operator {
-            child,
-            metrics_port,
-            log,
-        };
-        operator.wait_for("/healthz", Duration::from_secs(60));
-        operator
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        Self::spawn(cp, command, metrics_port)
     }
 
     /// Whether /readyz answers 200.
