@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
-use tokio::sync::RwLock;
 
 use crate::engine::catalog::{SpotAdvisor, parse_spot_advisor};
 use crate::metrics::Metrics;
@@ -113,15 +112,35 @@ async fn http_get(url: &str) -> Result<String, FeedError> {
 }
 
 /// The advisor data in use, refreshed on demand when older than `REFRESH`.
+///
+/// A refresh runs outside the state's lock and has one total deadline (headers and body together), so
+/// a blocked egress or a stalled body never holds other reconciles: while one caller refreshes, the
+/// others get the copy in use at once (only the very first fetch is waited for, so the first ranking
+/// uses the feed, bounded by the same deadline). A failure is retried after a backoff (30 s, doubling,
+/// at most `REFRESH`), not on every reconcile.
 #[derive(Clone)]
 pub struct AdvisorCache {
     url: String,
     metrics: Metrics,
-    state: Arc<RwLock<Option<Cached>>>,
+    deadline: Duration,
+    state: Arc<std::sync::Mutex<State>>,
+    refreshing: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// The advisor data, when it was (last tried to be) fetched, and its freshness.
-type Cached = (Arc<SpotAdvisor>, Instant, Freshness);
+/// What the cache holds.
+struct State {
+    data: Option<Arc<SpotAdvisor>>,
+    freshness: Freshness,
+    /// When the next fetch is due (`None`: never tried).
+    next_attempt: Option<Instant>,
+    /// Failed attempts since the last success.
+    failures: u32,
+}
+
+/// The longest a whole fetch (connect, headers, body) may take.
+pub const FETCH_DEADLINE: Duration = Duration::from_secs(20);
+/// The first retry after a failure; it doubles up to [`REFRESH`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(30);
 
 impl AdvisorCache {
     /// A cache for `url` (nothing fetched yet).
@@ -129,46 +148,96 @@ impl AdvisorCache {
         AdvisorCache {
             url: url.into(),
             metrics,
-            state: Arc::new(RwLock::new(None)),
+            deadline: FETCH_DEADLINE,
+            state: Arc::new(std::sync::Mutex::new(State {
+                data: None,
+                freshness: Freshness::Sample,
+                next_attempt: None,
+                failures: 0,
+            })),
+            refreshing: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// The same cache with another total fetch deadline (tests).
+    pub fn with_deadline(mut self, deadline: Duration) -> AdvisorCache {
+        self.deadline = deadline;
+        self
+    }
+
+    fn current(&self) -> (Option<Arc<SpotAdvisor>>, Freshness, bool, bool) {
+        match self.state.lock() {
+            Ok(s) => (
+                s.data.clone(),
+                s.freshness,
+                s.next_attempt.is_none_or(|at| Instant::now() >= at),
+                s.next_attempt.is_none(),
+            ),
+            Err(_) => (None, Freshness::Sample, false, false),
         }
     }
 
     /// The current advisor data and its freshness, fetching when due. `None` data means "use the
     /// embedded sample" (never fetched successfully).
     pub async fn get(&self) -> (Option<Arc<SpotAdvisor>>, Freshness) {
-        if let Some((data, fetched, freshness)) = self.state.read().await.as_ref()
-            && fetched.elapsed() < REFRESH
-        {
-            return (Some(data.clone()), *freshness);
+        let (data, freshness, due, never_tried) = self.current();
+        if !due {
+            return (data, freshness);
         }
-        let mut state = self.state.write().await;
-        match fetch(&self.url).await {
+        let guard = match self.refreshing.try_lock() {
+            Ok(guard) => guard,
+            // Someone else is fetching: use what is there, except before the very first answer.
+            Err(_) if never_tried => self.refreshing.lock().await,
+            Err(_) => return (data, freshness),
+        };
+        let (_, _, due, _) = self.current();
+        if due {
+            self.refresh().await;
+        }
+        drop(guard);
+        let (data, freshness, _, _) = self.current();
+        (data, freshness)
+    }
+
+    /// One fetch within the deadline, then the state updated (the lock is not held while fetching).
+    async fn refresh(&self) {
+        let result = match tokio::time::timeout(self.deadline, fetch(&self.url)).await {
+            Ok(result) => result,
+            Err(_) => Err(FeedError::Http {
+                url: self.url.clone(),
+                message: format!("no complete answer within {:?}", self.deadline),
+            }),
+        };
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        match result {
             Ok(advisor) => {
-                let data = Arc::new(advisor);
-                *state = Some((data.clone(), Instant::now(), Freshness::Fresh));
+                state.data = Some(Arc::new(advisor));
+                state.freshness = Freshness::Fresh;
+                state.failures = 0;
+                state.next_attempt = Some(Instant::now() + REFRESH);
                 self.metrics
                     .spot_advisor_stale
                     .with_label_values(&["feed"])
                     .set(0);
-                (Some(data), Freshness::Fresh)
             }
             Err(e) => {
+                state.failures = state.failures.saturating_add(1);
+                let backoff = FIRST_BACKOFF
+                    .saturating_mul(1 << (state.failures - 1).min(16))
+                    .min(REFRESH);
+                state.next_attempt = Some(Instant::now() + backoff);
                 self.metrics
                     .spot_advisor_stale
                     .with_label_values(&["feed"])
                     .set(1);
-                match state.as_mut() {
-                    Some((data, fetched, freshness)) => {
-                        tracing::warn!(error = %e, "Spot Advisor refresh failed; keeping the last good copy");
-                        // Retry at the next refresh interval, not on every reconcile.
-                        *fetched = Instant::now();
-                        *freshness = Freshness::Stale;
-                        (Some(data.clone()), Freshness::Stale)
-                    }
-                    None => {
-                        tracing::warn!(error = %e, "Spot Advisor feed unavailable; using the embedded SAMPLE data");
-                        (None, Freshness::Sample)
-                    }
+                if state.data.is_some() {
+                    state.freshness = Freshness::Stale;
+                    tracing::warn!(error = %e, retry_in = ?backoff, "Spot Advisor refresh failed; keeping the last good copy");
+                } else {
+                    state.freshness = Freshness::Sample;
+                    tracing::warn!(error = %e, retry_in = ?backoff, "Spot Advisor feed unavailable; using the embedded SAMPLE data");
                 }
             }
         }
@@ -222,5 +291,80 @@ mod tests {
                 .render()
                 .contains("cloudoptim_spot_advisor_stale{source=\"feed\"} 1")
         );
+    }
+
+    /// A server that answers every connection with headers promising a large body, one byte of it,
+    /// and then nothing; counts connections.
+    fn stalling_server() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/feed.json", listener.local_addr().expect("addr"));
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = connections.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for mut stream in listener.incoming().flatten() {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // Read the request, then answer with headers and one byte of the promised body.
+                let mut request = Vec::new();
+                let mut byte = [0u8; 1];
+                while !request.ends_with(b"\r\n\r\n") {
+                    match std::io::Read::read(&mut stream, &mut byte) {
+                        Ok(1) => request.push(byte[0]),
+                        _ => break,
+                    }
+                }
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n{");
+                let _ = stream.flush();
+                held.push(stream);
+            }
+        });
+        (url, connections)
+    }
+
+    /// The error the cache's fetch ends with, within its deadline.
+    async fn fetch_error(cache: &AdvisorCache) -> String {
+        match tokio::time::timeout(cache.deadline, fetch(&cache.url)).await {
+            Ok(Ok(_)) => "fetched".into(),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no complete answer within {:?}", cache.deadline),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stalled_body_ends_at_the_deadline_and_is_not_retried_on_every_call() {
+        let (url, connections) = stalling_server();
+        let metrics = Metrics::new().expect("metrics");
+        let cache = AdvisorCache::new(url, metrics).with_deadline(Duration::from_millis(300));
+        let (data, freshness) = cache.get().await;
+        assert!(data.is_none());
+        assert_eq!(freshness, Freshness::Sample);
+        let error = fetch_error(&cache).await;
+        assert!(error.contains("no complete answer within"), "{error}");
+        for _ in 0..5 {
+            assert_eq!(cache.get().await.1, Freshness::Sample);
+        }
+        assert_eq!(
+            connections.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "one fetch by the cache (then backoff, whatever the callers), one by fetch_error"
+        );
+    }
+
+    #[tokio::test]
+    async fn callers_do_not_wait_for_a_refresh_another_caller_runs() {
+        let metrics = Metrics::new().expect("metrics");
+        let path = temp_file("refresh.json", FEED);
+        let cache = AdvisorCache::new(format!("file://{path}"), metrics);
+        assert_eq!(cache.get().await.1, Freshness::Fresh);
+        // Make the refresh due and hold the refresh lock as another caller would.
+        if let Ok(mut state) = cache.state.lock() {
+            state.next_attempt = Some(Instant::now());
+        }
+        let held = cache.refreshing.clone().lock_owned().await;
+        let (data, freshness) = cache.get().await;
+        assert!(data.is_some(), "the copy in use, at once");
+        assert_eq!(freshness, Freshness::Fresh);
+        drop(held);
     }
 }
