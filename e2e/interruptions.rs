@@ -311,6 +311,55 @@ async fn interruption_notices_taint_cordon_drain_and_flag() {
         assert_eq!(count(kind), 1.0, "{kind}");
     }
 
+    // Forged or stale messages: refused by origin and time, counted, deleted, and nothing touched.
+    let bystander = format!("{pool}-bystander");
+    let bystander_id = instance_id(50);
+    FakeNode::new(&bystander, &zones[0], &bystander_id)
+        .create(&client)
+        .await;
+    let forged = |pointer: &str, value: serde_json::Value| {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&spot_warning(&unique("evt-forged"), &bystander_id))
+                .expect("json");
+        *v.pointer_mut(pointer).expect("field") = value;
+        v.to_string()
+    };
+    let stamp = |t: chrono::DateTime<chrono::Utc>| {
+        json!(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    };
+    for body in [
+        forged("/account", json!("999999999999")),
+        forged("/region", json!("eu-west-1")),
+        forged("/source", json!("my.app")),
+        forged(
+            "/time",
+            stamp(chrono::Utc::now() - chrono::TimeDelta::minutes(10)),
+        ),
+        forged(
+            "/time",
+            stamp(chrono::Utc::now() + chrono::TimeDelta::hours(1)),
+        ),
+    ] {
+        send(&sqs, &url, body).await;
+    }
+    eventually(WAIT, "the forged messages refused and deleted", || async {
+        let refused = [
+            "refused_account",
+            "refused_region",
+            "refused_source",
+            "refused_stale",
+            "refused_time",
+        ]
+        .iter()
+        .all(|k| count(k) == 1.0);
+        (refused && queue_empty(&sqs, &url).await).then_some(())
+    })
+    .await;
+    assert!(
+        !marked(&node(&client, &bystander).await),
+        "no forged message cordoned the node it named"
+    );
+
     // A Spot capacity error from Auto Scaling: the group goes to on-demand, then back to its Spot
     // split after spot.restoreToSpotAfter (20 s here).
     let group = unique("fallback");

@@ -32,7 +32,8 @@ use crate::api::{NodeTemplate, OptimizationPolicy};
 use crate::cloud::{Cloud, GroupSelector, QueueMessage};
 use crate::drain::{DrainOptions, Drainer, Marker};
 use crate::engine::interruption::{
-    Dedupe, Notice, NoticeKind, RebalancePolicy, Response, parse, respond,
+    Dedupe, Notice, NoticeKind, Origin, RebalancePolicy, Response, cap_health, check, parse,
+    respond,
 };
 use crate::engine::mix::{SPOT_FALLBACK_ANNOTATION, with_fallback};
 use crate::hub::client::{HubClient, LocalReport};
@@ -57,6 +58,21 @@ struct QueueSettings {
     /// `spot.fallbackToOnDemand`: how long a group stays on on-demand after a Spot capacity error
     /// (`spot.restoreToSpotAfter`), or `None` when the policy does not fall back.
     fallback: Option<Duration>,
+    /// The policy's checked settings (its disruption budgets), when they are valid.
+    policy: Option<super::policy::Settings>,
+}
+
+impl QueueSettings {
+    /// The most instances one AWS Health event may name: what the policy's budgets allow at once over
+    /// `nodes` nodes (at least 1; `nodes` when the budgets are invalid or absent).
+    fn health_cap(&self, nodes: usize) -> usize {
+        self.policy
+            .as_ref()
+            .map_or(nodes, |s| {
+                super::policy::batch_limit(s, nodes, chrono::Utc::now())
+            })
+            .max(1)
+    }
 }
 
 /// The receivers of one queue and the settings they read.
@@ -115,7 +131,7 @@ impl<C: Cloud> Intake<C> {
         message: QueueMessage,
         settings: QueueSettings,
     ) -> Option<FollowUp> {
-        let notice = match parse(&message.body) {
+        let mut notice = match parse(&message.body) {
             Ok(notice) => notice,
             Err(e) => {
                 self.count(e.metric_label());
@@ -124,6 +140,20 @@ impl<C: Cloud> Intake<C> {
                 return None;
             }
         };
+        // Believe only what this cluster's account and region could have sent, in time.
+        let origin = Origin::of_queue(queue, &self.ctx.config.region);
+        if let Err(refusal) = check(&notice, &origin, chrono::Utc::now().timestamp_millis()) {
+            self.count(refusal.metric_label());
+            tracing::warn!(message_id = %message.id, event_id = %notice.event_id, reason = %refusal, "refusing an SQS message");
+            self.delete(queue, &message).await;
+            return None;
+        }
+        let cap = settings.health_cap(self.nodes.state().len());
+        let left_out = cap_health(&mut notice, cap);
+        if !left_out.is_empty() {
+            self.count("capped");
+            tracing::warn!(message_id = %message.id, event_id = %notice.event_id, cap, left_out = ?left_out, "an AWS Health event names more instances than the policy's budget; acting on the first only");
+        }
         let first = self
             .dedupe
             .lock()
@@ -459,6 +489,7 @@ fn settings_of(
             },
             deadline,
             dry_run: global_dry_run || policy.spec.dry_run,
+            policy: super::policy::settings(policy).ok(),
             fallback: policy.spec.spot.fallback_to_on_demand.then(|| {
                 parse_duration(
                     "spot.restoreToSpotAfter",

@@ -59,6 +59,170 @@ pub struct Notice {
     pub instance_ids: Vec<String>,
     /// When the event happened (RFC 3339 `time`), unix milliseconds.
     pub time_millis: Option<i64>,
+    /// The envelope's `source` (`aws.ec2`, `aws.health`, `aws.autoscaling`).
+    pub source: Option<String>,
+    /// The envelope's `account`.
+    pub account: Option<String>,
+    /// The envelope's `region`.
+    pub region: Option<String>,
+}
+
+/// Where genuine notices for this cluster come from: its account (the queue's, when the queue URL
+/// names it) and its region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The AWS account id, if known.
+    pub account: Option<String>,
+    /// The cluster's region.
+    pub region: String,
+}
+
+impl Origin {
+    /// The origin of notices arriving on `queue_url` (`https://sqs.<region>.amazonaws.com/<account>/<name>`)
+    /// for a cluster in `region`.
+    pub fn of_queue(queue_url: &str, region: &str) -> Origin {
+        let segments: Vec<&str> = queue_url.split('/').filter(|s| !s.is_empty()).collect();
+        let account = segments
+            .len()
+            .checked_sub(2)
+            .and_then(|i| segments.get(i))
+            .filter(|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()))
+            .map(|a| a.to_string());
+        Origin {
+            account,
+            region: region.to_string(),
+        }
+    }
+}
+
+/// Why a well-formed notice is not believed. Each is counted and logged with the message id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// `source` is not the AWS service that sends this kind.
+    #[error("source {found:?} does not send {kind} notices (expected {expected})")]
+    Source {
+        /// The kind.
+        kind: &'static str,
+        /// What the kind requires.
+        expected: &'static str,
+        /// What the message says.
+        found: String,
+    },
+    /// `account` is not this cluster's.
+    #[error("account {found:?} is not this cluster's ({expected})")]
+    Account {
+        /// This cluster's account.
+        expected: String,
+        /// What the message says.
+        found: String,
+    },
+    /// `region` is not this cluster's.
+    #[error("region {found:?} is not this cluster's ({expected})")]
+    Region {
+        /// This cluster's region.
+        expected: String,
+        /// What the message says.
+        found: String,
+    },
+    /// The event is older than the notice it carries (e.g. a Spot warning older than 2 minutes).
+    #[error("the event is {age_seconds} s old, older than its {limit_seconds} s notice")]
+    Stale {
+        /// Its age.
+        age_seconds: i64,
+        /// The notice it carried.
+        limit_seconds: i64,
+    },
+    /// The event time lies in the future (beyond clock skew).
+    #[error("the event time is {ahead_seconds} s in the future")]
+    Future {
+        /// How far ahead.
+        ahead_seconds: i64,
+    },
+    /// No event time.
+    #[error("the event has no time")]
+    NoTime,
+}
+
+impl Refusal {
+    /// The `kind` label of `cloudoptim_interruptions_total`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Refusal::Source { .. } => "refused_source",
+            Refusal::Account { .. } => "refused_account",
+            Refusal::Region { .. } => "refused_region",
+            Refusal::Stale { .. } => "refused_stale",
+            Refusal::Future { .. } | Refusal::NoTime => "refused_time",
+        }
+    }
+}
+
+/// Clock skew tolerated for event times ahead of ours.
+pub const MAX_SKEW_SECONDS: i64 = 300;
+
+/// The service that sends a kind, and how long after the event it may still be acted on.
+fn provenance(kind: &NoticeKind) -> (&'static str, i64) {
+    match kind {
+        // The two-minute warning: past it the instance is gone.
+        NoticeKind::SpotInterruption => ("aws.ec2", 120),
+        NoticeKind::Rebalance => ("aws.ec2", 30 * 60),
+        NoticeKind::StateChange(_) => ("aws.ec2", 10 * 60),
+        // Scheduled changes are announced days ahead; a day-old announcement still stands.
+        NoticeKind::ScheduledChange => ("aws.health", 24 * 3600),
+        NoticeKind::LaunchFailed { .. } => ("aws.autoscaling", 30 * 60),
+    }
+}
+
+/// Check a parsed notice against this cluster's origin and the clock (`now_millis`).
+pub fn check(notice: &Notice, origin: &Origin, now_millis: i64) -> Result<(), Refusal> {
+    let (expected, limit_seconds) = provenance(&notice.kind);
+    let source = notice.source.clone().unwrap_or_default();
+    if source != expected {
+        return Err(Refusal::Source {
+            kind: notice.kind.metric_label(),
+            expected,
+            found: source,
+        });
+    }
+    if let Some(account) = &origin.account {
+        let found = notice.account.clone().unwrap_or_default();
+        if &found != account {
+            return Err(Refusal::Account {
+                expected: account.clone(),
+                found,
+            });
+        }
+    }
+    let region = notice.region.clone().unwrap_or_default();
+    if region != origin.region {
+        return Err(Refusal::Region {
+            expected: origin.region.clone(),
+            found: region,
+        });
+    }
+    let time = notice.time_millis.ok_or(Refusal::NoTime)?;
+    let age_seconds = (now_millis - time) / 1000;
+    if age_seconds < -MAX_SKEW_SECONDS {
+        return Err(Refusal::Future {
+            ahead_seconds: -age_seconds,
+        });
+    }
+    if age_seconds > limit_seconds {
+        return Err(Refusal::Stale {
+            age_seconds,
+            limit_seconds,
+        });
+    }
+    Ok(())
+}
+
+/// Keep at most `cap` instances of an AWS Health event (the policy's budget), so one message cannot
+/// cordon and drain a whole cluster; returns the instances left out (AWS's own maintenance still
+/// happens to them; they are logged and counted). Other kinds name one instance and are unchanged.
+pub fn cap_health(notice: &mut Notice, cap: usize) -> Vec<String> {
+    if notice.kind != NoticeKind::ScheduledChange || notice.instance_ids.len() <= cap {
+        return Vec::new();
+    }
+    notice.instance_ids.split_off(cap)
 }
 
 /// A message that is not a notice CloudOptim acts on.
@@ -180,6 +344,9 @@ pub fn parse(body: &str) -> Result<Notice, NoticeError> {
         kind,
         instance_ids,
         time_millis,
+        source: text(&value, "/source").map(str::to_string),
+        account: text(&value, "/account").map(str::to_string),
+        region: text(&value, "/region").map(str::to_string),
     })
 }
 
@@ -284,6 +451,73 @@ mod tests {
             "detail": {"instance-id": instance, "instance-action": "terminate"}
         })
         .to_string()
+    }
+
+    #[test]
+    fn forged_notices_are_refused_by_origin_time_and_size() {
+        let origin = Origin::of_queue(
+            "https://sqs.us-east-1.amazonaws.com/123456789012/cloudoptim-prod",
+            "us-east-1",
+        );
+        assert_eq!(origin.account.as_deref(), Some("123456789012"));
+        let at = chrono::DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z")
+            .expect("time")
+            .timestamp_millis();
+        let genuine = parse(&spot("e1", "i-0abc")).expect("spot");
+        assert_eq!(check(&genuine, &origin, at + 60_000), Ok(()));
+        let with = |pointer: &str, value: serde_json::Value| {
+            let mut v: serde_json::Value =
+                serde_json::from_str(&spot("e1", "i-0abc")).expect("json");
+            *v.pointer_mut(pointer).expect("field") = value;
+            parse(&v.to_string()).expect("parses")
+        };
+        let refused = |n: &Notice, now: i64| check(n, &origin, now).err().map(|e| e.metric_label());
+        assert_eq!(
+            refused(&with("/source", json!("my.app")), at),
+            Some("refused_source")
+        );
+        assert_eq!(
+            refused(&with("/account", json!("999999999999")), at),
+            Some("refused_account")
+        );
+        assert_eq!(
+            refused(&with("/region", json!("eu-west-1")), at),
+            Some("refused_region")
+        );
+        assert_eq!(
+            refused(&genuine, at + 121_000),
+            Some("refused_stale"),
+            "past its 2-minute notice"
+        );
+        assert_eq!(
+            refused(&genuine, at - 600_000),
+            Some("refused_time"),
+            "10 minutes in the future"
+        );
+        assert_eq!(
+            refused(&genuine, at - 60_000),
+            None,
+            "a minute of skew is tolerated"
+        );
+        let health = json!({"id": "h", "detail-type": "AWS Health Event", "source": "aws.health",
+            "account": "123456789012", "region": "us-east-1", "time": "2026-11-23T10:00:00Z",
+            "resources": ["i-1", "i-2", "i-3"], "detail": {"eventTypeCategory": "scheduledChange"}});
+        let mut health = parse(&health.to_string()).expect("health");
+        assert_eq!(check(&health, &origin, at), Ok(()));
+        assert_eq!(cap_health(&mut health, 2), vec!["i-3".to_string()]);
+        assert_eq!(health.instance_ids, ["i-1", "i-2"]);
+        let mut one = genuine.clone();
+        assert!(
+            cap_health(&mut one, 0).is_empty(),
+            "only Health events are capped"
+        );
+        // A queue URL without an account (a local mirror) checks everything else.
+        let local = Origin::of_queue("http://localhost:9324/queue/q", "us-east-1");
+        assert_eq!(local.account, None);
+        assert_eq!(
+            check(&with("/account", json!("999999999999")), &local, at),
+            Ok(())
+        );
     }
 
     #[test]
