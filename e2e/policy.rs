@@ -32,6 +32,7 @@ use support::{ControlPlane, Moto, aws, create_namespace, unique};
 const WAIT: Duration = Duration::from_secs(90);
 const CLUSTER: &str = "e2e";
 const TAINT: &str = "cloudoptim.io/disrupted";
+const CORDONED_BY_US: &str = cloudoptim::drain::CORDONED_ANNOTATION;
 /// The zombie grace floors (10m instances, 1h volumes) lowered so the zombie phase runs in seconds;
 /// the floors themselves are unit-tested in `engine::zombies`.
 const ZOMBIE_FLOORS_OFF: &[&str] = &[
@@ -132,6 +133,14 @@ async fn running(client: &Client, ns: &str, app: &str) -> (usize, usize, BTreeSe
         .filter_map(|p| p.spec.as_ref()?.node_name.clone())
         .collect();
     (running.len(), live.len(), nodes)
+}
+
+async fn node_named(client: &Client, name: &str) -> Option<Node> {
+    Api::<Node>::all(client.clone())
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()
 }
 
 async fn pool_nodes(client: &Client, pool: &str) -> Vec<Node> {
@@ -376,7 +385,7 @@ async fn policy_consolidates_safely_resumes_after_a_crash_and_handles_zombies() 
         "spec": {
             "nodeTemplateSelector": {"matchLabels": {"pool": pool}},
             "nodes": {"min": 3},
-            "consolidation": {"interval": "2s", "consolidateAfter": "0s"},
+            "consolidation": {"interval": "2s", "consolidateAfter": "0s", "utilizationThreshold": 0.8},
             "disruption": {"budgets": [{"nodes": "1"}], "drainTimeout": "60s"},
             "zombies": {"mode": "Report", "gracePeriod": "0s"},
             "dryRun": true
@@ -795,6 +804,64 @@ async fn policy_consolidates_safely_resumes_after_a_crash_and_handles_zombies() 
         "the group no longer lists the terminated instance"
     );
     watch.abort();
+
+    // Phase 5: a drain a previous run left behind, over today's budget (now 0), is released, not
+    // resumed: node 3 looks as a crash would leave it (cordoned, consolidation's taint).
+    policies
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"disruption": {"budgets": [{"nodes": "0"}]}}})),
+        )
+        .await
+        .expect("budget 0");
+    let left_behind = names[3].clone();
+    let mut marked_node = Api::<Node>::all(client.clone())
+        .get(&left_behind)
+        .await
+        .expect("node 3");
+    let spec = marked_node.spec.get_or_insert_with(Default::default);
+    spec.unschedulable = Some(true);
+    spec.taints.get_or_insert_with(Vec::new).push(
+        serde_json::from_value(
+            json!({"key": TAINT, "value": "consolidation", "effect": "NoSchedule"}),
+        )
+        .expect("taint"),
+    );
+    marked_node
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .extend([
+            (
+                format!("{TAINT}-reason"),
+                "left behind by a crash".to_string(),
+            ),
+            (format!("{TAINT}-at"), chrono::Utc::now().to_rfc3339()),
+            // What the drainer records when it is the one that cordoned.
+            (CORDONED_BY_US.to_string(), "true".to_string()),
+        ]);
+    Api::<Node>::all(client.clone())
+        .replace(&left_behind, &PostParams::default(), &marked_node)
+        .await
+        .expect("node 3 marked");
+    eventually(WAIT, "the left-behind drain released", || async {
+        let n = node_named(&client, &left_behind).await?;
+        let cordoned = n.spec.as_ref().and_then(|s| s.unschedulable) == Some(true);
+        (!tainted(&n) && !cordoned).then_some(())
+    })
+    .await;
+    let reasons: Vec<String> = events(&client, &name)
+        .await
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    assert!(reasons.iter().any(|r| r == "DrainReleased"), "{reasons:?}");
+    assert_eq!(
+        instance_state(&sdk, &instance_of[&left_behind]).await,
+        "running",
+        "not drained and terminated: the budget is 0"
+    );
 
     // `cloudoptim snapshot` writes this cluster as a List that `cloudoptim plan` reads.
     let file = cp.dir.join("snapshot.yaml");

@@ -965,7 +965,7 @@ async fn plan_and_act<C: Cloud>(
             .map(str::to_string)
     };
     // Drains a previous run (or a crash) left behind.
-    let in_flight: Vec<String> = scope
+    let mut in_flight: Vec<String> = scope
         .iter()
         .filter_map(|n| crate::drain::marked(n, DISRUPTED_TAINT))
         .filter(|m| m.by == "consolidation")
@@ -974,6 +974,14 @@ async fn plan_and_act<C: Cloud>(
     // plan
     let now = Utc::now();
     let limit = batch_limit(&settings, snapshot.nodes.len(), now);
+    // Resumed drains count against today's budget: the ones over it (the budget shrank, a window
+    // closed, consolidation was turned off) are released, not drained.
+    let resumable = if settings.options.mode == Mode::Off {
+        0
+    } else {
+        limit
+    };
+    let over_budget = in_flight.split_off(in_flight.len().min(resumable));
     let mut options = settings.options.clone();
     options.budget = Some(limit.saturating_sub(in_flight.len()));
     let planning = Instant::now();
@@ -1013,6 +1021,24 @@ async fn plan_and_act<C: Cloud>(
     let reference = policy.object_ref(&());
     let mut last = previous.last_consolidation.clone();
     // act
+    if !dry_run && !over_budget.is_empty() {
+        let mut released = Vec::new();
+        for node in &over_budget {
+            match pctx.drainer.release(node, DISRUPTED_TAINT).await {
+                Ok(()) => released.push(node.as_str()),
+                Err(e) => notes.push(format!("could not release {node}: {e}")),
+            }
+        }
+        if !released.is_empty() {
+            let note = format!(
+                "released {} (a previous run was draining them; the budget now allows {resumable} at once)",
+                released.join(", ")
+            );
+            ctx.event(&reference, false, "DrainReleased", note.clone())
+                .await;
+            notes.push(note);
+        }
+    }
     if dry_run {
         if !plan.removals.is_empty() {
             let names: Vec<&str> = plan
