@@ -477,3 +477,53 @@ async fn many_nodes_drain_in_parallel_within_the_pool() {
     s.running_on("web", 4, &format!("{}-node-2", s.id)).await;
     assert_eq!(s.metric("cloudoptim_drains_total{result=\"ok\"}"), 2.0);
 }
+
+#[tokio::test]
+async fn pods_still_terminating_keep_the_node_undrained_until_they_are_gone() {
+    let Some(cp) = ControlPlane::shared() else {
+        return;
+    };
+    let s = Scenario::new(cp).await;
+    let node = s.node(0).await;
+    // A pod a previous run evicted whose shutdown is held (a finalizer): deleted, still on the node.
+    let mut pod = s.pod_template("held", &BTreeMap::new());
+    pod["metadata"]["name"] = json!("held");
+    pod["metadata"]["finalizers"] = json!(["e2e.cloudoptim.io/hold"]);
+    let pod: Pod = serde_json::from_value(pod).expect("pod");
+    s.pods()
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("pod created");
+    s.running_on("held", 1, &node).await;
+    s.pods()
+        .delete("held", &Default::default())
+        .await
+        .expect("deleted");
+    let options = DrainOptions::new(Duration::from_secs(3), false);
+    let report = s
+        .drainer
+        .drain(&node, &Marker::consolidation("e2e: terminating"), &options)
+        .await
+        .expect("drain runs");
+    let DrainOutcome::Failed { remaining } = &report.outcome else {
+        panic!("a node with a pod still terminating is not drained: {report}")
+    };
+    assert_eq!(remaining[0].pod.name, "held", "{report}");
+    assert!(remaining[0].why.contains("still terminating"), "{report}");
+    assert!(report.released, "{report}");
+    // Once the pod is gone the node drains.
+    s.pods()
+        .patch(
+            "held",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .expect("finalizer removed");
+    let report = s
+        .drainer
+        .drain(&node, &Marker::consolidation("e2e: terminating"), &options)
+        .await
+        .expect("drain runs");
+    assert!(report.is_drained(), "{report}");
+}

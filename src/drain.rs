@@ -15,7 +15,10 @@
 //!    elsewhere) is never evicted by a retry. HTTP 429 (a PodDisruptionBudget refuses) is retried with a
 //!    doubling backoff (1 s up to 10 s) until the deadline; 404 means the pod is already gone.
 //! 3. **Wait** until the evicted pods are gone from the node (polling `spec.nodeName=<node>`), then
-//!    plan again: pods that arrived meanwhile are evicted too, and the critical wave goes last.
+//!    plan again: pods that arrived meanwhile are evicted too, and the critical wave goes last. Pods
+//!    already terminating when the drain starts (a crashed run's evictions, someone's delete) are waited
+//!    for too: a node is drained only when none is left, and a drain whose pods are still terminating at
+//!    the deadline fails instead of letting the instance be terminated under them.
 //! 4. **On the deadline** (or a blocked drain) stop; if the node is not going away, release it
 //!    ([`Drainer::release`]: remove our taint and annotations, uncordon unless it was cordoned before
 //!    we came or another CloudOptim drain still holds it) and report [`DrainOutcome::Failed`] naming the
@@ -517,6 +520,25 @@ impl Drainer {
                 }
             };
             let Some(wave) = plan.waves.first() else {
+                // Pods still shutting down (evicted by a run that crashed, or deleted by someone) keep
+                // the node busy: it is drained only once they are gone, and not at all if they are
+                // still there at the deadline (terminating the instance would kill them mid-shutdown).
+                let terminating: Vec<PodRef> = facts
+                    .iter()
+                    .filter(|f| f.terminating && !f.finished && !f.daemon_set && !f.mirror)
+                    .map(|f| f.pod.clone())
+                    .collect();
+                let lingering = if terminating.is_empty() {
+                    terminating
+                } else {
+                    self.wait_gone(node, &terminating, deadline, options)
+                        .await?
+                };
+                if !lingering.is_empty() {
+                    let remaining = stuck(&lingering, "still terminating at the deadline");
+                    let outcome = DrainOutcome::Failed { remaining };
+                    return Ok(Emptied::new(outcome, evicted, plan.skipped));
+                }
                 return Ok(Emptied::new(DrainOutcome::Drained, evicted, plan.skipped));
             };
             if Instant::now() >= deadline {

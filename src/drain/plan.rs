@@ -4,7 +4,8 @@
 //!
 //! Rules, in the order they are applied to each pod:
 //! 1. Finished pods (`Succeeded`/`Failed`) and pods already terminating (`deletionTimestamp` set) are
-//!    skipped: there is nothing to evict, and waiting for a stuck finalizer must not fail the drain.
+//!    skipped: there is nothing to evict (the drainer then waits, within its deadline, until the
+//!    terminating ones are gone before it calls the node drained).
 //! 2. Mirror pods (static pods, annotation `kubernetes.io/config.mirror`) are skipped: the API server
 //!    cannot evict them; they go with the node.
 //! 3. DaemonSet pods (controller reference of kind `DaemonSet`) are skipped: the DaemonSet controller
