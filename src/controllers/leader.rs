@@ -39,6 +39,15 @@ pub struct LeaseConfig {
 }
 
 impl LeaseConfig {
+    /// A Lease API error, naming the lease.
+    fn error(&self, source: kube::Error) -> LeaderError {
+        LeaderError::Api {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            source,
+        }
+    }
+
     /// The operator's settings: 15 s lease, 10 s renew deadline, a round every 2 s, 4 s per round.
     pub fn new(namespace: String, identity: String) -> LeaseConfig {
         LeaseConfig {
@@ -77,11 +86,7 @@ fn expired(spec: &LeaseSpec, now: Timestamp) -> bool {
 
 /// Try once to acquire or renew the lease; returns whether this candidate holds it now.
 pub async fn try_acquire(api: &Api<Lease>, config: &LeaseConfig) -> Result<bool, LeaderError> {
-    let wrap = |source| LeaderError::Api {
-        namespace: config.namespace.clone(),
-        name: config.name.clone(),
-        source,
-    };
+    let wrap = |source| config.error(source);
     let now = Timestamp::now();
     let seconds = i32::try_from(config.duration.as_secs()).unwrap_or(i32::MAX);
     let mine = |transitions: i32, acquired: Option<MicroTime>| LeaseSpec {
@@ -123,28 +128,36 @@ pub async fn try_acquire(api: &Api<Lease>, config: &LeaseConfig) -> Result<bool,
                 None
             };
             lease.spec = Some(mine(transitions, acquired));
-            // replace() sends the resourceVersion we read: a concurrent writer makes this a 409.
-            match api
-                .replace(&config.name, &PostParams::default(), &lease)
-                .await
-            {
-                Ok(_) => Ok(true),
-                Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
-                Err(e) => Err(wrap(e)),
-            }
+            replace(api, config, &lease).await
         }
+    }
+}
+
+/// Write `lease` back with the resourceVersion it was read at: `false` when a concurrent writer got
+/// there first (409).
+async fn replace(
+    api: &Api<Lease>,
+    config: &LeaseConfig,
+    lease: &Lease,
+) -> Result<bool, LeaderError> {
+    match api
+        .replace(&config.name, &PostParams::default(), lease)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        Err(e) => Err(config.error(e)),
     }
 }
 
 /// Give the lease up if this candidate holds it: clear the holder so a standby takes over at its next
 /// round. Returns whether a release was written.
 pub async fn release(api: &Api<Lease>, config: &LeaseConfig) -> Result<bool, LeaderError> {
-    let wrap = |source| LeaderError::Api {
-        namespace: config.namespace.clone(),
-        name: config.name.clone(),
-        source,
-    };
-    let Some(mut lease) = api.get_opt(&config.name).await.map_err(wrap)? else {
+    let Some(mut lease) = api
+        .get_opt(&config.name)
+        .await
+        .map_err(|e| config.error(e))?
+    else {
         return Ok(false);
     };
     let mut spec = lease.spec.clone().unwrap_or_default();
@@ -155,14 +168,7 @@ pub async fn release(api: &Api<Lease>, config: &LeaseConfig) -> Result<bool, Lea
     spec.lease_duration_seconds = Some(1);
     spec.renew_time = Some(MicroTime(Timestamp::now()));
     lease.spec = Some(spec);
-    match api
-        .replace(&config.name, &PostParams::default(), &lease)
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
-        Err(e) => Err(wrap(e)),
-    }
+    replace(api, config, &lease).await
 }
 
 /// Sleep until `at`, or forever without one.
