@@ -179,6 +179,7 @@ async fn hibernation_sleeps_and_wakes_workloads_and_node_groups() {
         return;
     };
     let Some(moto) = Moto::start() else { return };
+    moto.start_recording();
     let client = cp.client().await;
     let sdk = aws::sdk_config(&moto.endpoint).await;
     let schedules: Api<HibernationSchedule> = Api::all(client.clone());
@@ -572,4 +573,9 @@ async fn hibernation_sleeps_and_wakes_workloads_and_node_groups() {
         next.utc.ends_with('Z') && next.local.ends_with('Z'),
         "{next:?}"
     );
+
+    // An outside observer's view: every AWS request the operator made (moto's request log) is granted
+    // by the shipped IAM policy.
+    let made = moto.assert_operator_actions_allowed();
+    assert!(made.contains("autoscaling:CreateOrUpdateTags"), "{made:?}");
 }

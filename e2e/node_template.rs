@@ -46,6 +46,7 @@ async fn node_template_controller_writes_ranked_mixed_instances_policies() {
         return;
     };
     let Some(moto) = Moto::start() else { return };
+    moto.start_recording();
     let client = cp.client().await;
     let sdk = aws::sdk_config(&moto.endpoint).await;
     let pool = unique("pool");
@@ -436,4 +437,12 @@ async fn node_template_controller_writes_ranked_mixed_instances_policies() {
         "the operator is unharmed"
     );
     operator.kill();
+
+    // An outside observer's view: every AWS request the operator made (moto's request log) is granted
+    // by the shipped IAM policy.
+    let made = moto.assert_operator_actions_allowed();
+    assert!(
+        made.contains("autoscaling:UpdateAutoScalingGroup"),
+        "{made:?}"
+    );
 }

@@ -185,6 +185,7 @@ async fn policy_consolidates_safely_resumes_after_a_crash_and_handles_zombies() 
         return;
     };
     let Some(moto) = Moto::start() else { return };
+    moto.start_recording();
     let client = cp.client().await;
     let sdk = aws::sdk_config(&moto.endpoint).await;
     let pool = unique("pool");
@@ -899,4 +900,9 @@ async fn policy_consolidates_safely_resumes_after_a_crash_and_handles_zombies() 
         .items
         .len();
     assert_eq!(report["nodes"].as_u64(), Some(nodes as u64), "{report}");
+
+    // An outside observer's view: every AWS request the operator made (moto's request log) is granted
+    // by the shipped IAM policy.
+    let made = moto.assert_operator_actions_allowed();
+    assert!(made.contains("ec2:DeleteVolume"), "{made:?}");
 }

@@ -318,6 +318,69 @@ impl Moto {
     }
 }
 
+impl Moto {
+    /// Every AWS action the operator made since recording started, as `service:Operation` (the
+    /// service from the SigV4 credential scope), taken from moto's own request log.
+    pub fn operator_actions(&self) -> std::collections::BTreeSet<String> {
+        self.curl("GET", "/moto-api/recorder/download-recording")
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter_map(|entry| {
+                let headers = entry["headers"].as_object()?;
+                let header = |name: &str| {
+                    headers
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                        .and_then(|(_, v)| v.as_str())
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                let agents = format!("{} {}", header("User-Agent"), header("X-Amz-User-Agent"));
+                // The operator always names itself (`app/<identity>`); the tests' own SDK clients don't.
+                if !agents.contains("app/") {
+                    return None;
+                }
+                // Credential=KEY/DATE/REGION/SERVICE/aws4_request
+                let auth = header("Authorization");
+                let service = auth
+                    .split("Credential=")
+                    .nth(1)?
+                    .split('/')
+                    .nth(3)?
+                    .to_string();
+                Some(format!(
+                    "{service}:{}",
+                    operation_of(&entry, &header("X-Amz-Target"))
+                ))
+            })
+            .collect()
+    }
+
+    /// Assert that every AWS action the operator made (as moto recorded it) is granted by the IAM
+    /// policy the chart ships, and return them.
+    pub fn assert_operator_actions_allowed(&self) -> std::collections::BTreeSet<String> {
+        let policy = cloudoptim::cloud::iam::render(&cloudoptim::cloud::iam::PolicyParams {
+            cluster_name: "e2e".into(),
+            region: aws::REGION.into(),
+            account_id: "123456789012".into(),
+            queue_name: "q".into(),
+            node_role_arn: None,
+            partition: "aws".into(),
+        })
+        .expect("policy renders");
+        let granted =
+            cloudoptim::cloud::iam::actions(&serde_json::from_str(&policy).expect("policy json"));
+        let made = self.operator_actions();
+        assert!(!made.is_empty(), "moto recorded no operator request");
+        let denied: Vec<_> = made.iter().filter(|a| !granted.contains(*a)).collect();
+        assert!(
+            denied.is_empty(),
+            "the operator called {denied:?}, which charts/cloudoptim/files/iam-policy.json does not grant"
+        );
+        made
+    }
+}
+
 /// The AWS operation of a recorded request: `X-Amz-Target` (JSON protocols such as SQS), else the
 /// query protocol's `Action=` in the body or URL (EC2, Auto Scaling).
 fn operation_of(entry: &serde_json::Value, target: &str) -> String {

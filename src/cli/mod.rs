@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 pub mod crds;
 pub mod hub;
+pub mod iam;
 pub mod plan;
 pub mod rank;
 pub mod run;
@@ -72,6 +73,9 @@ pub enum Command {
     Schedule(schedule::ScheduleArgs),
     /// Print every CustomResourceDefinition of CloudOptim as one multi-document YAML stream.
     Crds(crds::CrdsArgs),
+    /// Print the operator's least-privilege IAM policy for one cluster: every write scoped to this
+    /// cluster's tag value, account, region and interruption queue.
+    IamPolicy(iam::IamArgs),
 }
 
 /// The outcome of a subcommand, mapped to a process exit code by `main`.
@@ -109,5 +113,6 @@ pub fn dispatch(command: Command) -> Result<(), CliError> {
         Command::Snapshot(args) => snapshot::run(&args),
         Command::Schedule(args) => schedule::run(&args),
         Command::Crds(args) => crds::run(&args),
+        Command::IamPolicy(args) => iam::run(&args),
     }
 }

@@ -593,24 +593,6 @@ impl Cloud for AwsCloud {
         self.count("CreateSnapshot", result)
     }
 
-    async fn create_tags(
-        &self,
-        ids: &[String],
-        tags: &BTreeMap<String, String>,
-    ) -> CloudResult<()> {
-        let tags = tags
-            .iter()
-            .map(|(k, v)| ec2::Tag::builder().key(k).value(v).build())
-            .collect();
-        let request = self
-            .ec2
-            .create_tags()
-            .set_resources(Some(ids.to_vec()))
-            .set_tags(Some(tags));
-        self.act("CreateTags", Some(&self.limits.mutating), request.send())
-            .await
-    }
-
     async fn groups(&self, selector: &GroupSelector) -> CloudResult<Vec<AutoScalingGroup>> {
         const OP: &str = "DescribeAutoScalingGroups";
         self.limits.describe.acquire().await;

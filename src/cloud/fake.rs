@@ -124,19 +124,6 @@ impl Cloud for FakeCloud {
         })
     }
 
-    async fn create_tags(
-        &self,
-        ids: &[String],
-        tags: &BTreeMap<String, String>,
-    ) -> CloudResult<()> {
-        self.call(Some(format!("CreateTags {}", ids.join(","))), |s| {
-            for instance in s.instances.iter_mut().filter(|i| ids.contains(&i.id)) {
-                instance.tags.extend(tags.clone());
-            }
-            Ok(())
-        })
-    }
-
     async fn groups(&self, selector: &GroupSelector) -> CloudResult<Vec<AutoScalingGroup>> {
         self.call(None, |s| {
             Ok(s.groups

@@ -9,6 +9,7 @@ use std::future::Future;
 
 pub mod aws;
 pub mod fake;
+pub mod iam;
 pub mod rate;
 pub mod spot_advisor;
 
@@ -257,12 +258,6 @@ pub trait Cloud: Send + Sync + 'static {
         description: &str,
         tags: &BTreeMap<String, String>,
     ) -> impl Future<Output = CloudResult<String>> + Send;
-    /// CreateTags on instances or volumes.
-    fn create_tags(
-        &self,
-        ids: &[String],
-        tags: &BTreeMap<String, String>,
-    ) -> impl Future<Output = CloudResult<()>> + Send;
     /// DescribeAutoScalingGroups (all pages).
     fn groups(
         &self,
