@@ -247,3 +247,114 @@ async fn every_cel_rule_and_duration_is_enforced_by_the_real_api_server() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The chart's workload guard, enforced by the API server: the operator's ServiceAccount (RBAC:
+/// `patch` on Deployments) may scale a Deployment and write its own cloudoptim.io/ marks, but not
+/// change the pod template or someone else's labels, and nothing in kube-system.
+#[tokio::test]
+async fn the_workload_guard_lets_the_operator_scale_but_never_rewrite_a_workload() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::ResourceExt;
+    use kube::api::{Patch, PatchParams};
+    let Some(cp) = ControlPlane::shared() else {
+        return;
+    };
+    if support::chart::helm().is_none() {
+        eprintln!("SKIPPED: no helm binary");
+        return;
+    }
+    let admin = cp.client().await;
+    let release_ns = support::create_namespace(&admin, "guard").await;
+    let operator = cp.operator_client(&release_ns).await;
+    let workloads = support::create_namespace(&admin, "guard-apps").await;
+    let deployment = |ns: &str| -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": ns, "labels": {"team": "a"}},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}
+        }))
+        .expect("deployment")
+    };
+    for ns in [workloads.as_str(), "kube-system"] {
+        Api::<Deployment>::namespaced(admin.clone(), ns)
+            .create(&PostParams::default(), &deployment(ns))
+            .await
+            .unwrap_or_else(|e| panic!("deployment in {ns}: {e}"));
+    }
+    let as_operator = Api::<Deployment>::namespaced(operator.clone(), &workloads);
+    let patch = |value: Value| Patch::Merge(value);
+    let params = PatchParams::default();
+    // An admission policy takes effect a moment after it is created: wait for it with dry runs.
+    let evil = serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "evil"}]}}}});
+    support::operator::eventually(
+        std::time::Duration::from_secs(30),
+        "the workload guard in force",
+        || async {
+            as_operator
+                .patch(
+                    "web",
+                    &PatchParams::default().dry_run(),
+                    &Patch::Merge(evil.clone()),
+                )
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
+    // What hibernation writes: allowed.
+    as_operator
+        .patch(
+            "web",
+            &params,
+            &patch(serde_json::json!({
+                "metadata": {"labels": {"cloudoptim.io/hibernated-by": "nights"},
+                             "annotations": {"cloudoptim.io/original-replicas": "2"}},
+                "spec": {"replicas": 0}
+            })),
+        )
+        .await
+        .expect("the operator may scale and mark a workload");
+    // What it must never do.
+    let refused = [
+        (
+            serde_json::json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "evil"}]}}}}),
+            "never the pod template",
+        ),
+        (
+            serde_json::json!({"metadata": {"labels": {"team": "b"}}}),
+            "only its own cloudoptim.io/ labels",
+        ),
+    ];
+    for (body, message) in refused {
+        match as_operator
+            .patch("web", &params, &patch(body.clone()))
+            .await
+        {
+            Err(kube::Error::Api(e)) => {
+                assert!(e.message.contains(message), "{body}: {}", e.message);
+            }
+            other => panic!("{body} was not refused: {other:?}"),
+        }
+    }
+    match Api::<Deployment>::namespaced(operator.clone(), "kube-system")
+        .patch(
+            "web",
+            &params,
+            &patch(serde_json::json!({"spec": {"replicas": 0}})),
+        )
+        .await
+    {
+        Err(kube::Error::Api(e)) => {
+            assert!(e.message.contains("protected namespace"), "{}", e.message)
+        }
+        other => panic!("scaling in kube-system was not refused: {other:?}"),
+    }
+    let web = Api::<Deployment>::namespaced(admin.clone(), &workloads)
+        .get("web")
+        .await
+        .expect("web");
+    assert_eq!(web.spec.as_ref().and_then(|s| s.replicas), Some(0));
+    assert_eq!(web.labels().get("team").map(String::as_str), Some("a"));
+}

@@ -260,11 +260,45 @@ async fn hibernation_sleeps_and_wakes_workloads_and_node_groups() {
     let launch = aws::launch_template(&sdk, &unique("lt")).await;
     aws::create_group(&sdk, &group, &launch, 2, &BTreeMap::new()).await;
     let (min0, max0, desired0, _) = group_state(&sdk, &group).await;
+    // The group CloudOptim's own pod runs on: its instance carries the cluster tag, a kwok Node
+    // stands for it, and a pod of the operator's release (named like the operator's identity) is bound
+    // to that Node.
+    let op_group = unique("hib-op-grp");
+    aws::create_group(
+        &sdk,
+        &op_group,
+        &launch,
+        1,
+        &[("cloudoptim.io/cluster".to_string(), "e2e".to_string())].into(),
+    )
+    .await;
+    let op_instance = aws::describe_group(&sdk, &op_group)
+        .await
+        .expect("operator's group")
+        .instances()
+        .first()
+        .and_then(|i| i.instance_id().map(str::to_string))
+        .expect("an instance in the operator's group");
+    let op_node = unique("hib-op-node");
+    support::nodes::FakeNode::new(&op_node, &format!("{}a", aws::REGION), &op_instance)
+        .create(&client)
+        .await;
+    let op_pod = unique("cloudoptim-pod");
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"name": op_pod, "labels": {"app.kubernetes.io/instance": "cloudoptim"}},
+        "spec": {"nodeName": op_node, "containers": [{"name": "c", "image": "cloudoptim"}]}
+    }))
+    .expect("pod");
+    Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), &ns_op)
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("operator pod created");
+    let identity = format!("--identity={op_pod}");
     let pool = unique("pool");
     let template: cloudoptim::api::NodeTemplate = serde_json::from_value(json!({
         "apiVersion": "cloudoptim.io/v1alpha1", "kind": "NodeTemplate",
         "metadata": {"name": unique("dev"), "labels": {"pool": pool}},
-        "spec": {"autoScalingGroups": {"names": [group]}, "requirements": {"families": ["m5"]}}
+        "spec": {"autoScalingGroups": {"names": [group, op_group]}, "requirements": {"families": ["m5"]}}
     }))
     .expect("template");
     Api::<cloudoptim::api::NodeTemplate>::all(client.clone())
@@ -296,7 +330,7 @@ async fn hibernation_sleeps_and_wakes_workloads_and_node_groups() {
         .await
         .expect("schedule created");
 
-    let mut operator = Operator::start(cp, &moto, "e2e", &[&own]);
+    let mut operator = Operator::start(cp, &moto, "e2e", &[&own, &identity]);
 
     // Phase 1: asleep. Workloads first (saved on each object), then the group (saved in its tags).
     eventually(WAIT, "schedule Hibernating", || async {
@@ -328,6 +362,17 @@ async fn hibernation_sleeps_and_wakes_workloads_and_node_groups() {
             "namespace {ns_op} (CloudOptim itself) never sleeps"
         )),
         "{message}"
+    );
+    assert!(
+        message.contains(&format!(
+            "Auto Scaling group {op_group} runs CloudOptim itself and never sleeps"
+        )),
+        "{message}"
+    );
+    assert_eq!(
+        group_state(&sdk, &op_group).await.2,
+        1,
+        "the group the operator runs on stays awake"
     );
     // A schedule that names the operator's namespace is refused, and changes nothing.
     let selfish = unique("selfish");
@@ -411,7 +456,7 @@ async fn hibernation_sleeps_and_wakes_workloads_and_node_groups() {
         .await
         .expect("person scales db");
     operator.kill();
-    let operator = Operator::start(cp, &moto, "e2e", &[&own]);
+    let operator = Operator::start(cp, &moto, "e2e", &[&own, &identity]);
     // The restarted operator reconciles (status written again) and keeps everything asleep, db at 3.
     eventually(
         WAIT,
@@ -496,7 +541,7 @@ async fn hibernation_sleeps_and_wakes_workloads_and_node_groups() {
         .await
         .expect("half-slept web");
     set_override(&schedules, &name, "Hibernating", 3600).await;
-    let _operator = Operator::start(cp, &moto, "e2e", &[]);
+    let _operator = Operator::start(cp, &moto, "e2e", &[&own, &identity]);
     eventually(WAIT, "group taken to 0 after the crash", || async {
         let (_, _, desired, tags) = group_state(&sdk, &group).await;
         (desired == 0 && tags.get("cloudoptim.io/hibernated-by") == Some(&name)).then_some(())

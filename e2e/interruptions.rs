@@ -132,7 +132,7 @@ async fn policy(client: &Client, url: &str, pool: &str) {
             "nodeTemplateSelector": {"matchLabels": {"e2e-pool": pool}},
             "consolidation": {"mode": "Off"},
             "zombies": {"mode": "Off"},
-            "interruptions": {"queueUrl": url, "rebalance": "Cordon", "drainDeadline": "60s"},
+            "interruptions": {"queueUrl": url, "rebalance": "Cordon", "drainDeadline": "60s", "releaseAfter": "3s"},
             "spot": {"fallbackToOnDemand": true, "restoreToSpotAfter": "20s"}
         }
     }))
@@ -166,6 +166,100 @@ async fn pods_on(client: &Client, ns: &str, node: &str) -> usize {
         .expect("pods")
         .items
         .len()
+}
+
+/// A node cordoned for a rebalance recommendation is given back once its instance is running and the
+/// node Ready and the policy's `releaseAfter` has passed; a node whose instance stopped stays held.
+/// (A phase of the test below, with its operator: one operator per cluster, as in production.)
+async fn rebalance_cordon_released_when_healthy(
+    client: &Client,
+    sdk: &aws_config::SdkConfig,
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    operator: &Operator,
+) {
+    let zone = format!("{}a", aws::REGION);
+    let cluster = [("cloudoptim.io/cluster", "e2e")];
+    let healthy_id = aws::run_instance(sdk, &zone, &cluster).await;
+    let stopped_id = aws::run_instance(sdk, &zone, &cluster).await;
+    let healthy = unique("held-healthy");
+    let stopped = unique("held-stopped");
+    // Of the instances' type, so the rebalance's SpotRiskFlag is not the warning's (m5.large).
+    for (name, id) in [(&healthy, &healthy_id), (&stopped, &stopped_id)] {
+        let mut fake = FakeNode::new(name, &zone, id);
+        fake.instance_type = "c6i.large".into();
+        fake.create(client).await;
+    }
+    aws_sdk_ec2::Client::new(sdk)
+        .stop_instances()
+        .instance_ids(&stopped_id)
+        .send()
+        .await
+        .expect("stop instance");
+    send(sqs, url, rebalance(&unique("evt-rebalance"), &healthy_id)).await;
+    send(
+        sqs,
+        url,
+        state_change(&unique("evt-stop"), &stopped_id, "stopping"),
+    )
+    .await;
+    for name in [&healthy, &stopped] {
+        eventually(WAIT, &format!("{name} held"), || async {
+            marked(&node(client, name).await).then_some(())
+        })
+        .await;
+    }
+    let held = |kind: &str| {
+        operator.metric(&format!(
+            "cloudoptim_interruption_held_nodes{{kind=\"{kind}\"}}"
+        ))
+    };
+    // Released: taint and cordon gone, counted, an Event on the node.
+    eventually(WAIT, "the healthy node released", || async {
+        let n = node(client, &healthy).await;
+        let spec = n.spec.clone().unwrap_or_default();
+        (!marked(&n)
+            && spec.unschedulable != Some(true)
+            && !spec
+                .taints
+                .unwrap_or_default()
+                .iter()
+                .any(|t| t.key == TAINT))
+        .then_some(())
+    })
+    .await;
+    // (The gauges count every held node the operator sees, other tests' included.)
+    eventually(
+        WAIT,
+        "the release counted and the stopped node held",
+        || async {
+            (operator.metric("cloudoptim_interruption_releases_total{kind=\"rebalance\"}") == 1.0
+                && held("state_change") >= 1.0)
+                .then_some(())
+        },
+    )
+    .await;
+    let events = Api::<k8s_openapi::api::events::v1::Event>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .expect("events");
+    assert!(
+        events
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("InterruptionReleased")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(healthy.as_str())),
+        "an InterruptionReleased event on {healthy}"
+    );
+    // The stopped one is still held: its instance is not running.
+    assert!(
+        marked(&node(client, &stopped).await),
+        "{stopped} released while its instance is stopped"
+    );
+    assert_eq!(
+        operator.metric("cloudoptim_interruption_releases_total{kind=\"state_change\"}"),
+        0.0
+    );
 }
 
 #[tokio::test]
@@ -221,7 +315,8 @@ async fn interruption_notices_taint_cordon_drain_and_flag() {
     .await;
     let fallback_pool = unique("fallback-pool");
     policy(&client, &url, &fallback_pool).await;
-    let operator = Operator::start(cp, &moto, "e2e", &[]);
+    // The hold floor lowered (production: 3 min) so the release phase can see a cordon given back.
+    let operator = Operator::start(cp, &moto, "e2e", &["--interruption-hold-floor=0s"]);
 
     let spot_id = unique("evt-spot");
     send(&sqs, &url, spot_warning(&spot_id, &ids[0])).await;
@@ -275,7 +370,11 @@ async fn interruption_notices_taint_cordon_drain_and_flag() {
     .await;
     assert_eq!(spot_flag.spec.reason, RiskReason::SpotInterruption);
     assert_eq!(spot_flag.spec.source, FlagSource::Local);
-    assert_eq!(spot_flag.spec.count, 1, "the duplicate was not counted");
+    assert_eq!(
+        spot_flag.spec.count, 1,
+        "the duplicate was not counted: {:?}",
+        spot_flag.spec
+    );
     assert_eq!(spot_flag.spec.clusters, vec!["e2e".to_string()]);
     let rebalance_flag = eventually(WAIT, "SpotRiskFlag for the rebalance", || async {
         flags
@@ -418,6 +517,8 @@ async fn interruption_notices_taint_cordon_drain_and_flag() {
         2.0,
         "the two local flags are active"
     );
+
+    rebalance_cordon_released_when_healthy(&client, &sdk, &sqs, &url, &operator).await;
 }
 
 #[tokio::test]

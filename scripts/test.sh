@@ -18,4 +18,11 @@ else
     echo "scripts/test.sh: no Go toolchain: end-to-end peers not built, e2e tests will be skipped" >&2
 fi
 
+# Operators in the e2e tests record the API requests of the chart's ServiceAccount here; e2e_rbac
+# (ignored alone) then checks the chart grants exactly those verbs.
+used="${CARGO_TARGET_DIR:-target}/tmp/rbac-used"
+rm -rf "$used"
 cargo test --locked "$@"
+if [[ $# -eq 0 ]]; then
+    cargo test --locked --test e2e_rbac -- --ignored
+fi

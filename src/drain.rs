@@ -725,7 +725,7 @@ impl Drainer {
         })
     }
 
-    async fn event(&self, node: &str, warning: bool, reason: &str, note: String) {
+    pub(crate) async fn event(&self, node: &str, warning: bool, reason: &str, note: String) {
         let Some(recorder) = &self.recorder else {
             return;
         };

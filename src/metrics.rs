@@ -70,6 +70,14 @@ pub struct Metrics {
     pub fenced_writes: IntCounterVec,
     /// `cloudoptim_drains_in_progress`: drains holding one of the process-wide drain slots.
     pub drains_in_progress: IntGauge,
+    /// `cloudoptim_interruption_held_nodes{kind}`: nodes CloudOptim holds cordoned for an
+    /// interruption notice, by what the notice announced.
+    pub interruption_held_nodes: IntGaugeVec,
+    /// `cloudoptim_interruption_held_oldest_seconds{kind}`: how long the longest-held of them has been
+    /// cordoned.
+    pub interruption_held_oldest: IntGaugeVec,
+    /// `cloudoptim_interruption_releases_total{kind}`: held nodes uncordoned once healthy again.
+    pub interruption_releases: IntCounterVec,
     /// The per-node and per-policy series each policy exported last, so that series of nodes and
     /// policies that are gone are removed instead of being reported forever.
     owned: Arc<Mutex<BTreeMap<String, BTreeSet<Series>>>>,
@@ -243,6 +251,21 @@ impl Metrics {
                 registry.register(Box::new(metric.clone()))?;
                 metric
             },
+            interruption_held_nodes: int_gauge(
+                "interruption_held_nodes",
+                "Nodes CloudOptim holds cordoned for an interruption notice, by notice kind.",
+                &["kind"],
+            )?,
+            interruption_held_oldest: int_gauge(
+                "interruption_held_oldest_seconds",
+                "How long the longest-held node of each notice kind has been cordoned, seconds.",
+                &["kind"],
+            )?,
+            interruption_releases: counter(
+                "interruption_releases_total",
+                "Nodes cordoned for an interruption notice and uncordoned once healthy again.",
+                &["kind"],
+            )?,
             owned: Arc::default(),
             registry,
         })

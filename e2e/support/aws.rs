@@ -181,3 +181,43 @@ pub fn split(
         distribution.and_then(|d| d.on_demand_percentage_above_base_capacity()),
     )
 }
+
+/// Run one instance in `zone` carrying `tags`; its id.
+pub async fn run_instance(config: &SdkConfig, zone: &str, tags: &[(&str, &str)]) -> String {
+    let ec2 = aws_sdk_ec2::Client::new(config);
+    let image = ec2
+        .describe_images()
+        .send()
+        .await
+        .expect("describe images")
+        .images()
+        .first()
+        .and_then(|i| i.image_id().map(str::to_string))
+        .unwrap_or_else(|| "ami-12c6146b".to_string());
+    let tags = aws_sdk_ec2::types::TagSpecification::builder()
+        .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
+        .set_tags(Some(
+            tags.iter()
+                .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(*k).value(*v).build())
+                .collect(),
+        ))
+        .build();
+    ec2.run_instances()
+        .image_id(image)
+        .instance_type(aws_sdk_ec2::types::InstanceType::C6iLarge)
+        .min_count(1)
+        .max_count(1)
+        .placement(
+            aws_sdk_ec2::types::Placement::builder()
+                .availability_zone(zone)
+                .build(),
+        )
+        .tag_specifications(tags)
+        .send()
+        .await
+        .expect("run instances")
+        .instances()
+        .first()
+        .and_then(|i| i.instance_id().map(str::to_string))
+        .expect("instance id")
+}

@@ -30,6 +30,7 @@ pub mod hub;
 pub mod nodes;
 pub mod operator;
 pub mod proxy;
+pub mod rbac;
 
 /// Path of the repository root.
 pub fn repo_root() -> PathBuf {

@@ -10,6 +10,8 @@ use super::{ControlPlane, Moto, aws, free_port, repo_root, watchdog};
 /// A running operator; killed on drop.
 pub struct Operator {
     child: Child,
+    /// Control plane directory and release namespace, to record the ServiceAccount's requests.
+    rbac: Option<(std::path::PathBuf, String)>,
     /// Port of /metrics, /healthz, /readyz.
     pub metrics_port: u16,
     log: std::path::PathBuf,
@@ -32,6 +34,7 @@ impl Operator {
     ) -> Operator {
         let metrics_port = free_port();
         let advisor = repo_root().join("data/catalog/spot-advisor.json");
+        let namespace = namespace_arg(extra).unwrap_or(super::rbac::DEFAULT_NAMESPACE.to_string());
         let mut command = Command::new(env!("CARGO_BIN_EXE_cloudoptim"));
         command
             .args([
@@ -45,17 +48,22 @@ impl Operator {
             .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
             .arg(format!("--spot-advisor-url=file://{}", advisor.display()))
             .args(extra)
-            .env("KUBECONFIG", cp.kubeconfig())
+            .env("KUBECONFIG", cp.operator_kubeconfig(&namespace))
             .env("AWS_ENDPOINT_URL", &moto.endpoint)
             .env("AWS_ACCESS_KEY_ID", aws::ACCESS_KEY)
             .env("AWS_SECRET_ACCESS_KEY", aws::SECRET_KEY)
             .env_remove("AWS_PROFILE");
-        Self::spawn(cp, command, metrics_port)
+        Self::spawn(cp, command, metrics_port, namespace)
     }
 
     /// Spawn `command` (logging to a file under the control plane's directory), stop it when the test
     /// process exits, and wait until /healthz answers on `metrics_port`.
-    fn spawn(cp: &ControlPlane, mut command: Command, metrics_port: u16) -> Operator {
+    fn spawn(
+        cp: &ControlPlane,
+        mut command: Command,
+        metrics_port: u16,
+        namespace: String,
+    ) -> Operator {
         let log = cp.dir.join(format!("operator-{metrics_port}.log"));
         let child = command
             .stdin(Stdio::null())
@@ -66,6 +74,7 @@ impl Operator {
         watchdog(&format!("kill -9 {} 2>/dev/null", child.id()));
         let mut operator = Operator {
             child,
+            rbac: Some((cp.dir.clone(), namespace)),
             metrics_port,
             log,
         };
@@ -88,7 +97,10 @@ impl Operator {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        Self::spawn(cp, command, metrics_port)
+        // The caller's KUBECONFIG holds a real token of the chart's ServiceAccount (e2e_ha).
+        let mut operator = Self::spawn(cp, command, metrics_port, String::new());
+        operator.rbac = None;
+        operator
     }
 
     /// Whether /readyz answers 200.
@@ -206,7 +218,25 @@ impl Drop for Operator {
             );
         }
         self.kill();
+        if let Some((dir, namespace)) = &self.rbac {
+            ControlPlane { dir: dir.clone() }.record_rbac_use(namespace);
+        }
     }
+}
+
+/// The release namespace an operator's arguments name (`--namespace`/`--lease-namespace`).
+fn namespace_arg(args: &[&str]) -> Option<String> {
+    args.iter().enumerate().find_map(|(i, a)| {
+        for flag in ["--namespace", "--lease-namespace"] {
+            if let Some(v) = a.strip_prefix(&format!("{flag}=")) {
+                return Some(v.to_string());
+            }
+            if *a == flag {
+                return args.get(i + 1).map(|v| v.to_string());
+            }
+        }
+        None
+    })
 }
 
 /// Poll `check` every 200 ms until it returns `Some`, or panic with `what` after `timeout`.

@@ -10,7 +10,7 @@
 #   token        the admin bearer token (user "e2e-admin", group system:masters)
 #   ca.crt       CA that signed the API server's serving cert
 #   env          shell-sourceable ports/URLs: API_SERVER, ETCD_URL, *_PORT ...
-#   pids/*.pid   one per process;   logs/*.log   one per process, and logs/audit.log (API writes)
+#   pids/*.pid   one per process;   logs/*.log   one per process, and logs/audit.log (API writes; every request of e2e-operator)
 #   pki/ tokens.csv *.kubeconfig etcd/ kwok.yaml   (internals)
 # Binaries come from the CLOUDOPTIM_* variables, else from the env.sh that setup.sh writes.
 # Knobs: CLOUDOPTIM_E2E_COMPONENTS (default "etcd apiserver controller-manager scheduler kwok";
@@ -143,18 +143,23 @@ do_start() {
     ETCD_PORT=$(free_port); ETCD_PEER_PORT=$(free_port); API_PORT=$(free_port)
     KCM_PORT=$(free_port); SCHED_PORT=$(free_port); KWOK_PORT=$(free_port)
     ADMIN_TOKEN=$(rand_token); KCM_TOKEN=$(rand_token); SCHED_TOKEN=$(rand_token); KWOK_TOKEN=$(rand_token)
+    OPERATOR_TOKEN=$(rand_token)
     # token,user,uid,"group1,group2"  (static token file; RBAC: system:masters is cluster-admin)
     cat > "$DIR/tokens.csv" <<EOF
 $ADMIN_TOKEN,e2e-admin,e2e-admin,"system:masters"
 $KCM_TOKEN,system:kube-controller-manager,kcm,"system:masters"
 $SCHED_TOKEN,system:kube-scheduler,scheduler,"system:masters"
 $KWOK_TOKEN,kwok-controller,kwok,"system:masters"
+$OPERATOR_TOKEN,e2e-operator,e2e-operator,"e2e:operators"
 EOF
     chmod 600 "$DIR/tokens.csv"
     write_kubeconfig "$DIR/kubeconfig" e2e-admin "$ADMIN_TOKEN"
     write_kubeconfig "$DIR/controller-manager.kubeconfig" system:kube-controller-manager "$KCM_TOKEN"
     write_kubeconfig "$DIR/scheduler.kubeconfig" system:kube-scheduler "$SCHED_TOKEN"
     write_kubeconfig "$DIR/kwok.kubeconfig" kwok-controller "$KWOK_TOKEN"
+    # e2e-operator may only impersonate (granted by the tests): operators run as the chart's
+    # ServiceAccount through it, so the chart's RBAC decides, and the audit log shows every request.
+    write_kubeconfig "$DIR/operator.kubeconfig" e2e-operator "$OPERATOR_TOKEN"
     echo -n "$ADMIN_TOKEN" > "$DIR/token"
     cat > "$DIR/env" <<EOF
 API_SERVER=https://127.0.0.1:$API_PORT
@@ -192,6 +197,8 @@ apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]
 rules:
+  - level: Metadata
+    users: [e2e-operator]
   - level: Metadata
     verbs: [create, update, patch, delete, deletecollection]
   - level: None

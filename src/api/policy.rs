@@ -459,6 +459,12 @@ pub struct Interruptions {
     #[serde(default = "default_drain_deadline")]
     #[schemars(pattern(DURATION_PATTERN))]
     pub drain_deadline: String,
+    /// A node cordoned for a notice whose instance stays (a rebalance recommendation, a scheduled
+    /// reboot, a stop/start) is uncordoned once its instance is running, its Node Ready, and the
+    /// cordon is this old (never before the 3-minute notice window has passed).
+    #[serde(default = "default_release_after")]
+    #[schemars(pattern(DURATION_PATTERN))]
+    pub release_after: String,
 }
 
 impl Default for Interruptions {
@@ -467,8 +473,13 @@ impl Default for Interruptions {
             queue_url: None,
             rebalance: RebalanceAction::default(),
             drain_deadline: default_drain_deadline(),
+            release_after: default_release_after(),
         }
     }
+}
+
+fn default_release_after() -> String {
+    "30m".into()
 }
 
 fn default_drain_deadline() -> String {

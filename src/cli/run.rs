@@ -57,6 +57,15 @@ pub struct RunArgs {
     /// policy's zombies.gracePeriod says. Do not lower it in production (tests do).
     #[arg(long, default_value = "1h")]
     pub zombie_grace_floor_volumes: String,
+    /// The least time a node cordoned for an interruption notice stays cordoned before it can be
+    /// released, whatever a policy's interruptions.releaseAfter says. Do not lower it in production
+    /// (tests do).
+    #[arg(long, default_value = "3m")]
+    pub interruption_hold_floor: String,
+    /// Namespaces hibernation never puts to sleep, whatever a schedule selects (comma-separated; the
+    /// chart passes workloadGuard.protectedNamespaces, which its admission policies also enforce).
+    #[arg(long, value_delimiter = ',', default_value = "kube-system")]
+    pub protected_namespaces: Vec<String>,
     /// Drains running at once in this process, consolidation and interruptions together.
     #[arg(long, default_value_t = crate::drain::DEFAULT_MAX_CONCURRENT_DRAINS)]
     pub max_concurrent_drains: usize,
@@ -137,6 +146,15 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
                 &args.zombie_grace_floor_volumes,
             )?,
         ),
+        own_pod: args.identity.clone(),
+        protected_namespaces: args
+            .protected_namespaces
+            .iter()
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect(),
+        interruption_hold_floor: crate::engine::duration::parse(&args.interruption_hold_floor)
+            .map_err(|e| CliError::BadInput(format!("--interruption-hold-floor: {e}")))?,
     };
     let result = runtime.block_on(operator(args, config, base));
     // Whatever is still running (watch retries, lease renewals) is abandoned, not awaited.

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::controller::{Action, Controller};
@@ -83,6 +83,12 @@ pub enum Error {
         "spec.targets.namespaces: {0} is the namespace CloudOptim runs in; the operator never hibernates itself (it would not wake anything up again), so remove it"
     )]
     TargetsOperator(String),
+    /// The schedule names a protected namespace (`--protected-namespaces`, chart
+    /// `workloadGuard.protectedNamespaces`).
+    #[error(
+        "spec.targets.namespaces: {0} is a protected namespace (kube-system and the chart's workloadGuard.protectedNamespaces) that CloudOptim never hibernates; remove it"
+    )]
+    TargetsProtected(String),
 }
 
 impl Error {
@@ -98,6 +104,7 @@ impl Error {
             Error::Kube(_) => "KubernetesError",
             Error::Finalizer(_) => "FinalizerError",
             Error::TargetsOperator(_) => "TargetsOperator",
+            Error::TargetsProtected(_) => "TargetsProtected",
         }
     }
 
@@ -106,7 +113,8 @@ impl Error {
             Error::Schedule(_)
             | Error::NameTooLong(_)
             | Error::BadSelector(..)
-            | Error::TargetsOperator(_) => RESYNC,
+            | Error::TargetsOperator(_)
+            | Error::TargetsProtected(_) => RESYNC,
             _ => Duration::from_secs(10),
         }
     }
@@ -356,6 +364,7 @@ async fn target_namespaces(
     client: &kube::Client,
     schedule: &HibernationSchedule,
     own_namespace: Option<&str>,
+    protected: &[String],
 ) -> Result<BTreeSet<String>, Error> {
     let targets = &schedule.spec.targets;
     let mut namespaces: BTreeSet<String> = targets.namespaces.iter().cloned().collect();
@@ -374,7 +383,73 @@ async fn target_namespaces(
     if let Some(own) = own_namespace {
         namespaces.remove(own);
     }
+    // Nor do the protected ones (kube-system by default).
+    for p in protected {
+        namespaces.remove(p);
+    }
     Ok(namespaces)
+}
+
+/// The Auto Scaling groups the operator's replicas run on: its own pod (`--identity`, the pod name)
+/// and the pods of the same release in its namespace, their Nodes' instances, and those instances'
+/// `aws:autoscaling:groupName` tag. Empty when any of it cannot be found (not running in a pod).
+async fn operator_groups<C: Cloud>(ctx: &Context<C>) -> BTreeSet<String> {
+    let (Some(namespace), Some(pod)) = (&ctx.config.own_namespace, &ctx.config.own_pod) else {
+        return BTreeSet::new();
+    };
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), namespace);
+    let Ok(Some(me)) = pods.get_opt(pod).await else {
+        return BTreeSet::new();
+    };
+    let mut node_names: BTreeSet<String> = me
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .into_iter()
+        .collect();
+    if let Some(instance) = me.labels().get("app.kubernetes.io/instance")
+        && let Ok(peers) = pods
+            .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={instance}")))
+            .await
+    {
+        node_names.extend(
+            peers
+                .items
+                .iter()
+                .filter_map(|p| p.spec.as_ref()?.node_name.clone()),
+        );
+    }
+    let nodes = Api::<Node>::all(ctx.client.clone());
+    let mut instances = BTreeSet::new();
+    for name in &node_names {
+        if let Ok(Some(node)) = nodes.get_opt(name).await
+            && let Some(id) = node
+                .spec
+                .as_ref()
+                .and_then(|s| s.provider_id.as_deref())
+                .and_then(super::policy::instance_id)
+        {
+            instances.insert(id.to_string());
+        }
+    }
+    if instances.is_empty() {
+        return BTreeSet::new();
+    }
+    match ctx
+        .cloud
+        .instances(crate::cloud::CLUSTER_TAG, &ctx.config.cluster_name)
+        .await
+    {
+        Ok(list) => list
+            .into_iter()
+            .filter(|i| instances.contains(&i.id))
+            .filter_map(|i| i.tags.get("aws:autoscaling:groupName").cloned())
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "describing the instances CloudOptim runs on");
+            BTreeSet::new()
+        }
+    }
 }
 
 /// Every group the schedule targets now (`true`) or still holds from before (`false`), by name.
@@ -497,6 +572,8 @@ struct Done {
     slept_groups: Vec<String>,
     woke_groups: Vec<String>,
     held_by_other: Vec<String>,
+    /// Targeted groups left awake because CloudOptim's own pods run on them.
+    hosting_operator: Vec<String>,
     saved_workloads: Vec<SavedWorkload>,
     saved_groups: Vec<SavedGroup>,
 }
@@ -510,7 +587,13 @@ async fn step_workloads<C: Cloud>(
     let name = schedule.name_any();
     let excluded_names = &schedule.spec.targets.exclude.names;
     let namespaces = if asleep {
-        target_namespaces(&ctx.client, schedule, ctx.config.own_namespace.as_deref()).await?
+        target_namespaces(
+            &ctx.client,
+            schedule,
+            ctx.config.own_namespace.as_deref(),
+            &ctx.config.protected_namespaces,
+        )
+        .await?
     } else {
         BTreeSet::new()
     };
@@ -583,7 +666,20 @@ async fn step_groups<C: Cloud>(
     done: &mut Done,
 ) -> Result<(), Error> {
     let name = schedule.name_any();
-    for (group, targeted) in groups_in_scope(ctx, schedule).await?.values() {
+    let in_scope = groups_in_scope(ctx, schedule).await?;
+    let own = if in_scope.values().any(|(_, targeted)| *targeted) {
+        operator_groups(ctx).await
+    } else {
+        BTreeSet::new()
+    };
+    for (group, targeted) in in_scope.values() {
+        // The groups CloudOptim's own pods run on never sleep: it would not wake anything up again.
+        let targeted = if *targeted && own.contains(&group.name) {
+            done.hosting_operator.push(group.name.clone());
+            &false
+        } else {
+            targeted
+        };
         let view = view_of(group, *targeted);
         let step = group_step(&name, asleep, &view);
         if !ctx.config.dry_run {
@@ -703,6 +799,14 @@ async fn apply<C: Cloud>(
         {
             return Err(Error::TargetsOperator(own.clone()));
         }
+        if let Some(p) = ctx
+            .config
+            .protected_namespaces
+            .iter()
+            .find(|p| schedule.spec.targets.namespaces.contains(p))
+        {
+            return Err(Error::TargetsProtected(p.clone()));
+        }
         let compiled = compile(schedule)?;
         let wanted = wanted(schedule, &compiled, now);
         let done = converge(ctx, schedule, &wanted).await?;
@@ -743,6 +847,12 @@ async fn apply<C: Cloud>(
                 Some((at, state)) => format!("{:?} until {at} ({state:?} next)", wanted.state),
                 None => format!("{:?}, no transition ahead", wanted.state),
             };
+            if !done.hosting_operator.is_empty() {
+                message.push_str(&format!(
+                    "; Auto Scaling group {} runs CloudOptim itself and never sleeps",
+                    done.hosting_operator.join(", ")
+                ));
+            }
             if !done.held_by_other.is_empty() {
                 message.push_str(&format!(
                     "; left alone, another schedule holds them: {}",

@@ -10,6 +10,8 @@
 //! come back. A message whose cordon failed is not deleted; SQS delivers it again after its visibility
 //! timeout, and the dedupe forgets it so the redelivery is handled.
 
+mod release;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -48,12 +50,16 @@ const HANDLERS: usize = 64;
 const RECEIVERS: usize = 4;
 /// How often the set of queues is re-read from the policies.
 const RESCAN: Duration = Duration::from_secs(10);
+/// `interruptions.releaseAfter` when no policy names a queue any more (its default).
+const DEFAULT_RELEASE_AFTER: Duration = Duration::from_secs(1800);
 
 /// What a queue's policy says.
 #[derive(Debug, Clone)]
 struct QueueSettings {
     rebalance: RebalancePolicy,
     deadline: Duration,
+    /// `interruptions.releaseAfter`: when a node held for a notice is given back once healthy.
+    release_after: Duration,
     dry_run: bool,
     /// `spot.fallbackToOnDemand`: how long a group stays on on-demand after a Spot capacity error
     /// (`spot.restoreToSpotAfter`), or `None` when the policy does not fall back.
@@ -479,9 +485,12 @@ fn settings_of(
             Duration::from_secs(90)
         }
     };
+    let release_after = parse_duration("interruptions.releaseAfter", &spec.release_after)
+        .unwrap_or(DEFAULT_RELEASE_AFTER);
     Some((
         queue,
         QueueSettings {
+            release_after,
             rebalance: match spec.rebalance {
                 RebalanceAction::Ignore => RebalancePolicy::Ignore,
                 RebalanceAction::Cordon => RebalancePolicy::Cordon,
@@ -524,6 +533,7 @@ pub async fn run<C: Cloud>(
     });
     let mut queues: HashMap<String, Receivers> = HashMap::new();
     tokio::pin!(shutdown);
+    let mut release_after = DEFAULT_RELEASE_AFTER;
     loop {
         match Api::<OptimizationPolicy>::all(ctx.client.clone())
             .list(&ListParams::default())
@@ -535,6 +545,12 @@ pub async fn run<C: Cloud>(
                     .iter()
                     .filter_map(|p| settings_of(p, ctx.config.dry_run))
                     .collect();
+                // Several policies with queues: the longest hold wins (the cautious one).
+                release_after = wanted
+                    .values()
+                    .map(|s| s.release_after)
+                    .max()
+                    .unwrap_or(DEFAULT_RELEASE_AFTER);
                 queues.retain(|url, (_, tasks)| {
                     let keep = wanted.contains_key(url);
                     if !keep {
@@ -560,6 +576,7 @@ pub async fn run<C: Cloud>(
             }
             Err(e) => tracing::warn!(error = %e, "listing OptimizationPolicies for their queues"),
         }
+        intake.sweep(release_after).await;
         tokio::select! {
             _ = &mut shutdown => break,
             _ = tokio::time::sleep(RESCAN) => {}

@@ -35,9 +35,17 @@ pub struct RunConfig {
     /// The least zombie grace periods in seconds, (instances, volumes), whatever a policy says
     /// (defaults [`crate::engine::zombies::MIN_INSTANCE_GRACE`], [`crate::engine::zombies::MIN_VOLUME_GRACE`]).
     pub zombie_grace_floors: (i64, i64),
+    /// The least time a node cordoned for an interruption notice stays cordoned, whatever a policy's
+    /// interruptions.releaseAfter says (default [`crate::engine::release::MIN_HOLD`]).
+    pub interruption_hold_floor: std::time::Duration,
     /// The namespace the operator runs in (POD_NAMESPACE or the service account's namespace file):
     /// hibernation never puts it to sleep.
     pub own_namespace: Option<String>,
+    /// The operator's pod name (`--identity` / POD_NAME): hibernation never puts the groups its
+    /// replicas run on to sleep.
+    pub own_pod: Option<String>,
+    /// Namespaces hibernation never touches (`--protected-namespaces`, default kube-system).
+    pub protected_namespaces: Vec<String>,
 }
 
 /// What every reconcile gets.

@@ -187,6 +187,10 @@ pub fn settings(policy: &OptimizationPolicy) -> Result<Settings, Error> {
         "interruptions.drainDeadline",
         &spec.interruptions.drain_deadline,
     )?;
+    parse_duration(
+        "interruptions.releaseAfter",
+        &spec.interruptions.release_after,
+    )?;
     parse_duration("spot.restoreToSpotAfter", &spec.spot.restore_to_spot_after)?;
     let (min, max) = (spec.nodes.min, spec.nodes.max);
     if let (Some(min), Some(max)) = (min, max)

@@ -10,6 +10,7 @@ pub mod hibernation;
 pub mod interruption;
 pub mod mix;
 pub mod ranking;
+pub mod release;
 pub mod savings;
 pub mod schedule;
 pub mod snapshot;
