@@ -113,9 +113,11 @@ pub fn stream(
             if let Some(event) = watch.pending.pop_front() {
                 return Some((Ok(event), watch));
             }
+            // Tokens first: a change broadcast after a revocation is never sent to the revoked.
             let wake = tokio::select! {
-                change = watch.changes.recv() => Wake::Change(change),
+                biased;
                 Ok(()) = watch.tokens.changed() => Wake::TokensChanged,
+                change = watch.changes.recv() => Wake::Change(change),
             };
             match wake {
                 Wake::TokensChanged => {
