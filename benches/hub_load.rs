@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cloudoptim::hub::auth::Tokens;
+use cloudoptim::hub::limits::Limits;
 use cloudoptim::hub::server::router;
 use cloudoptim::hub::state::HubState;
 use cloudoptim::metrics::Metrics;
@@ -45,7 +46,9 @@ fn main() {
 async fn run(duration: Duration, connections: usize) {
     let tokens =
         Tokens::from_pairs((0..MEMBERS).map(|i| (format!("member-{i}"), format!("token-{i}"))));
-    let hub = HubState::new(1800, tokens, Metrics::new().expect("metrics"));
+    // Throughput of the API itself: the per-member limits would turn most reports into 429s.
+    let metrics = Metrics::new().expect("metrics");
+    let hub = HubState::with_limits(1800, tokens, metrics, Limits::unlimited());
     hub.set_ready();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

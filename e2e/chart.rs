@@ -58,6 +58,7 @@ async fn chart_lints_renders_and_every_object_is_accepted_by_the_api_server() {
             "region=us-east-1",
             "hub.url=https://hub",
             "hub.tokenSecret=t",
+            "hub.caSecret=hub-ca",
         ],
     );
     let kinds: Vec<&str> = operator.iter().filter_map(|o| o["kind"].as_str()).collect();
@@ -84,6 +85,10 @@ async fn chart_lints_renders_and_every_object_is_accepted_by_the_api_server() {
         args.contains("--leader-elect") && args.contains("--cluster-name=e2e"),
         "{args}"
     );
+    assert!(
+        args.contains("--hub-ca-file=/var/run/cloudoptim/hub-ca/ca.crt"),
+        "{args}"
+    );
     server_side_dry_run(&client, &namespace, &operator).await;
 
     let hub = render(&namespace, &["mode=hub"]);
@@ -96,7 +101,41 @@ async fn chart_lints_renders_and_every_object_is_accepted_by_the_api_server() {
         hub_args.contains("\"hub\"") && hub_args.contains("--tokens-dir"),
         "{hub_args}"
     );
+    assert!(
+        hub_args.contains("--tls-cert-file=") && hub_args.contains("--max-flags-per-member="),
+        "the hub serves TLS with its limits: {hub_args}"
+    );
     server_side_dry_run(&client, &namespace, &hub).await;
+
+    // cert-manager writes the Secret the hub mounts (its CRD is not in this API server: rendered only).
+    let managed = render(
+        &namespace,
+        &[
+            "mode=hub",
+            "hubServer.tls.certManager.enabled=true",
+            "hubServer.tls.certManager.issuerRef.name=fleet-ca",
+            "hubServer.tls.certManager.issuerRef.kind=ClusterIssuer",
+        ],
+    );
+    let certificate = managed
+        .iter()
+        .find(|o| o["kind"] == "Certificate")
+        .expect("a cert-manager Certificate");
+    assert_eq!(certificate["spec"]["secretName"], "cloudoptim-hub-tls");
+    assert_eq!(certificate["spec"]["issuerRef"]["name"], "fleet-ca");
+    let plain = render(
+        &namespace,
+        &["mode=hub", "hubServer.insecurePlainHttp=true"],
+    );
+    let plain_args = plain
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .expect("hub deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+        .to_string();
+    assert!(
+        plain_args.contains("--insecure-plain-http") && !plain_args.contains("--tls-cert-file"),
+        "{plain_args}"
+    );
 
     let out = helm_run(&["template", "cloudoptim", chart.to_str().expect("utf-8")]);
     assert!(

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use cloudoptim::api::NodeTemplate;
 use kube::api::{Api, PostParams};
 use serde_json::json;
-use support::hub::Hub;
+use support::hub::{Hub, HubOptions};
 use support::nodes::FakeNode;
 use support::operator::{Operator, eventually};
 use support::{ControlPlane, Moto, aws, unique};
@@ -34,10 +34,16 @@ async fn a_flag_raised_in_member_a_reaches_member_b_and_expires() {
         return;
     };
     let Some(moto) = Moto::start() else { return };
-    let hub = Hub::start_with_tokens(
+    // Over TLS (the members trust the test's CA with --hub-ca-file). One member's warning reaching
+    // the other at once is the point here, so the confirmation rule is off (--confirmations=1).
+    let hub = Hub::start_with(
         &cp_hub,
-        HUB_TTL_SECONDS,
-        &[("cluster-a", "token-a"), ("cluster-b", "token-b")],
+        HubOptions {
+            ttl: HUB_TTL_SECONDS,
+            members: &[("cluster-a", "token-a"), ("cluster-b", "token-b")],
+            tls: true,
+            args: &["--confirmations=1"],
+        },
     );
     let token_a = cp_a.dir.join(unique("token-a"));
     std::fs::write(&token_a, "token-a").expect("token a");
@@ -64,7 +70,9 @@ async fn a_flag_raised_in_member_a_reaches_member_b_and_expires() {
         .create(&PostParams::default(), &template)
         .await
         .expect("template created");
-    let hub_flags = ["--hub-url", &hub.url(), "--hub-token-file"];
+    let member_args = hub.member_args();
+    let mut hub_flags: Vec<&str> = member_args.iter().map(String::as_str).collect();
+    hub_flags.push("--hub-token-file");
     let token_b_arg = token_b.display().to_string();
     let mut args_b: Vec<&str> = hub_flags.to_vec();
     args_b.push(&token_b_arg);

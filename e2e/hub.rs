@@ -1,22 +1,23 @@
-//! The real `cloudoptim hub` binary against the real API server: authentication and validation
-//! refusals, flags stored as SpotRiskFlag objects, the list and watch endpoints, restarts that lose
-//! nothing, expiry, and a member mirroring the hub's flags into its own (second) API server.
+//! The real `cloudoptim hub` binary against the real API server, over TLS with a CA made for each
+//! test: authentication and validation refusals, flags stored as SpotRiskFlag objects, the list and
+//! watch endpoints, restarts that lose nothing, expiry, a member mirroring the hub's flags into its
+//! own (second) API server; and the network hardening (`hub_security` below): plain HTTP refused,
+//! revoked tokens, a flooding member throttled, the confirmation rule, no start without TLS.
 
+mod hub_security;
 mod support;
 
-use std::io::Write;
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cloudoptim::api::SpotRiskFlag;
 use cloudoptim::api::risk_flag::{FlagSource, RiskReason};
-use cloudoptim::hub::client::{HubClient, LocalReport, run_member};
+use cloudoptim::hub::client::{LocalReport, run_member};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use serde_json::{Value, json};
-use support::hub::{Hub, TOKEN_A, TOKEN_B, read_response};
+use support::hub::{Hub, HubOptions, TOKEN_A, TOKEN_B};
 use support::operator::eventually;
 use support::{ControlPlane, repo_root, unique};
 
@@ -67,19 +68,12 @@ async fn a_body_over_64_kib_is_refused_with_413() {
         return;
     };
     let hub = Hub::start(cp, 1800);
-    let mut stream = TcpStream::connect(("127.0.0.1", hub.port)).expect("hub reachable");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
     // Headers only: the declared length alone is refused, before any body is read.
-    write!(
-        stream,
+    let (status, answer) = hub.send_raw(&format!(
         "POST /v1/flags HTTP/1.1\r\nHost: hub\r\nAuthorization: Bearer {TOKEN_A}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{{\"pad\": \"",
         70 * 1024
-    )
-    .expect("request sent");
-    let (status, answer) = read_response(&mut stream);
+    ));
     assert_eq!(status, 413, "{answer}");
     assert!(answer.contains("larger than 65536 bytes"), "{answer}");
 }
@@ -171,7 +165,7 @@ async fn the_watch_sends_the_active_set_then_a_flag_posted_afterwards() {
         .0,
         202
     );
-    let events = hub.watch(&region);
+    let events = hub.watch(TOKEN_A, &region);
     let first = events.recv_timeout(WAIT).expect("the active flag");
     assert_eq!(first.event, "flag");
     assert!(first.data.contains("m5.large"), "{first:?}");
@@ -283,9 +277,20 @@ async fn a_member_pushes_its_flags_and_mirrors_the_hubs_until_they_expire() {
     let Some(member) = member_cluster().await else {
         return;
     };
-    let hub = Hub::start(cp, 6);
+    // Member A's flag alone reaches member B here (--confirmations=1); the default confirmation
+    // rule is tested in hub_security.
+    let a = format!("{TOKEN_A}\n");
+    let hub = Hub::start_with(
+        cp,
+        HubOptions {
+            ttl: 6,
+            members: &[("member-a", &a), ("member-b", TOKEN_B)],
+            tls: true,
+            args: &["--confirmations=1"],
+        },
+    );
     let region = region();
-    let client = HubClient::new(&hub.url(), TOKEN_B).expect("hub client");
+    let client = hub.client(TOKEN_B);
     let metrics = cloudoptim::metrics::Metrics::new().expect("metrics");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(run_member(
@@ -299,7 +304,7 @@ async fn a_member_pushes_its_flags_and_mirrors_the_hubs_until_they_expire() {
         },
     ));
 
-    // Member A (over plain HTTP) raises a flag; member B's cluster gets it with source Hub.
+    // Member A raises a flag; member B's cluster gets it with source Hub.
     let posted = Instant::now();
     assert_eq!(
         hub.post(

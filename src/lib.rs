@@ -14,5 +14,6 @@ pub mod fence;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod names;
 pub mod telemetry;
 pub mod translate;

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Errors building the metrics registry (only at start-up).
@@ -63,6 +63,15 @@ pub struct Metrics {
     /// `cloudoptim_hub_flag_writes_total{op,result}`: SpotRiskFlag writes by the hub and the member
     /// mirror (op apply|delete, result ok|error).
     pub hub_flag_writes: IntCounterVec,
+    /// `cloudoptim_hub_limited_total{limit}`: requests and connections the hub refused by a limit
+    /// (`report_rate`, `requests`, `watches`, `flags`, `connections`).
+    pub hub_limited: IntCounterVec,
+    /// `cloudoptim_hub_connections`: open connections to the hub API.
+    pub hub_connections: IntGauge,
+    /// `cloudoptim_hub_tls_reloads_total{result}`: certificate reloads after the files changed.
+    pub hub_tls_reloads: IntCounterVec,
+    /// `cloudoptim_hub_watches_revoked_total`: watch streams ended because their token was revoked.
+    pub hub_watches_revoked: IntCounter,
     /// `cloudoptim_leader`: 1 while this replica holds the leader lease (always 1 without election).
     pub leader: IntGauge,
     /// `cloudoptim_fenced_writes_total{target}`: writes refused because this replica did not hold the
@@ -230,6 +239,32 @@ impl Metrics {
                 "SpotRiskFlag writes of the hub and the member mirror, by operation and result.",
                 &["op", "result"],
             )?,
+            hub_limited: counter(
+                "hub_limited_total",
+                "Requests and connections the hub refused by a limit, by limit.",
+                &["limit"],
+            )?,
+            hub_connections: {
+                let metric = IntGauge::new(
+                    "cloudoptim_hub_connections",
+                    "Open connections to the hub API.",
+                )?;
+                registry.register(Box::new(metric.clone()))?;
+                metric
+            },
+            hub_tls_reloads: counter(
+                "hub_tls_reloads_total",
+                "Reloads of the hub's TLS certificate after its files changed, by result.",
+                &["result"],
+            )?,
+            hub_watches_revoked: {
+                let metric = IntCounter::new(
+                    "cloudoptim_hub_watches_revoked_total",
+                    "Hub watch streams ended because their member token was removed or changed.",
+                )?;
+                registry.register(Box::new(metric.clone()))?;
+                metric
+            },
             leader: {
                 let metric = IntGauge::new(
                     "cloudoptim_leader",

@@ -48,7 +48,7 @@ use crate::engine::snapshot::{
 };
 
 /// Annotation (on nodes and pods) that keeps CloudOptim from disrupting them.
-pub const DO_NOT_DISRUPT: &str = "cloudoptim.io/do-not-disrupt";
+pub use crate::names::DO_NOT_DISRUPT;
 const KARPENTER_DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";
 const SAFE_TO_EVICT: &str = "cluster-autoscaler.kubernetes.io/safe-to-evict";
 /// Annotation the kubelet puts on the API copy (mirror pod) of a static pod.
@@ -56,7 +56,7 @@ pub const MIRROR: &str = "kubernetes.io/config.mirror";
 const CAPACITY_LABELS: [&str; 3] = [
     "karpenter.sh/capacity-type",
     "eks.amazonaws.com/capacityType",
-    "cloudoptim.io/capacity-type",
+    crate::names::CAPACITY_TYPE_LABEL,
 ];
 
 /// Input that cannot be understood: where (`items[3].spec.containers[0].resources.requests.cpu`) and

@@ -219,7 +219,8 @@ impl Drop for Operator {
         }
         self.kill();
         if let Some((dir, namespace)) = &self.rbac {
-            ControlPlane { dir: dir.clone() }.record_rbac_use(namespace);
+            ControlPlane { dir: dir.clone() }
+                .record_rbac_use(namespace, super::rbac::Mode::Operator);
         }
     }
 }

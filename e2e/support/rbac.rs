@@ -18,10 +18,33 @@ use super::{ControlPlane, aws, chart};
 
 /// The release namespace of an operator started without one (no leader election).
 pub const DEFAULT_NAMESPACE: &str = "cloudoptim-system";
+/// The release namespace of the hubs the tests start.
+pub const HUB_NAMESPACE: &str = "cloudoptim-hub";
 
-/// Where the used requests are collected.
-pub fn used_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("rbac-used")
+/// The chart's two modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `cloudoptim run`.
+    Operator,
+    /// `cloudoptim hub`.
+    Hub,
+}
+
+impl Mode {
+    /// The chart's `mode` value.
+    pub fn value(self) -> &'static str {
+        match self {
+            Mode::Operator => "operator",
+            Mode::Hub => "hub",
+        }
+    }
+}
+
+/// Where the used requests of a mode are collected.
+pub fn used_dir(mode: Mode) -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("rbac-used")
+        .join(mode.value())
 }
 
 /// Release name for `namespace` (one release, one ServiceAccount, one ClusterRole per namespace).
@@ -36,13 +59,14 @@ pub fn service_account(namespace: &str) -> String {
     format!("system:serviceaccount:{namespace}:{}", release(namespace))
 }
 
-/// The chart's RBAC objects and admission policies (operator mode) for a release in `namespace`.
-pub fn rendered_rbac(namespace: &str) -> Vec<serde_json::Value> {
+/// The chart's RBAC objects and admission policies in `mode` for a release in `namespace`.
+pub fn rendered_rbac(namespace: &str, mode: Mode) -> Vec<serde_json::Value> {
     let region = format!("region={}", aws::REGION);
+    let mode_value = format!("mode={}", mode.value());
     chart::render(
         &release(namespace),
         namespace,
-        &["clusterName=e2e", &region],
+        &["clusterName=e2e", &region, &mode_value],
     )
     .into_iter()
     .filter(|o| {
@@ -108,9 +132,14 @@ impl ControlPlane {
         admin(self.operator_kubeconfig(namespace)).await
     }
 
-    /// A kubeconfig acting as the chart's ServiceAccount of a release in `namespace`, after installing
-    /// the namespace and the chart's RBAC for it (once per namespace).
+    /// [`ControlPlane::service_account_kubeconfig`] in operator mode.
     pub fn operator_kubeconfig(&self, namespace: &str) -> PathBuf {
+        self.service_account_kubeconfig(namespace, Mode::Operator)
+    }
+
+    /// A kubeconfig acting as the chart's ServiceAccount of a release in `namespace` (one mode per
+    /// namespace), after installing the namespace and the chart's RBAC for it (once).
+    pub fn service_account_kubeconfig(&self, namespace: &str, mode: Mode) -> PathBuf {
         static DONE: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
         let path = self.dir.join(format!("operator-{namespace}.kubeconfig"));
         let key = path.display().to_string();
@@ -118,7 +147,7 @@ impl ControlPlane {
         if done.contains(&key) {
             return path;
         }
-        let objects = rendered_rbac(namespace);
+        let objects = rendered_rbac(namespace, mode);
         let (kubeconfig, ns) = (self.kubeconfig(), namespace.to_string());
         blocking(move || async move {
             let client = admin(kubeconfig).await;
@@ -155,8 +184,8 @@ impl ControlPlane {
     }
 
     /// Append the requests the audit log holds for `namespace`'s ServiceAccount to
-    /// [`used_dir`]: one `verb group resource[/subresource] code` line per request.
-    pub fn record_rbac_use(&self, namespace: &str) {
+    /// [`used_dir`] of `mode`: one `verb group resource[/subresource] code` line per request.
+    pub fn record_rbac_use(&self, namespace: &str, mode: Mode) {
         let Ok(text) = std::fs::read_to_string(self.dir.join("logs/audit.log")) else {
             return;
         };
@@ -174,14 +203,18 @@ impl ControlPlane {
                 };
                 let group = object["apiGroup"].as_str().unwrap_or("");
                 let group = if group.is_empty() { "core" } else { group };
-                Some(format!(
-                    "{} {group} {resource} {}",
-                    e["verb"].as_str()?,
-                    e["responseStatus"]["code"].as_i64().unwrap_or(0)
-                ))
+                let code = e["responseStatus"]["code"].as_i64().unwrap_or(0);
+                let verb = e["verb"].as_str()?;
+                let mut used = vec![format!("{verb} {group} {resource} {code}")];
+                // A server-side apply that creates the object (201) is authorized as `create` too.
+                if verb == "patch" && code == 201 {
+                    used.push(format!("create {group} {resource} {code}"));
+                }
+                Some(used)
             })
+            .flatten()
             .collect();
-        let dir = used_dir();
+        let dir = used_dir(mode);
         if lines.is_empty() || std::fs::create_dir_all(&dir).is_err() {
             return;
         }

@@ -32,6 +32,14 @@ pub struct RunArgs {
     /// File holding this cluster's bearer token for the hub.
     #[arg(long, env = "CLOUDOPTIM_HUB_TOKEN_FILE")]
     pub hub_token_file: Option<PathBuf>,
+    /// PEM bundle of the CA that signed the hub's certificate (a private CA); without it the
+    /// system's roots are trusted.
+    #[arg(long, env = "CLOUDOPTIM_HUB_CA_FILE")]
+    pub hub_ca_file: Option<PathBuf>,
+    /// Allow a plain http:// --hub-url (the token then crosses the network in clear; only behind
+    /// something that encrypts).
+    #[arg(long, env = "CLOUDOPTIM_HUB_INSECURE")]
+    pub hub_insecure: bool,
     /// Address of the /metrics, /healthz and /readyz server.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
@@ -173,8 +181,15 @@ async fn operator(args: &RunArgs, config: RunConfig, base: Catalog) -> Result<()
             ));
         }
         (Some(url), Some(file)) => Some(
-            crate::hub::client::HubClient::from_token_file(url, file)
-                .map_err(|e| CliError::BadInput(format!("--hub-url/--hub-token-file: {e}")))?,
+            crate::hub::client::HubClient::from_token_file(
+                url,
+                file,
+                &crate::hub::client::HubTls {
+                    ca_file: args.hub_ca_file.clone(),
+                    insecure: args.hub_insecure,
+                },
+            )
+            .map_err(|e| CliError::BadInput(format!("--hub-url/--hub-token-file: {e}")))?,
         ),
     };
     let identity = args.identity.clone().unwrap_or_else(hostname);

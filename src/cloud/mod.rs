@@ -75,7 +75,7 @@ pub type CloudResult<T> = Result<T, CloudError>;
 
 /// The tag that marks this cluster's instances, volumes and groups: `cloudoptim.io/cluster=<name>`.
 /// Nothing without it (with this cluster's name as value) is ever terminated or deleted.
-pub const CLUSTER_TAG: &str = "cloudoptim.io/cluster";
+pub use crate::names::CLUSTER_TAG;
 
 /// An EC2 instance type as DescribeInstanceTypes reports it.
 #[derive(Debug, Clone, PartialEq)]

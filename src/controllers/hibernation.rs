@@ -40,18 +40,18 @@ use crate::engine::schedule::{self, CompiledSchedule, ScheduleError, ScheduleSpe
 
 /// Name of this controller in metrics.
 pub const CONTROLLER: &str = "hibernation";
-/// Finalizer that restores what the schedule holds before it goes away.
-pub const FINALIZER: &str = "cloudoptim.io/hibernation-restore";
-/// Label on a workload held asleep, value = schedule name (selectable: "everything this schedule holds").
-pub const HIBERNATED_BY_LABEL: &str = "cloudoptim.io/hibernated-by";
-/// Annotation with the replica count to restore.
-pub const ORIGINAL_REPLICAS: &str = "cloudoptim.io/original-replicas";
 /// Annotation that keeps an object awake when set to "false".
-pub const HIBERNATE_ANNOTATION: &str = "cloudoptim.io/hibernate";
+pub use crate::names::HIBERNATE_ANNOTATION;
+/// Label on a workload held asleep, value = schedule name (selectable: "everything this schedule holds").
+pub use crate::names::HIBERNATED_BY as HIBERNATED_BY_LABEL;
 /// Group tag: the schedule that saved the group's sizes (first write of a sleep).
-pub const HIBERNATING_FOR_TAG: &str = "cloudoptim.io/hibernating-for";
+pub use crate::names::HIBERNATING_FOR_TAG;
+/// Finalizer that restores what the schedule holds before it goes away.
+pub use crate::names::HIBERNATION_FINALIZER as FINALIZER;
+/// Annotation with the replica count to restore.
+pub use crate::names::ORIGINAL_REPLICAS;
 /// Group tag: the saved sizes, `min/max/desired`.
-pub const ORIGINAL_SIZE_TAG: &str = "cloudoptim.io/original-size";
+pub use crate::names::ORIGINAL_SIZE_TAG;
 /// Longest wait between reconciles when no transition is due (drift from people, new workloads).
 const RESYNC: Duration = Duration::from_secs(600);
 

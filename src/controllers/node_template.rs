@@ -37,7 +37,7 @@ pub const CONTROLLER: &str = "node_template";
 /// How often a template is re-ranked when nothing changes (Spot prices are cached for 5 minutes).
 pub const RERANK_INTERVAL: Duration = Duration::from_secs(300);
 /// The tag hibernation puts on a group it holds at zero.
-pub const HIBERNATED_BY_TAG: &str = "cloudoptim.io/hibernated-by";
+pub use crate::names::HIBERNATED_BY as HIBERNATED_BY_TAG;
 
 /// Why a reconcile failed. Spec problems wait for a change; the rest are retried.
 #[derive(Debug, thiserror::Error)]

@@ -259,8 +259,8 @@ const KEPT_ANNOTATIONS: [&str; 6] = [
     "karpenter.sh/do-not-disrupt",
     "cluster-autoscaler.kubernetes.io/safe-to-evict",
     translate::MIRROR,
-    "cloudoptim.io/disrupted-at",
-    "cloudoptim.io/disrupted-reason",
+    crate::names::DISRUPTED_AT_ANNOTATION,
+    crate::names::DISRUPTED_REASON_ANNOTATION,
 ];
 
 fn strip_meta(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
@@ -772,7 +772,7 @@ async fn snapshot_then_delete<C: Cloud>(
         let tags = BTreeMap::from([
             (CLUSTER_TAG.to_string(), ctx.config.cluster_name.clone()),
             (
-                "cloudoptim.io/zombie-volume".to_string(),
+                crate::names::ZOMBIE_VOLUME_TAG.to_string(),
                 volume.to_string(),
             ),
         ]);

@@ -8,13 +8,13 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Node, Taint};
 use serde_json::{Value, json};
 
-/// Taint key of voluntary disruption (consolidation).
-pub const DISRUPTED_TAINT: &str = "cloudoptim.io/disrupted";
-/// Taint key of involuntary disruption (Spot interruptions, rebalance, scheduled events).
-pub const INTERRUPTED_TAINT: &str = "cloudoptim.io/interrupted";
 /// Set on a node when CloudOptim flipped `spec.unschedulable`, so releasing it uncordons only what
 /// CloudOptim cordoned.
-pub const CORDONED_ANNOTATION: &str = "cloudoptim.io/cordoned";
+pub use crate::names::CORDONED_ANNOTATION;
+/// Taint key of voluntary disruption (consolidation).
+pub use crate::names::DISRUPTED_TAINT;
+/// Taint key of involuntary disruption (Spot interruptions, rebalance, scheduled events).
+pub use crate::names::INTERRUPTED_TAINT;
 /// The effect of every CloudOptim drain taint.
 pub(super) const NO_SCHEDULE: &str = "NoSchedule";
 

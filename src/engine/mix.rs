@@ -81,7 +81,7 @@ pub fn keep_split(
 /// NodeTemplate annotation holding the groups on on-demand after a Spot capacity error: a JSON object
 /// `{"<group>": "<RFC 3339 time to restore Spot>"}`, written by the interruption intake from an
 /// EventBridge "EC2 Instance Launch Unsuccessful" event and read by the NodeTemplate controller.
-pub const SPOT_FALLBACK_ANNOTATION: &str = "cloudoptim.io/spot-fallback";
+pub use crate::names::SPOT_FALLBACK_ANNOTATION;
 
 /// Until when (unix seconds) `group` stays on on-demand, if the annotation says so and it is still in
 /// the future at `now`. A malformed annotation means no fallback.

@@ -25,7 +25,7 @@ pub enum TokensError {
 }
 
 /// The member tokens.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Tokens {
     members: Vec<(String, Vec<u8>)>,
 }

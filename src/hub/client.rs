@@ -7,6 +7,11 @@
 //! sends the whole active set, and mirrored flags the hub no longer has are deleted. A flag raised
 //! here (`source: Local`) that outlives the hub's copy is left as it is.
 //!
+//! Transport: HTTPS only, verified against the system's roots or a private CA bundle
+//! ([`HubTls::ca_file`], `--hub-ca-file`); an `http://` URL is refused unless [`HubTls::insecure`]
+//! (`--hub-insecure`) is set, since the bearer token would cross the network in clear. Connecting
+//! gives up after [`CONNECT_TIMEOUT`], a request's answer after [`REQUEST_TIMEOUT`].
+//!
 //! The operator wires it with [`run_member`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -30,14 +35,19 @@ use crate::metrics::Metrics;
 /// Reports kept while the hub is unreachable; beyond this the oldest is dropped.
 pub const QUEUE_CAPACITY: usize = 1024;
 /// Label on every flag the mirror writes.
-pub const MIRROR_LABEL: &str = "cloudoptim.io/mirrored-from-hub";
+pub use crate::names::MIRROR_LABEL;
 /// No bytes (the hub sends a keep-alive every 15 s) for this long: the watch is reconnected.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
 /// Mirror writes are batched this long, so a busy flag is written a few times a second at most.
 const MIRROR_BATCH: Duration = Duration::from_millis(200);
 /// How often mirrored flags are checked for expiry, whether or not the hub is reachable.
 const EXPIRY_CHECK: Duration = Duration::from_secs(5);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time to open a TCP connection to the hub.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time for the hub's answer to start (a watch's body then streams on).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle pooled connections are closed after this long.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
@@ -54,6 +64,14 @@ pub enum HubClientError {
     BadUrl {
         /// The URL.
         url: String,
+        /// Why.
+        message: String,
+    },
+    /// The CA bundle could not be used.
+    #[error("hub CA file {path}: {message}")]
+    Ca {
+        /// The file.
+        path: String,
         /// Why.
         message: String,
     },
@@ -107,6 +125,72 @@ pub struct LocalReport {
     pub observed_at: Timestamp,
 }
 
+/// How the member reaches the hub.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HubTls {
+    /// PEM bundle of the CA(s) that signed the hub's certificate (a private CA); `None` trusts the
+    /// system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Allow an `http://` hub URL (the token then crosses the network in clear).
+    pub insecure: bool,
+}
+
+impl HubTls {
+    /// The client TLS configuration trusting only the CA bundle at `path`.
+    fn private_ca(path: &std::path::Path) -> Result<rustls::ClientConfig, HubClientError> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let ca_err = |message: String| HubClientError::Ca {
+            path: path.display().to_string(),
+            message,
+        };
+        let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| ca_err(e.to_string()))?;
+            roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(ca_err("no CERTIFICATE in it".into()));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Ok(rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ca_err(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth())
+    }
+
+    fn connector(
+        &self,
+    ) -> Result<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        HubClientError,
+    > {
+        let builder = match &self.ca_file {
+            Some(path) => {
+                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(Self::private_ca(path)?)
+            }
+            None => hyper_rustls::HttpsConnectorBuilder::new()
+                .with_native_roots()
+                .map_err(|e| HubClientError::Ca {
+                    path: "(system roots)".into(),
+                    message: e.to_string(),
+                })?,
+        };
+        let builder = if self.insecure {
+            builder.https_or_http()
+        } else {
+            builder.https_only()
+        };
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        http.set_nodelay(true);
+        Ok(builder.enable_http1().wrap_connector(http))
+    }
+}
+
 /// A connection to the hub (cheap to clone).
 #[derive(Clone)]
 pub struct HubClient {
@@ -131,8 +215,15 @@ impl std::fmt::Debug for HubClient {
 }
 
 impl HubClient {
-    /// A client of the hub at `url` (http:// or https://) authenticating with `token`.
+    /// A client of the hub at `url` (https://) authenticating with `token`, trusting the system's
+    /// roots.
     pub fn new(url: &str, token: &str) -> Result<HubClient, HubClientError> {
+        HubClient::with_tls(url, token, &HubTls::default())
+    }
+
+    /// A client of the hub at `url` authenticating with `token`; `tls` says which CA to trust and
+    /// whether `http://` is allowed.
+    pub fn with_tls(url: &str, token: &str, tls: &HubTls) -> Result<HubClient, HubClientError> {
         let bad = |message: String| HubClientError::BadUrl {
             url: url.to_string(),
             message,
@@ -144,15 +235,18 @@ impl HubClient {
                 "expected http://host[:port] or https://host[:port]".into()
             ));
         }
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|e| bad(format!("loading CA certificates: {e}")))?
-            .https_or_http()
-            .enable_http1()
-            .build();
+        if uri.scheme_str() == Some("http") && !tls.insecure {
+            return Err(bad(
+                "plain http:// would send this cluster's token in clear; use https:// or set \
+                 --hub-insecure (CLOUDOPTIM_HUB_INSECURE=true)"
+                    .into(),
+            ));
+        }
         let http =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build(connector);
+                .pool_timer(hyper_util::rt::TokioTimer::new())
+                .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+                .build(tls.connector()?);
         Ok(HubClient {
             inner: Arc::new(Inner {
                 base,
@@ -166,7 +260,11 @@ impl HubClient {
     }
 
     /// A client whose token is read from `path` (`--hub-token-file`).
-    pub fn from_token_file(url: &str, path: &std::path::Path) -> Result<HubClient, HubClientError> {
+    pub fn from_token_file(
+        url: &str,
+        path: &std::path::Path,
+        tls: &HubTls,
+    ) -> Result<HubClient, HubClientError> {
         let token_err = |message: String| HubClientError::Token {
             path: path.display().to_string(),
             message,
@@ -175,7 +273,7 @@ impl HubClient {
         if token.trim().is_empty() {
             return Err(token_err("empty".into()));
         }
-        HubClient::new(url, &token)
+        HubClient::with_tls(url, &token, tls)
     }
 
     /// Queue a report for the hub and return at once; when the queue is full the oldest report is
@@ -407,7 +505,7 @@ impl HubClient {
 
 /// Run the member side until `shutdown`: push queued reports (as `cluster_id`) and mirror the hub's
 /// flags of `region` into local SpotRiskFlags with `source: Hub`. Call it from `cloudoptim run` when
-/// `--hub-url` is set, with `HubClient::from_token_file(url, --hub-token-file)`, and give the same
+/// `--hub-url` is set, with `HubClient::from_token_file(url, --hub-token-file, tls)`, and give the same
 /// `HubClient` (it is `Clone`) to whatever raises local flags so it can call [`HubClient::report`].
 /// Both halves survive hub outages; neither blocks anything else.
 pub async fn run_member(
@@ -741,7 +839,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_the_oldest_report_and_never_blocks() {
-        let hub = HubClient::new("http://127.0.0.1:1", "t").expect("client");
+        let hub = HubClient::new("https://127.0.0.1:1", "t").expect("client");
         let report = |i: i64| LocalReport {
             region: "us-east-1".into(),
             zone: "us-east-1a".into(),
@@ -762,6 +860,35 @@ mod tests {
         assert!(HubClient::new("ftp://hub", "t").is_err());
         assert!(HubClient::new("not a url", "t").is_err());
         assert!(HubClient::new("https://hub.example.com/", "t").is_ok());
+    }
+
+    #[test]
+    fn a_plain_http_url_is_refused_unless_insecure_is_set_and_the_error_names_the_flag() {
+        let refused = HubClient::new("http://hub.example.com", "t").expect_err("refused");
+        assert!(refused.to_string().contains("--hub-insecure"), "{refused}");
+        let insecure = HubTls {
+            insecure: true,
+            ..HubTls::default()
+        };
+        assert!(HubClient::with_tls("http://hub.example.com", "t", &insecure).is_ok());
+    }
+
+    #[test]
+    fn a_ca_file_without_certificates_is_refused_naming_the_file() {
+        let path = std::env::temp_dir().join(format!("cloudoptim-empty-ca-{}", std::process::id()));
+        std::fs::write(&path, "not a certificate\n").expect("write");
+        let tls = HubTls {
+            ca_file: Some(path.clone()),
+            insecure: false,
+        };
+        let refused =
+            HubClient::with_tls("https://hub.example.com", "t", &tls).expect_err("refused");
+        let _ = std::fs::remove_file(&path);
+        assert!(matches!(refused, HubClientError::Ca { .. }), "{refused}");
+        assert!(
+            refused.to_string().contains("cloudoptim-empty-ca"),
+            "{refused}"
+        );
     }
 
     #[test]

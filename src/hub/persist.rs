@@ -20,7 +20,7 @@ use crate::controllers::FIELD_MANAGER;
 /// How often changed flags are written and expired ones deleted.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Label on every object the hub writes; the hub loads and watches only these.
-pub const HUB_LABEL: &str = "cloudoptim.io/hub";
+pub use crate::names::HUB_LABEL;
 /// Concurrent writes per flush.
 const WRITERS: usize = 16;
 

@@ -2,32 +2,34 @@
 //!
 //! - `POST /v1/flags` a member's report -> 202 `{"name", "result"}`; 401 unknown or missing token,
 //!   403 a `clusterId` other than the token's, 413 a body over 64 KiB, 400 a body that is not a valid
-//!   report (the message names the field).
-//! - `GET /v1/flags?region=R` -> `{"flags": [...]}`, the active flags.
-//! - `GET /v1/flags/watch?region=R` -> server-sent events: `flag` (raised or changed) for every active
-//!   flag, then `synced` (the initial set is complete), then `flag` / `expired` as they happen.
+//!   report (the message names the field), 429 with `Retry-After` when the member sends reports
+//!   faster than its rate or has too many requests in flight, 422 when the report would make the
+//!   member a reporter of more active flags than `--max-flags-per-member`.
+//! - `GET /v1/flags?region=R` -> `{"flags": [...]}`, the active flags shown to the member (its own,
+//!   and the others' once confirmed; see `hub::limits`).
+//! - `GET /v1/flags/watch?region=R` -> server-sent events (see `hub::watch`); 429 beyond
+//!   `--max-watches-per-member`.
 //! - `/healthz`, `/readyz`, `/metrics` without authentication.
 //!
 //! Every error is JSON `{"error": "..."}`. Tokens never reach a log line.
 
-use std::convert::Infallible;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures::Stream;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::broadcast;
 
+use super::limits::{Limited, Slot};
 use super::report::{FlagView, parse_report};
-use super::state::{Change, HubState, now_ms};
-use super::store::Flag;
+use super::state::{HubState, now_ms};
+use super::store::Outcome;
+use super::watch::{self, Watcher};
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -55,6 +57,20 @@ pub enum ApiError {
     /// Flags not loaded yet.
     #[error("hub is starting: flags not loaded yet")]
     NotReady,
+    /// A per-member rate or concurrency limit.
+    #[error(transparent)]
+    Limited(#[from] Limited),
+    /// The report would make the member a reporter of too many active flags.
+    #[error(
+        "member {member:?} already reports {limit} active flags, the most one member may \
+         (the hub's --max-flags-per-member); this report was not counted"
+    )]
+    TooManyFlags {
+        /// The member.
+        member: String,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 impl ApiError {
@@ -66,6 +82,8 @@ impl ApiError {
             ApiError::TooLarge => "too_large",
             ApiError::BadRequest(_) => "invalid",
             ApiError::NotReady => "not_ready",
+            ApiError::Limited(limited) => limited.metric_label(),
+            ApiError::TooManyFlags { .. } => "flags",
         }
     }
 
@@ -76,6 +94,8 @@ impl ApiError {
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyFlags { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 }
@@ -83,11 +103,18 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = axum::Json(json!({"error": self.to_string()}));
-        if matches!(self, ApiError::Unauthorized) {
-            let challenge = [(header::WWW_AUTHENTICATE, "Bearer")];
-            return (self.status(), challenge, body).into_response();
+        let mut response = (self.status(), body).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::Limited(limited) => {
+                headers.insert(header::RETRY_AFTER, limited.retry_after_secs().into());
+            }
+            _ => {}
         }
-        (self.status(), body).into_response()
+        response
     }
 }
 
@@ -113,13 +140,33 @@ async fn readyz(State(hub): State<HubState>) -> Response {
     }
 }
 
-/// The member presenting the request's bearer token.
-fn authenticate(hub: &HubState, headers: &HeaderMap) -> Result<String, ApiError> {
+/// The member presenting the request's bearer token, and the token.
+fn authenticate(hub: &HubState, headers: &HeaderMap) -> Result<(String, Vec<u8>), ApiError> {
     let header = headers
         .get(header::AUTHORIZATION)
         .ok_or(ApiError::Unauthorized)?;
     let token = super::auth::bearer(header.as_bytes()).ok_or(ApiError::Unauthorized)?;
-    hub.member(token).ok_or(ApiError::Unauthorized)
+    let member = hub.member(token).ok_or(ApiError::Unauthorized)?;
+    Ok((member, token.to_vec()))
+}
+
+/// Count a refusal by a limit in `cloudoptim_hub_limited_total`.
+fn limited(hub: &HubState, error: ApiError) -> ApiError {
+    if matches!(error, ApiError::Limited(_) | ApiError::TooManyFlags { .. }) {
+        let label = error.metric_label();
+        hub.metrics().hub_limited.with_label_values(&[label]).inc();
+    }
+    error
+}
+
+/// An authenticated member's request slot.
+fn admit(hub: &HubState, headers: &HeaderMap) -> Result<(String, Slot), ApiError> {
+    let (member, _) = authenticate(hub, headers)?;
+    let slot = hub
+        .gates()
+        .request(&member)
+        .map_err(|e| limited(hub, e.into()))?;
+    Ok((member, slot))
 }
 
 async fn post_flag(State(hub): State<HubState>, request: Request) -> Response {
@@ -140,7 +187,10 @@ async fn post_flag(State(hub): State<HubState>, request: Request) -> Response {
 }
 
 async fn accept(hub: &HubState, request: Request) -> Result<(String, &'static str), ApiError> {
-    let member = authenticate(hub, request.headers())?;
+    let (member, _slot) = admit(hub, request.headers())?;
+    hub.gates()
+        .report(&member, Instant::now())
+        .map_err(|e| limited(hub, e.into()))?;
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -159,6 +209,10 @@ async fn accept(hub: &HubState, request: Request) -> Result<(String, &'static st
     }
     let name = report.key.name();
     let outcome = hub.accept(report);
+    if outcome == Outcome::OverFlagLimit {
+        let limit = hub.gates().limits().max_flags_per_member;
+        return Err(limited(hub, ApiError::TooManyFlags { member, limit }));
+    }
     Ok((name, outcome.label()))
 }
 
@@ -188,9 +242,9 @@ async fn list_flags(
     headers: HeaderMap,
     Query(query): Query<RegionQuery>,
 ) -> Result<Response, ApiError> {
-    authenticate(&hub, &headers)?;
+    let (member, _slot) = admit(&hub, &headers)?;
     let flags: Vec<FlagView> = hub
-        .active(query.region.as_deref())
+        .active_for(&member, query.region.as_deref())
         .iter()
         .map(FlagView::from)
         .collect();
@@ -202,93 +256,20 @@ async fn watch_flags(
     headers: HeaderMap,
     Query(query): Query<RegionQuery>,
 ) -> Result<Response, ApiError> {
-    authenticate(&hub, &headers)?;
-    let stream = watch_stream(hub, query.region);
+    let (member, token) = authenticate(&hub, &headers)?;
+    let slot = hub
+        .gates()
+        .watch(&member)
+        .map_err(|e| limited(&hub, e.into()))?;
+    let watcher = Watcher {
+        member,
+        token,
+        slot,
+    };
+    let stream = watch::stream(hub, watcher, query.region);
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
-}
-
-/// Counts a watch subscriber for as long as its stream lives.
-struct Subscriber(HubState);
-
-impl Subscriber {
-    fn new(hub: HubState) -> Subscriber {
-        hub.metrics().hub_watch_subscribers.inc();
-        Subscriber(hub)
-    }
-}
-
-impl Drop for Subscriber {
-    fn drop(&mut self) {
-        self.0.metrics().hub_watch_subscribers.dec();
-    }
-}
-
-struct Watch {
-    subscriber: Subscriber,
-    region: Option<String>,
-    pending: std::collections::VecDeque<Event>,
-    changes: broadcast::Receiver<Change>,
-}
-
-impl Watch {
-    fn queue_snapshot(&mut self, flags: &[Flag]) {
-        self.pending.extend(flags.iter().map(|f| event("flag", f)));
-        self.pending.push_back(
-            Event::default()
-                .event("synced")
-                .data(json!({"count": flags.len()}).to_string()),
-        );
-    }
-
-    fn wants(&self, change: &Change) -> bool {
-        self.region
-            .as_deref()
-            .is_none_or(|r| change.flag().key.region == r)
-    }
-}
-
-fn event(kind: &str, flag: &Flag) -> Event {
-    let data = serde_json::to_string(&FlagView::from(flag)).unwrap_or_default();
-    Event::default().event(kind).data(data)
-}
-
-/// The active set, `synced`, then every change; a subscriber that fell behind gets the set again.
-fn watch_stream(
-    hub: HubState,
-    region: Option<String>,
-) -> impl Stream<Item = Result<Event, Infallible>> {
-    let (flags, changes) = hub.subscribe(region.as_deref());
-    let mut watch = Watch {
-        subscriber: Subscriber::new(hub),
-        region,
-        pending: Default::default(),
-        changes,
-    };
-    watch.queue_snapshot(&flags);
-    futures::stream::unfold(watch, |mut watch| async move {
-        loop {
-            if let Some(event) = watch.pending.pop_front() {
-                return Some((Ok(event), watch));
-            }
-            match watch.changes.recv().await {
-                Ok(change) if watch.wants(&change) => {
-                    let event = match &change {
-                        Change::Upsert(flag) => event("flag", flag),
-                        Change::Expired(flag) => event("expired", flag),
-                    };
-                    return Some((Ok(event), watch));
-                }
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    let flags = watch.subscriber.0.active(watch.region.as_deref());
-                    watch.queue_snapshot(&flags);
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    })
 }
 
 #[cfg(test)]
@@ -300,7 +281,18 @@ mod tests {
 
     fn hub() -> HubState {
         let metrics = Metrics::new().expect("metrics");
-        let hub = HubState::new(1800, Tokens::from_pairs([("prod-eu", "tok-eu")]), metrics);
+        let hub = HubState::new(1800, tokens(), metrics);
+        hub.set_ready();
+        hub
+    }
+
+    fn tokens() -> Tokens {
+        Tokens::from_pairs([("prod-eu", "tok-eu"), ("prod-us", "tok-us")])
+    }
+
+    fn limited_hub(limits: crate::hub::limits::Limits) -> HubState {
+        let metrics = Metrics::new().expect("metrics");
+        let hub = HubState::with_limits(1800, tokens(), metrics, limits);
         hub.set_ready();
         hub
     }
@@ -370,12 +362,25 @@ mod tests {
         assert!(answer.contains("zone: "), "{answer}");
     }
 
+    fn watcher(hub: &HubState, member: &str, token: &str) -> Watcher {
+        Watcher {
+            member: member.into(),
+            token: token.as_bytes().to_vec(),
+            slot: hub.gates().watch(member).expect("slot"),
+        }
+    }
+
     #[tokio::test]
     async fn the_watch_stream_starts_with_the_active_set_then_synced() {
         use futures::StreamExt;
         let hub = hub();
         post(&hub, Some("tok-eu"), report("prod-eu")).await;
-        let mut stream = Box::pin(watch_stream(hub.clone(), Some("us-east-1".into())));
+        let watcher = watcher(&hub, "prod-eu", "tok-eu");
+        let mut stream = Box::pin(watch::stream(
+            hub.clone(),
+            watcher,
+            Some("us-east-1".into()),
+        ));
         let _first = stream.next().await.expect("flag event");
         let _synced = stream.next().await.expect("synced event");
         let mut later = report("prod-eu");
@@ -383,5 +388,115 @@ mod tests {
         post(&hub, Some("tok-eu"), later).await;
         let change = stream.next().await.expect("change event");
         assert!(format!("{change:?}").contains("c5.large"), "{change:?}");
+    }
+
+    fn report_of(cluster: &str, instance_type: &str) -> String {
+        report(cluster).replace("m5.large", instance_type)
+    }
+
+    #[tokio::test]
+    async fn a_member_sending_faster_than_its_rate_gets_429_and_another_member_does_not() {
+        use crate::hub::limits::Limits;
+        let hub = limited_hub(Limits {
+            reports_per_second: 0.5,
+            report_burst: 2,
+            ..Limits::default()
+        });
+        for _ in 0..2 {
+            assert_eq!(
+                post(&hub, Some("tok-eu"), report("prod-eu")).await.0,
+                StatusCode::ACCEPTED
+            );
+        }
+        let request = HttpRequest::post("/v1/flags")
+            .header("authorization", "Bearer tok-eu")
+            .body(Body::from(report("prod-eu")))
+            .expect("request");
+        let response = post_flag(State(hub.clone()), request).await;
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        assert_eq!(
+            post(&hub, Some("tok-us"), report("prod-us")).await.0,
+            StatusCode::ACCEPTED
+        );
+        let limited = hub
+            .metrics()
+            .hub_limited
+            .with_label_values(&["report_rate"])
+            .get();
+        assert_eq!(limited, 1);
+    }
+
+    #[tokio::test]
+    async fn a_report_beyond_the_flag_limit_is_refused_naming_the_limit() {
+        use crate::hub::limits::Limits;
+        let hub = limited_hub(Limits {
+            max_flags_per_member: 1,
+            ..Limits::default()
+        });
+        assert_eq!(
+            post(&hub, Some("tok-eu"), report("prod-eu")).await.0,
+            StatusCode::ACCEPTED
+        );
+        let (status, answer) = post(&hub, Some("tok-eu"), report_of("prod-eu", "c5.large")).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(answer.contains("--max-flags-per-member"), "{answer}");
+        assert_eq!(hub.active(None).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_single_members_flag_reaches_another_member_only_once_confirmed() {
+        use futures::StreamExt;
+        let hub = hub();
+        post(&hub, Some("tok-eu"), report("prod-eu")).await;
+        assert_eq!(
+            hub.active_for("prod-eu", None).len(),
+            1,
+            "the reporter sees it"
+        );
+        assert!(hub.active_for("prod-us", None).is_empty(), "others do not");
+        let watcher = watcher(&hub, "prod-us", "tok-us");
+        let mut stream = Box::pin(watch::stream(hub.clone(), watcher, None));
+        let synced = format!("{:?}", stream.next().await.expect("synced"));
+        assert!(
+            synced.contains("synced") && synced.contains(":0}"),
+            "{synced}"
+        );
+        post(&hub, Some("tok-us"), report("prod-us")).await;
+        let confirmed = format!("{:?}", stream.next().await.expect("confirmed flag"));
+        assert!(
+            confirmed.contains("prod-eu") && confirmed.contains("prod-us"),
+            "{confirmed}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_watch_ends_when_its_token_is_revoked_and_not_when_another_changes() {
+        use crate::hub::limits::Limits;
+        use futures::StreamExt;
+        let hub = limited_hub(Limits {
+            max_watches_per_member: 1,
+            ..Limits::default()
+        });
+        let watcher = watcher(&hub, "prod-eu", "tok-eu");
+        let mut stream = Box::pin(watch::stream(hub.clone(), watcher, None));
+        let _synced = stream.next().await.expect("synced");
+        hub.set_tokens(Tokens::from_pairs([
+            ("prod-eu", "tok-eu"),
+            ("prod-us", "new-us"),
+        ]));
+        post(&hub, Some("tok-eu"), report("prod-eu")).await;
+        assert!(
+            stream.next().await.is_some(),
+            "still open after another member's rotation"
+        );
+        hub.set_tokens(Tokens::from_pairs([("prod-eu", "rotated-eu")]));
+        let end = tokio::time::timeout(Duration::from_secs(5), stream.next()).await;
+        assert!(matches!(end, Ok(None)), "the watch ended");
+        assert_eq!(hub.metrics().hub_watches_revoked.get(), 1);
+        assert!(
+            hub.gates().watch("prod-eu").is_ok(),
+            "its slot was given back"
+        );
     }
 }

@@ -1,13 +1,15 @@
-//! The hub process's shared state: the [`Store`] behind a lock, the member tokens, the broadcast of
-//! changes to watch subscribers, readiness and metrics. The HTTP handlers and the persistence tasks
+//! The hub process's shared state: the [`Store`] behind a lock, the member tokens (and a signal when
+//! they change, so watches of a revoked token end), the per-member limits, the broadcast of changes
+//! to watch subscribers, readiness and metrics. The HTTP handlers and the persistence tasks
 //! go through here; the lock is held only for in-memory work, never across an await.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use super::auth::Tokens;
+use super::limits::{Limits, MemberGates};
 use super::store::{Flag, FlagKey, Outcome, Report, Store};
 use crate::metrics::Metrics;
 
@@ -41,6 +43,8 @@ pub struct HubState {
 struct Inner {
     store: Mutex<Store>,
     tokens: RwLock<Tokens>,
+    tokens_changed: watch::Sender<u64>,
+    gates: MemberGates,
     changes: broadcast::Sender<Change>,
     ready: Arc<AtomicBool>,
     metrics: Metrics,
@@ -60,13 +64,26 @@ pub fn now() -> i64 {
 }
 
 impl HubState {
-    /// State for flags living `ttl_seconds` after they were last seen.
+    /// State for flags living `ttl_seconds` after they were last seen, with the default limits.
     pub fn new(ttl_seconds: i64, tokens: Tokens, metrics: Metrics) -> HubState {
+        HubState::with_limits(ttl_seconds, tokens, metrics, Limits::default())
+    }
+
+    /// State enforcing `limits`.
+    pub fn with_limits(
+        ttl_seconds: i64,
+        tokens: Tokens,
+        metrics: Metrics,
+        limits: Limits,
+    ) -> HubState {
         let (changes, _) = broadcast::channel(CHANGES_BUFFER);
+        let store = Store::with_flag_limit(ttl_seconds, limits.max_flags_per_member);
         HubState {
             inner: Arc::new(Inner {
-                store: Mutex::new(Store::new(ttl_seconds)),
+                store: Mutex::new(store),
                 tokens: RwLock::new(tokens),
+                tokens_changed: watch::Sender::new(0),
+                gates: MemberGates::new(limits),
                 changes,
                 ready: Arc::new(AtomicBool::new(false)),
                 metrics,
@@ -112,13 +129,36 @@ impl HubState {
         tokens.member(token).map(str::to_string)
     }
 
-    /// Replace the tokens (the Secret changed).
+    /// Replace the tokens (the Secret changed); open watches check theirs again.
     pub fn set_tokens(&self, tokens: Tokens) {
-        *self
+        let mut current = self
             .inner
             .tokens
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = tokens;
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *current == tokens {
+            return;
+        }
+        *current = tokens;
+        drop(current);
+        self.inner
+            .tokens_changed
+            .send_modify(|generation| *generation += 1);
+    }
+
+    /// Fires each time the tokens change.
+    pub fn tokens_changed(&self) -> watch::Receiver<u64> {
+        self.inner.tokens_changed.subscribe()
+    }
+
+    /// The per-member limits and usage.
+    pub fn gates(&self) -> &MemberGates {
+        &self.inner.gates
+    }
+
+    /// Distinct reporters a flag needs before every member sees it.
+    pub fn confirmations(&self) -> usize {
+        self.inner.gates.limits().confirmations
     }
 
     /// Merge a member's report and tell subscribers when it changed the flag.
@@ -155,10 +195,26 @@ impl HubState {
         self.store().active(region, now())
     }
 
-    /// Active flags and a receiver of every later change, taken together so no change is missed.
-    pub fn subscribe(&self, region: Option<&str>) -> (Vec<Flag>, broadcast::Receiver<Change>) {
+    /// Active flags `member` is shown (see [`Flag::visible_to`]), optionally of one region.
+    pub fn active_for(&self, member: &str, region: Option<&str>) -> Vec<Flag> {
+        let confirmations = self.confirmations();
+        let mut flags = self.active(region);
+        flags.retain(|f| f.visible_to(member, confirmations));
+        flags
+    }
+
+    /// Active flags shown to `member` and a receiver of every later change, taken together so no
+    /// change is missed.
+    pub fn subscribe(
+        &self,
+        member: &str,
+        region: Option<&str>,
+    ) -> (Vec<Flag>, broadcast::Receiver<Change>) {
+        let confirmations = self.confirmations();
         let store = self.store();
-        (store.active(region, now()), self.inner.changes.subscribe())
+        let mut flags = store.active(region, now());
+        flags.retain(|f| f.visible_to(member, confirmations));
+        (flags, self.inner.changes.subscribe())
     }
 
     /// Changed flags to write.

@@ -13,6 +13,12 @@
 //! - A report already older than the TTL (`observedAt + ttl <= now`) is stale and ignored; a report
 //!   for an expired flag starts a new flag.
 //!
+//! - A member may be a reporter of at most `max_flags_per_member` active flags: a report that would
+//!   add it to one more (a new flag, or a flag it has not reported yet) is refused
+//!   ([`Outcome::OverFlagLimit`]) and changes nothing; reports of flags it already reports still count.
+//! - Confirmation: [`Flag::visible_to`] shows a flag to a member that reported it, and to every other
+//!   member only once `confirmations` distinct members reported it (see `hub::limits`).
+//!
 //! Replicas share flags through the SpotRiskFlag objects and [`Store::join`] them: min / max / union
 //! and `count` = max. The join is commutative, associative and idempotent, so replicas converge
 //! whatever order they see each other's writes in; with several replicas, reports of one flag accepted
@@ -67,6 +73,16 @@ impl Flag {
     pub fn is_active(&self, now: i64) -> bool {
         self.expires_at > now
     }
+
+    /// Whether `confirmations` distinct members reported it.
+    pub fn is_confirmed(&self, confirmations: usize) -> bool {
+        self.clusters.len() >= confirmations
+    }
+
+    /// Whether `member` is shown this flag: it reported it, or enough members did.
+    pub fn visible_to(&self, member: &str, confirmations: usize) -> bool {
+        self.is_confirmed(confirmations) || self.clusters.contains(member)
+    }
 }
 
 /// One report from a member cluster, already validated.
@@ -93,6 +109,8 @@ pub enum Outcome {
     Duplicate,
     /// Older than the TTL: ignored.
     Stale,
+    /// It would make the member a reporter of more active flags than allowed: refused.
+    OverFlagLimit,
 }
 
 impl Outcome {
@@ -103,6 +121,7 @@ impl Outcome {
             Outcome::Merged => "merged",
             Outcome::Duplicate => "duplicate",
             Outcome::Stale => "stale",
+            Outcome::OverFlagLimit => "too_many_flags",
         }
     }
 }
@@ -127,16 +146,37 @@ struct Entry {
 #[derive(Debug, Clone)]
 pub struct Store {
     ttl: i64,
+    max_flags_per_member: usize,
     entries: HashMap<FlagKey, Entry>,
 }
 
 impl Store {
     /// An empty store whose flags expire `ttl_seconds` after they were last seen.
     pub fn new(ttl_seconds: i64) -> Store {
+        Store::with_flag_limit(ttl_seconds, usize::MAX)
+    }
+
+    /// An empty store where a member may report at most `max_flags_per_member` active flags.
+    pub fn with_flag_limit(ttl_seconds: i64, max_flags_per_member: usize) -> Store {
         Store {
             ttl: ttl_seconds,
+            max_flags_per_member,
             entries: HashMap::new(),
         }
+    }
+
+    /// Whether a report of `key` by `cluster` would make it a reporter of one flag too many.
+    /// Only such reports pay for the scan over the flags.
+    fn over_flag_limit(&self, cluster: &str, key: &FlagKey, now: i64) -> bool {
+        if self.max_flags_per_member == usize::MAX {
+            return false;
+        }
+        let reports_it = |e: &Entry| e.flag.is_active(now) && e.flag.clusters.contains(cluster);
+        if self.entries.get(key).is_some_and(reports_it) {
+            return false;
+        }
+        let held = self.entries.values().filter(|e| reports_it(e)).count();
+        held >= self.max_flags_per_member
     }
 
     /// Merge one report at `now` (Unix seconds); returns what it did and, unless it changed nothing,
@@ -145,6 +185,9 @@ impl Store {
         let observed = report.observed_ms.div_euclid(1000);
         if observed + self.ttl <= now {
             return (Outcome::Stale, None);
+        }
+        if self.over_flag_limit(&report.cluster, &report.key, now) {
+            return (Outcome::OverFlagLimit, None);
         }
         let dedup = (report.observed_ms, report.cluster.clone());
         let fresh = Flag {
@@ -536,6 +579,70 @@ mod tests {
         assert_eq!(store.take_dirty(T0 + 1).len(), 1);
         store.remote_deleted(&key(), T0 + TTL);
         assert_eq!(store.active_count(T0), 0);
+    }
+
+    fn report_of(cluster: &str, instance_type: &str) -> Report {
+        let mut r = report(cluster, T0, RiskReason::SpotInterruption);
+        r.key.instance_type = instance_type.into();
+        r
+    }
+
+    #[test]
+    fn a_member_over_its_flag_limit_is_refused_but_may_confirm_its_own_flags() {
+        let mut store = Store::with_flag_limit(TTL, 2);
+        assert_eq!(
+            store.report(report_of("a", "m5.large"), T0).0,
+            Outcome::Created
+        );
+        assert_eq!(
+            store.report(report_of("a", "c5.large"), T0).0,
+            Outcome::Created
+        );
+        let (outcome, flag) = store.report(report_of("a", "r5.large"), T0);
+        assert_eq!((outcome, flag), (Outcome::OverFlagLimit, None));
+        assert_eq!(
+            store.active_count(T0),
+            2,
+            "the refused report raised nothing"
+        );
+        let mut again = report_of("a", "m5.large");
+        again.observed_ms += 1;
+        assert_eq!(
+            store.report(again, T0).0,
+            Outcome::Merged,
+            "a flag it holds"
+        );
+        assert_eq!(
+            store.report(report_of("b", "r5.large"), T0).0,
+            Outcome::Created,
+            "another member is unaffected"
+        );
+        assert_eq!(
+            store.report(report_of("a", "r5.large"), T0).0,
+            Outcome::OverFlagLimit,
+            "joining another member's flag also counts"
+        );
+    }
+
+    #[test]
+    fn expired_flags_no_longer_count_against_the_limit() {
+        let mut store = Store::with_flag_limit(TTL, 1);
+        store.report(report_of("a", "m5.large"), T0);
+        let mut later = report_of("a", "c5.large");
+        later.observed_ms = (T0 + TTL) * 1000;
+        assert_eq!(store.report(later, T0 + TTL).0, Outcome::Created);
+    }
+
+    #[test]
+    fn a_single_members_flag_is_shown_to_it_alone_until_a_second_member_confirms() {
+        let mut store = Store::new(TTL);
+        let (_, flag) = store.report(report("a", T0, RiskReason::SpotInterruption), T0);
+        let flag = flag.expect("flag");
+        assert!(flag.visible_to("a", 2));
+        assert!(!flag.visible_to("b", 2) && !flag.visible_to("c", 2));
+        assert!(flag.visible_to("b", 1), "confirmations 1 shows every flag");
+        let (_, flag) = store.report(report("b", T0, RiskReason::SpotInterruption), T0);
+        assert!(flag.expect("flag").visible_to("c", 2));
     }
 
     #[test]
