@@ -30,7 +30,7 @@ mod spot_advisor;
 pub use live::{LiveData, LiveInstanceType};
 pub use spot_advisor::{
     AdvisorEntry, AdvisorRange, EntryField, JsonKind, MAX_BUCKET, MAX_SAVINGS_PERCENT, SkipReason,
-    SkippedEntry, SpotAdvisor, parse_spot_advisor,
+    SkippedEntry, SpotAdvisor, name_a_few, parse_spot_advisor,
 };
 
 /// File name of the instance types in a catalog directory.
@@ -211,6 +211,8 @@ pub struct Catalog {
     /// Sorted by name.
     regions: Vec<Region>,
     sample: bool,
+    /// Entries of the catalog's `spot-advisor.json` skipped as unusable when it was parsed.
+    advisor_skipped: Vec<SkippedEntry>,
 }
 
 /// Prices and advisor buckets of one region; the vectors are indexed like `Catalog::types`.
@@ -289,11 +291,13 @@ impl Catalog {
             index,
             regions: Vec::new(),
             sample: false,
+            advisor_skipped: Vec::new(),
         };
         catalog.load_on_demand(&file(ON_DEMAND_PRICES_FILE), text.on_demand_prices)?;
         catalog.load_spot(&file(SPOT_PRICES_FILE), text.spot_prices)?;
         let advisor = SpotAdvisor::parse(&file(SPOT_ADVISOR_FILE), text.spot_advisor)?;
         catalog.load_advisor(&advisor);
+        catalog.advisor_skipped = advisor.skipped().to_vec();
         catalog.regions.sort_by(|a, b| a.name.cmp(&b.name));
         for region in &mut catalog.regions {
             region.zones.sort_by(|a, b| a.name.cmp(&b.name));
@@ -349,6 +353,12 @@ impl Catalog {
     /// True for the embedded sample catalog: reports must label their figures "sample data".
     pub fn is_sample(&self) -> bool {
         self.sample
+    }
+
+    /// Entries of the catalog's own `spot-advisor.json` that were skipped as unusable (a real copy of
+    /// the feed has some); the caller reports them, this module does no I/O.
+    pub fn advisor_skipped(&self) -> &[SkippedEntry] {
+        &self.advisor_skipped
     }
 
     /// The instance types as a slice, indexed like the vectors of [`Region`] and [`Zone`].
@@ -593,6 +603,20 @@ pub(in crate::engine) mod tests {
         assert!(c.zones("eu-west-1").is_empty());
         assert_eq!(c.regions().collect::<Vec<_>>(), ["eu-west-1", "us-east-1"]);
         assert!(!c.is_sample());
+    }
+
+    #[test]
+    fn a_bad_advisor_entry_is_skipped_and_reported_not_a_load_error() {
+        let c = catalog(
+            "m5.large,m5,x86_64,2,8192,0\nm4.large,m4,x86_64,2,8192,0\n",
+            "us-east-1,m5.large,0.096\nus-east-1,m4.large,0.1\n",
+            "",
+            r#"{"spot_advisor":{"us-east-1":{"Linux":{"m5.large":{"s":60,"r":2},"m4.large":{"s":-5,"r":1}}}}}"#,
+        );
+        assert_eq!(c.advisor_bucket("us-east-1", "m5.large"), Some(2));
+        assert_eq!(c.advisor_bucket("us-east-1", "m4.large"), None);
+        let skipped: Vec<_> = c.advisor_skipped().iter().map(|s| s.path()).collect();
+        assert_eq!(skipped, ["spot_advisor.us-east-1.Linux.m4.large"]);
     }
 
     #[test]

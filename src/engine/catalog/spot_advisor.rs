@@ -336,6 +336,20 @@ impl SpotAdvisor {
     }
 }
 
+/// The first `named` skipped entries with their reasons, and how many more there are: what a warning
+/// says, so a feed with thousands of odd entries does not flood the log.
+pub fn name_a_few(skipped: &[SkippedEntry], named: usize) -> String {
+    let listed: Vec<String> = skipped
+        .iter()
+        .take(named)
+        .map(ToString::to_string)
+        .collect();
+    match skipped.len().saturating_sub(named) {
+        0 => listed.join("; "),
+        more => format!("{}; and {more} more", listed.join("; ")),
+    }
+}
+
 /// One Linux entry: `r` must be a bucket, `s` (optional) a percentage; other fields are ignored.
 fn parse_entry(value: &Value) -> Result<AdvisorEntry, SkipReason> {
     let Value::Object(fields) = value else {
