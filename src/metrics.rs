@@ -55,6 +55,9 @@ pub struct Metrics {
     pub aws_api_calls: IntCounterVec,
     /// `cloudoptim_spot_advisor_stale` (1 when the last refresh failed and an older copy is used).
     pub spot_advisor_stale: IntGaugeVec,
+    /// `cloudoptim_spot_advisor_skipped_entries{reason}`: entries of the last fetched Spot Advisor feed
+    /// left out as unusable, by reason (every reason present, 0 included).
+    pub spot_advisor_skipped_entries: IntGaugeVec,
     /// `cloudoptim_hub_reports_total{result}`: member reports received by the hub, by result
     /// (created, merged, duplicate, stale, invalid, unauthorized, forbidden, too_large).
     pub hub_reports: IntCounterVec,
@@ -220,6 +223,11 @@ impl Metrics {
                 "spot_advisor_stale",
                 "1 when the last Spot Advisor refresh failed and an older copy is in use.",
                 &["source"],
+            )?,
+            spot_advisor_skipped_entries: int_gauge(
+                "spot_advisor_skipped_entries",
+                "Entries of the last fetched Spot Advisor feed skipped as unusable, by reason.",
+                &["reason"],
             )?,
             hub_reports: counter(
                 "hub_reports_total",

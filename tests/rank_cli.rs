@@ -262,3 +262,55 @@ fn catalog_directory_replaces_the_embedded_one() {
             .contains("sample data")
     );
 }
+
+#[test]
+fn a_catalog_with_the_real_advisor_feed_ranks_and_warns_about_its_skipped_entry() {
+    let dir = write(
+        "catalog-real-feed",
+        "instance-types.csv",
+        "instance_type,family,arch,vcpu,memory_mib,gpu\nm5.large,m5,x86_64,2,8192,0\n",
+    );
+    let dir = dir.parent().unwrap();
+    std::fs::write(
+        dir.join("on-demand-prices.csv"),
+        "region,instance_type,price\nca-central-1,m5.large,0.107\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("spot-prices.csv"),
+        "region,zone,instance_type,price\nca-central-1,ca-central-1a,m5.large,0.04\n",
+    )
+    .unwrap();
+    std::fs::copy(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/spot-advisor/spot-advisor-data.json"),
+        dir.join("spot-advisor.json"),
+    )
+    .unwrap();
+    let out = cloudoptim(&[
+        "rank",
+        "--region",
+        "ca-central-1",
+        "--catalog",
+        dir.to_str().unwrap(),
+        "-o",
+        "json",
+        "--log-format",
+        "json",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let candidates: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let spot = candidates
+        .iter()
+        .find(|c| c["capacityType"] == "spot")
+        .expect("a spot candidate");
+    assert_eq!(
+        spot["riskBucket"], 4,
+        "m5.large in ca-central-1 is r=4 in the real feed"
+    );
+    assert!(
+        stderr.contains(r#""skipped":1"#) && stderr.contains("ca-central-1.Linux.p5.48xlarge"),
+        "{stderr}"
+    );
+}

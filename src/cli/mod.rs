@@ -5,6 +5,8 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::engine::catalog::{Catalog, CatalogError, name_a_few};
+
 pub mod crds;
 pub mod hub;
 pub mod iam;
@@ -101,6 +103,25 @@ impl CliError {
             CliError::Failed(_) => 1,
         }
     }
+}
+
+/// How many skipped Spot Advisor entries a warning names.
+const SKIPPED_NAMED: usize = 3;
+
+/// Reads a `--catalog` directory; entries of its `spot-advisor.json` that cannot be used are skipped
+/// (a real copy of the public feed has some) and named in one warning.
+pub fn load_catalog(dir: &std::path::Path) -> Result<Catalog, CatalogError> {
+    let catalog = Catalog::from_dir(dir)?;
+    let skipped = catalog.advisor_skipped();
+    if !skipped.is_empty() {
+        tracing::warn!(
+            catalog = %dir.display(),
+            skipped = skipped.len(),
+            entries = %name_a_few(skipped, SKIPPED_NAMED),
+            "spot-advisor.json: unusable entries skipped (no bucket for them); the rest is in use"
+        );
+    }
+    Ok(catalog)
 }
 
 /// Dispatch a parsed command line.

@@ -49,7 +49,7 @@ pub fn run(args: &RankArgs) -> Result<(), CliError> {
     let loaded;
     let catalog = match &args.catalog {
         Some(dir) => {
-            loaded = Catalog::from_dir(dir)
+            loaded = super::load_catalog(dir)
                 .map_err(|e| CliError::BadInput(format!("--catalog: {e}")))?;
             &loaded
         }

@@ -128,7 +128,7 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
     let region = required(&args.region, "--region")?;
     let base = match &args.catalog {
         Some(dir) => {
-            Catalog::from_dir(dir).map_err(|e| CliError::BadInput(format!("--catalog: {e}")))?
+            super::load_catalog(dir).map_err(|e| CliError::BadInput(format!("--catalog: {e}")))?
         }
         None => Catalog::embedded().clone(),
     };

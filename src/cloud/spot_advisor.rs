@@ -1,7 +1,8 @@
 //! The public Spot Advisor feed: fetched from a URL (https, http, or `file://` for air-gapped mirrors),
 //! refreshed every 6 hours, the last good copy kept when a refresh fails (reported by
 //! `cloudoptim_spot_advisor_stale` and by the caller's condition), the embedded sample used only when
-//! no copy was ever fetched, with a warning.
+//! no copy was ever fetched, with a warning. Entries the parser skipped as unusable are counted in
+//! `cloudoptim_spot_advisor_skipped_entries{reason}` and summed up in one warning per refresh.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 
-use crate::engine::catalog::{SpotAdvisor, parse_spot_advisor};
+use crate::engine::catalog::{SkipReason, SpotAdvisor, name_a_few, parse_spot_advisor};
 use crate::metrics::Metrics;
 
 /// The public feed's address.
@@ -141,6 +142,8 @@ struct State {
 pub const FETCH_DEADLINE: Duration = Duration::from_secs(20);
 /// The first retry after a failure; it doubles up to [`REFRESH`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(30);
+/// How many skipped entries the refresh warning names (the metric counts them all).
+const NAMED_IN_WARNING: usize = 3;
 
 impl AdvisorCache {
     /// A cache for `url` (nothing fetched yet).
@@ -208,6 +211,9 @@ impl AdvisorCache {
                 message: format!("no complete answer within {:?}", self.deadline),
             }),
         };
+        if let Ok(advisor) = &result {
+            self.report_skipped(advisor);
+        }
         let Ok(mut state) = self.state.lock() else {
             return;
         };
@@ -240,6 +246,30 @@ impl AdvisorCache {
                     tracing::warn!(error = %e, retry_in = ?backoff, "Spot Advisor feed unavailable; using the embedded SAMPLE data");
                 }
             }
+        }
+    }
+
+    /// Sets the skipped-entries gauge for every reason and, when any were skipped, logs one warning
+    /// naming a few: a feed with thousands of odd entries must not flood the log.
+    fn report_skipped(&self, advisor: &SpotAdvisor) {
+        let skipped = advisor.skipped();
+        for label in SkipReason::METRIC_LABELS {
+            let n = skipped
+                .iter()
+                .filter(|s| s.reason.metric_label() == label)
+                .count();
+            self.metrics
+                .spot_advisor_skipped_entries
+                .with_label_values(&[label])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        if !skipped.is_empty() {
+            tracing::warn!(
+                url = %self.url,
+                skipped = skipped.len(),
+                entries = %name_a_few(skipped, NAMED_IN_WARNING),
+                "Spot Advisor feed: unusable entries skipped (no bucket for them); the rest of the feed is in use"
+            );
         }
     }
 }
@@ -277,6 +307,68 @@ mod tests {
             .await
             .expect_err("bad JSON");
         assert!(err.to_string().contains(&path), "{err}");
+    }
+
+    /// The real copy of the public feed kept with the tests (see its SOURCE.md).
+    fn real_feed_url() -> String {
+        format!(
+            "file://{}/tests/data/spot-advisor/spot-advisor-data.json",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    }
+
+    #[tokio::test]
+    async fn the_real_feed_is_used_and_its_skipped_entry_counted_by_reason() {
+        let metrics = Metrics::new().expect("metrics");
+        let cache = AdvisorCache::new(real_feed_url(), metrics.clone());
+        let (data, freshness) = cache.get().await;
+        assert_eq!(freshness, Freshness::Fresh);
+        let advisor = data.expect("the real feed is in use, not the sample");
+        assert_eq!(advisor.bucket("us-east-1", "m5.large"), Some(3));
+        let rendered = metrics.render();
+        for (reason, n) in [
+            ("out_of_range", 1),
+            ("wrong_type", 0),
+            ("missing_bucket", 0),
+            ("not_an_object", 0),
+        ] {
+            let line =
+                format!("cloudoptim_spot_advisor_skipped_entries{{reason=\"{reason}\"}} {n}");
+            assert!(rendered.contains(&line), "{line} in:\n{rendered}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_clean_feed_sets_the_skipped_gauge_back_to_zero() {
+        let metrics = Metrics::new().expect("metrics");
+        metrics
+            .spot_advisor_skipped_entries
+            .with_label_values(&["out_of_range"])
+            .set(5);
+        let path = temp_file("clean.json", FEED);
+        let cache = AdvisorCache::new(format!("file://{path}"), metrics.clone());
+        assert_eq!(cache.get().await.1, Freshness::Fresh);
+        assert!(
+            metrics
+                .render()
+                .contains("cloudoptim_spot_advisor_skipped_entries{reason=\"out_of_range\"} 0")
+        );
+    }
+
+    #[test]
+    fn the_warning_names_three_entries_and_counts_the_rest() {
+        let feed = r#"{"spot_advisor": {"us-east-1": {"Linux": {
+            "a.large": {"r": 9}, "b.large": {"r": 9}, "c.large": {"s": -1, "r": 0},
+            "d.large": {"r": "x"}, "e.large": {}, "m5.large": {"r": 1}}}}}"#;
+        let advisor = parse_spot_advisor(feed).expect("parses");
+        let summary = name_a_few(advisor.skipped(), NAMED_IN_WARNING);
+        assert!(
+            summary.starts_with("spot_advisor.us-east-1.Linux.a.large: `r` = 9 is outside 0..=4; "),
+            "{summary}"
+        );
+        assert!(summary.contains("c.large"), "{summary}");
+        assert!(!summary.contains("d.large"), "{summary}");
+        assert!(summary.ends_with("; and 2 more"), "{summary}");
     }
 
     #[tokio::test]

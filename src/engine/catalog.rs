@@ -28,7 +28,10 @@ mod live;
 mod spot_advisor;
 
 pub use live::{LiveData, LiveInstanceType};
-pub use spot_advisor::{AdvisorEntry, AdvisorRange, MAX_BUCKET, SpotAdvisor, parse_spot_advisor};
+pub use spot_advisor::{
+    AdvisorEntry, AdvisorRange, EntryField, JsonKind, MAX_BUCKET, MAX_SAVINGS_PERCENT, SkipReason,
+    SkippedEntry, SpotAdvisor, name_a_few, parse_spot_advisor,
+};
 
 /// File name of the instance types in a catalog directory.
 pub const INSTANCE_TYPES_FILE: &str = "instance-types.csv";
@@ -93,7 +96,7 @@ pub enum CatalogError {
         /// What to do.
         fix: String,
     },
-    /// The Spot Advisor JSON is not valid JSON or has a field of the wrong type.
+    /// The Spot Advisor JSON is not valid JSON, or its top level is not an object.
     #[error(
         "{file}: line {line}, column {column}: {problem}. Fix: use the Spot Advisor feed's format, \
          {{\"spot_advisor\": {{\"<region>\": {{\"Linux\": {{\"<type>\": {{\"s\": 70, \"r\": 1}}}}}}}}}}"
@@ -108,17 +111,18 @@ pub enum CatalogError {
         /// The parser's message.
         problem: String,
     },
-    /// A Spot Advisor entry has a value out of range.
-    #[error("{file}: {path}: {problem}. Fix: {fix}")]
-    Entry {
+    /// The Spot Advisor JSON has no `spot_advisor` object (e.g. an S3 error body): taken as a feed, it
+    /// would blank every bucket.
+    #[error(
+        "{file}: no `spot_advisor` object (it is {}). Fix: use the Spot Advisor feed's format, \
+         {{\"spot_advisor\": {{\"<region>\": {{\"Linux\": {{\"<type>\": {{\"s\": 70, \"r\": 1}}}}}}}}}}",
+        .found.map_or_else(|| "missing".to_string(), |kind| kind.to_string())
+    )]
+    NoAdvisorTable {
         /// The file or URL.
         file: String,
-        /// JSON path of the value, e.g. `spot_advisor.us-east-1.Linux.m5.large.r`.
-        path: String,
-        /// What is wrong.
-        problem: String,
-        /// What to do.
-        fix: String,
+        /// What `spot_advisor` is instead (`None`: absent).
+        found: Option<JsonKind>,
     },
 }
 
@@ -207,6 +211,8 @@ pub struct Catalog {
     /// Sorted by name.
     regions: Vec<Region>,
     sample: bool,
+    /// Entries of the catalog's `spot-advisor.json` skipped as unusable when it was parsed.
+    advisor_skipped: Vec<SkippedEntry>,
 }
 
 /// Prices and advisor buckets of one region; the vectors are indexed like `Catalog::types`.
@@ -285,11 +291,13 @@ impl Catalog {
             index,
             regions: Vec::new(),
             sample: false,
+            advisor_skipped: Vec::new(),
         };
         catalog.load_on_demand(&file(ON_DEMAND_PRICES_FILE), text.on_demand_prices)?;
         catalog.load_spot(&file(SPOT_PRICES_FILE), text.spot_prices)?;
         let advisor = SpotAdvisor::parse(&file(SPOT_ADVISOR_FILE), text.spot_advisor)?;
         catalog.load_advisor(&advisor);
+        catalog.advisor_skipped = advisor.skipped().to_vec();
         catalog.regions.sort_by(|a, b| a.name.cmp(&b.name));
         for region in &mut catalog.regions {
             region.zones.sort_by(|a, b| a.name.cmp(&b.name));
@@ -345,6 +353,12 @@ impl Catalog {
     /// True for the embedded sample catalog: reports must label their figures "sample data".
     pub fn is_sample(&self) -> bool {
         self.sample
+    }
+
+    /// Entries of the catalog's own `spot-advisor.json` that were skipped as unusable (a real copy of
+    /// the feed has some); the caller reports them, this module does no I/O.
+    pub fn advisor_skipped(&self) -> &[SkippedEntry] {
+        &self.advisor_skipped
     }
 
     /// The instance types as a slice, indexed like the vectors of [`Region`] and [`Zone`].
@@ -592,6 +606,20 @@ pub(in crate::engine) mod tests {
     }
 
     #[test]
+    fn a_bad_advisor_entry_is_skipped_and_reported_not_a_load_error() {
+        let c = catalog(
+            "m5.large,m5,x86_64,2,8192,0\nm4.large,m4,x86_64,2,8192,0\n",
+            "us-east-1,m5.large,0.096\nus-east-1,m4.large,0.1\n",
+            "",
+            r#"{"spot_advisor":{"us-east-1":{"Linux":{"m5.large":{"s":60,"r":2},"m4.large":{"s":-5,"r":1}}}}}"#,
+        );
+        assert_eq!(c.advisor_bucket("us-east-1", "m5.large"), Some(2));
+        assert_eq!(c.advisor_bucket("us-east-1", "m4.large"), None);
+        let skipped: Vec<_> = c.advisor_skipped().iter().map(|s| s.path()).collect();
+        assert_eq!(skipped, ["spot_advisor.us-east-1.Linux.m4.large"]);
+    }
+
+    #[test]
     fn previous_generation_follows_the_family_rule() {
         let c = small();
         assert!(c.instance_type("m5.large").unwrap().current_generation);
@@ -606,7 +634,7 @@ pub(in crate::engine) mod tests {
                              m4.large,m4,x86_64,2,8192,0,true\nm5.large,m5,x86_64,2,8192,0,false\n",
             on_demand_prices: "region,instance_type,price\n",
             spot_prices: "region,zone,instance_type,price\n",
-            spot_advisor: "{}",
+            spot_advisor: r#"{"spot_advisor": {}}"#,
         })
         .unwrap();
         assert!(c.instance_type("m4.large").unwrap().current_generation);
@@ -619,7 +647,7 @@ pub(in crate::engine) mod tests {
             instance_types: types,
             on_demand_prices: on_demand,
             spot_prices: spot,
-            spot_advisor: "{}",
+            spot_advisor: r#"{"spot_advisor": {}}"#,
         })
         .unwrap_err()
         .to_string()
@@ -711,7 +739,7 @@ pub(in crate::engine) mod tests {
             err.contains("spot-advisor.json") && err.contains("Fix: a catalog directory must hold"),
             "{err}"
         );
-        std::fs::write(dir.join(SPOT_ADVISOR_FILE), "{}").unwrap();
+        std::fs::write(dir.join(SPOT_ADVISOR_FILE), r#"{"spot_advisor": {}}"#).unwrap();
         let c = Catalog::from_dir(&dir).unwrap();
         assert_eq!(c.on_demand_price("us-east-1", "m5.large"), Some(0.096));
         std::fs::remove_dir_all(&dir).unwrap();
@@ -732,6 +760,13 @@ pub(in crate::engine) mod tests {
         assert_eq!(c.on_demand_price("us-east-1", "m5.large"), Some(0.096));
         assert!(!c.instance_type("m4.large").unwrap().current_generation);
         assert!(c.instance_type("m7g.large").unwrap().current_generation);
+    }
+
+    #[test]
+    fn embedded_sample_advisor_has_no_entry_to_skip() {
+        let advisor = SpotAdvisor::parse("embedded", EMBEDDED.spot_advisor).unwrap();
+        assert!(advisor.skipped().is_empty(), "{:?}", advisor.skipped());
+        assert!(advisor.entries("us-east-1").count() > 900);
     }
 
     #[test]

@@ -600,7 +600,7 @@ mod tests {
     use proptest::prelude::{any, prop_assert, proptest};
     use proptest::strategy::Strategy as _;
 
-    const ADVISOR_EMPTY: &str = "{}";
+    const ADVISOR_EMPTY: &str = r#"{"spot_advisor": {}}"#;
 
     /// Two zones, three current types and one previous-generation type.
     fn fixture() -> Catalog {

@@ -111,7 +111,7 @@ pub fn run(args: &PlanArgs) -> Result<(), CliError> {
     let loaded;
     let (catalog, catalog_label) = match &args.catalog {
         Some(dir) => {
-            loaded = Catalog::from_dir(dir)
+            loaded = crate::cli::load_catalog(dir)
                 .map_err(|e| CliError::BadInput(format!("--catalog {}: {e}", dir.display())))?;
             (&loaded, dir.display().to_string())
         }
