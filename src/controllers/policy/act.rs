@@ -1,0 +1,201 @@
+//! act: carry out a decision - release left-behind drains over budget, report a dry run, drain and
+//! remove nodes - and record Events.
+
+use super::plan::{Decision, Removal};
+use super::read::Inputs;
+use super::*;
+
+/// Carry out `decision`; returns notes for the status message and the last consolidation, if one
+/// removed nodes.
+pub(super) async fn act<C: Cloud>(
+    pctx: &PolicyContext<C>,
+    policy: &OptimizationPolicy,
+    settings: &Settings,
+    inputs: &Inputs,
+    decision: &Decision,
+    dry_run: bool,
+) -> (Vec<String>, Option<ConsolidationStatus>) {
+    let mut notes = Vec::new();
+    let reference = policy.object_ref(&());
+    if dry_run {
+        if let Some(note) = dry_run_note(inputs, decision) {
+            pctx.base
+                .event(&reference, false, "ConsolidationPlanned", note.clone())
+                .await;
+            notes.push(note);
+        }
+        return (notes, None);
+    }
+    release_over_budget(pctx, &reference, decision, &mut notes).await;
+    let mut last = None;
+    if !decision.removals.is_empty() {
+        let (removed, moved, saved, more) = remove_nodes(
+            pctx,
+            &decision.removals,
+            settings,
+            "underutilized or empty; pods fit elsewhere",
+        )
+        .await;
+        notes.extend(more);
+        if removed > 0 {
+            let note = format!("removed {removed} nodes, moved {moved} pods, saving ${saved:.4}/h");
+            pctx.base
+                .event(&reference, false, "Consolidated", note.clone())
+                .await;
+            notes.push(note);
+            last = Some(ConsolidationStatus {
+                time: Time(k8s_openapi::jiff::Timestamp::now()),
+                nodes_removed: removed,
+                pods_moved: moved,
+                saved_hourly: (saved * 10_000.0).round() / 10_000.0,
+            });
+        }
+    }
+    let mut candidates = pctx.candidates.lock().await;
+    for removal in &decision.removals {
+        candidates.remove(&removal.node);
+    }
+    (notes, last)
+}
+
+/// What a dry run would have removed.
+fn dry_run_note(inputs: &Inputs, decision: &Decision) -> Option<String> {
+    let plan = &decision.plan;
+    if plan.removals.is_empty() {
+        return None;
+    }
+    let names: Vec<&str> = plan
+        .removals
+        .iter()
+        .map(|r| inputs.snapshot.nodes[r.node.index()].name.as_str())
+        .collect();
+    Some(format!(
+        "dry run: would remove {} nodes ({}), moving {} pods, saving ${:.4}/h; nothing changed",
+        names.len(),
+        names.join(", "),
+        plan.moves.len(),
+        plan.savings_hourly
+    ))
+}
+
+/// Release the left-behind drains the budget no longer allows (Event DrainReleased).
+async fn release_over_budget<C: Cloud>(
+    pctx: &PolicyContext<C>,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    decision: &Decision,
+    notes: &mut Vec<String>,
+) {
+    let mut released = Vec::new();
+    for node in &decision.over_budget {
+        match pctx.drainer.release(node, DISRUPTED_TAINT).await {
+            Ok(()) => released.push(node.as_str()),
+            Err(e) => notes.push(format!("could not release {node}: {e}")),
+        }
+    }
+    if !released.is_empty() {
+        let note = format!(
+            "released {} (a previous run was draining them; the budget now allows {} at once)",
+            released.join(", "),
+            decision.resumable
+        );
+        pctx.base
+            .event(reference, false, "DrainReleased", note.clone())
+            .await;
+        notes.push(note);
+    }
+}
+
+/// Drain `nodes` in parallel; terminate each drained one through its group (shrinking it), check the
+/// group no longer holds it, and delete its Node. Returns (nodes removed, pods moved, $/h saved, notes).
+async fn remove_nodes<C: Cloud>(
+    pctx: &PolicyContext<C>,
+    nodes: &[Removal],
+    settings: &Settings,
+    reason: &str,
+) -> (u32, u32, f64, Vec<String>) {
+    let ctx = &pctx.base;
+    let names: Vec<String> = nodes.iter().map(|r| r.node.clone()).collect();
+    let marker = Marker::consolidation(reason);
+    // A drain that does not finish releases the node: consolidation only removes drained nodes.
+    let options = DrainOptions::new(settings.drain_timeout, false);
+    // One task per node (the batch is already budget-sized): owned data, so the reconcile stays Send.
+    let mut tasks = tokio::task::JoinSet::new();
+    for name in names {
+        let (drainer, marker, options) = (pctx.drainer.clone(), marker.clone(), options.clone());
+        tasks.spawn(async move {
+            let report = drainer.drain(&name, &marker, &options).await;
+            (name, report)
+        });
+    }
+    let mut reports = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(done) => reports.push(done),
+            Err(e) => tracing::warn!(error = %e, "drain task failed"),
+        }
+    }
+    let (mut removed, mut moved, mut saved, mut notes) = (0u32, 0u32, 0.0, Vec::new());
+    for (node, report) in reports {
+        let Some(Removal {
+            instance,
+            group,
+            hourly,
+            ..
+        }) = nodes.iter().find(|r| r.node == node)
+        else {
+            continue;
+        };
+        match report {
+            Ok(report) if report.is_drained() => {
+                let result = ctx.cloud.terminate_in_group(instance, true).await;
+                let label = if result.is_ok() { "ok" } else { "error" };
+                ctx.metrics
+                    .consolidation_actions
+                    .with_label_values(&["terminate", label])
+                    .inc();
+                match result {
+                    Ok(()) => {
+                        // Verify: the group no longer counts the instance.
+                        let held = ctx
+                            .cloud
+                            .groups(&GroupSelector::Names(vec![group.clone()]))
+                            .await
+                            .map(|gs| gs.iter().any(|g| g.instances.contains(instance)));
+                        let verified = match held {
+                            Ok(false) => "ok",
+                            Ok(true) => {
+                                notes.push(format!(
+                                    "{node}: {instance} still listed in {group} after termination"
+                                ));
+                                "pending"
+                            }
+                            Err(_) => "error",
+                        };
+                        ctx.metrics
+                            .consolidation_actions
+                            .with_label_values(&["verify", verified])
+                            .inc();
+                        removed += 1;
+                        moved += u32::try_from(report.evicted.len()).unwrap_or(u32::MAX);
+                        saved += hourly;
+                        // The instance is going; its Node would linger NotReady until the cloud
+                        // node controller notices.
+                        let deleted = Api::<Node>::all(ctx.client.clone())
+                            .delete(&node, &DeleteParams::default())
+                            .await;
+                        if let Err(e) = deleted {
+                            tracing::warn!(node, error = %e, "could not delete the Node of a terminated instance");
+                        }
+                    }
+                    Err(e) => {
+                        notes.push(format!("{node}: drained but not terminated: {e}"));
+                        // Leave it cordoned: the next run retries the termination.
+                    }
+                }
+            }
+            Ok(report) => notes.push(format!("{node}: {report}")),
+            Err(e) => notes.push(format!("{node}: {e}")),
+        }
+    }
+    (removed, moved, saved, notes)
+}

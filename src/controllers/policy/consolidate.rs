@@ -1,0 +1,70 @@
+//! One consolidation pass: read -> validate -> plan -> act -> status (each step its own file).
+
+use super::*;
+
+/// What one reconcile found and did.
+pub(super) struct Outcome {
+    pub(super) status: OptimizationPolicyStatus,
+    pub(super) message: String,
+    pub(super) requeue: Duration,
+    /// Nodes and pods planned, and how long the planner took (for logs and the scale run).
+    pub(super) planned: (usize, usize, Duration),
+}
+
+/// One pass over the policy.
+pub(super) async fn pass<C: Cloud>(
+    policy: &OptimizationPolicy,
+    pctx: &PolicyContext<C>,
+) -> Result<Outcome, Error> {
+    let ctx = &pctx.base;
+    let previous = policy.status.clone().unwrap_or_default();
+    let settings = settings(policy)?;
+    let dry_run = policy.spec.dry_run || ctx.config.dry_run;
+    let inputs = read::read(policy, pctx).await?;
+    let started = Instant::now();
+    let decision = {
+        let mut candidates = pctx.candidates.lock().await;
+        plan::decide(
+            &inputs,
+            &settings,
+            &mut candidates,
+            Utc::now(),
+            Instant::now(),
+        )?
+    };
+    let planned = (
+        inputs.snapshot.nodes.len(),
+        inputs.snapshot.pods.len(),
+        started.elapsed(),
+    );
+    let (mut notes, last) = act::act(pctx, policy, &settings, &inputs, &decision, dry_run).await;
+    if let Some(max) = settings
+        .max_nodes
+        .filter(|m| inputs.snapshot.nodes.len() > *m)
+    {
+        notes.push(format!(
+            "{} nodes are above nodes.max {max}; CloudOptim only removes nodes, lower the groups' MaxSize",
+            inputs.snapshot.nodes.len()
+        ));
+    }
+    let (zombies, zombie_notes) = handle_zombies(
+        pctx,
+        policy,
+        dry_run,
+        &settings,
+        &inputs.all_node_ids,
+        &previous,
+        &inputs.catalog,
+    )
+    .await?;
+    notes.extend(zombie_notes);
+    status::export_metrics(ctx, &policy.name_any(), &inputs, &decision);
+    let status = status::build_status(policy, &previous, &decision, last, zombies);
+    let message = status::message(&status, &inputs, &decision, dry_run, &notes);
+    Ok(Outcome {
+        status,
+        message,
+        requeue: settings.interval,
+        planned,
+    })
+}

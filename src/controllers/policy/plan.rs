@@ -1,0 +1,129 @@
+//! plan: pure. From what was read, the policy's settings, the time and the candidates' history, what
+//! this pass does: which drains resume and which are released, which nodes are removed.
+
+use super::read::Inputs;
+use super::*;
+use crate::engine::consolidation::Plan;
+use crate::engine::savings::CostReport;
+
+/// A node to remove: its name, instance id, Auto Scaling group and price per hour.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Removal {
+    pub(super) node: String,
+    pub(super) instance: String,
+    pub(super) group: String,
+    pub(super) hourly: f64,
+}
+
+/// What one pass decided.
+pub(super) struct Decision {
+    /// Nodes the budgets allow in disruption at once.
+    pub(super) limit: usize,
+    /// Of the drains a previous run left, how many may resume (0 with consolidation Off).
+    pub(super) resumable: usize,
+    /// Left-behind drains that resume.
+    pub(super) in_flight: Vec<String>,
+    /// Left-behind drains over today's budget: released, not drained.
+    pub(super) over_budget: Vec<String>,
+    /// The planner's plan.
+    pub(super) plan: Plan,
+    /// Cost now and after the plan.
+    pub(super) cost: CostReport,
+    /// Nodes removed in this pass: resumed drains, then candidates that waited consolidateAfter.
+    pub(super) removals: Vec<Removal>,
+}
+
+/// Decide this pass. `candidates` (node -> since when it has been a removal candidate) is updated:
+/// nodes the plan no longer removes leave it, new ones enter it at `clock`.
+pub(super) fn decide(
+    inputs: &Inputs,
+    settings: &Settings,
+    candidates: &mut BTreeMap<String, Instant>,
+    now: chrono::DateTime<Utc>,
+    clock: Instant,
+) -> Result<Decision, Error> {
+    let snapshot = &inputs.snapshot;
+    let limit = batch_limit(settings, snapshot.nodes.len(), now);
+    // Resumed drains count against today's budget: the ones over it (the budget shrank, a window
+    // closed, consolidation was turned off) are released, not drained.
+    let resumable = if settings.options.mode == Mode::Off {
+        0
+    } else {
+        limit
+    };
+    let mut in_flight = inputs.marked.clone();
+    let over_budget = in_flight.split_off(in_flight.len().min(resumable));
+    let mut options = settings.options.clone();
+    options.budget = Some(limit.saturating_sub(in_flight.len()));
+    let plan = consolidation::plan(snapshot, &options).map_err(|e| Error::Plan(e.to_string()))?;
+    let cost = savings::estimate_plan(snapshot, &plan, Some(settings.spot));
+    let ready = ready_candidates(inputs, &plan, candidates, settings, &options, clock);
+    let removals = if settings.options.mode == Mode::Off {
+        Vec::new()
+    } else {
+        in_flight
+            .iter()
+            .chain(ready.iter())
+            .filter_map(|n| removal(inputs, n))
+            .collect()
+    };
+    Ok(Decision {
+        limit,
+        resumable,
+        in_flight,
+        over_budget,
+        plan,
+        cost,
+        removals,
+    })
+}
+
+/// The planned removals that have been candidates for `consolidateAfter`, at most the budget left.
+fn ready_candidates(
+    inputs: &Inputs,
+    plan: &Plan,
+    candidates: &mut BTreeMap<String, Instant>,
+    settings: &Settings,
+    options: &Options,
+    clock: Instant,
+) -> Vec<String> {
+    let snapshot = &inputs.snapshot;
+    let current: BTreeSet<String> = plan
+        .removals
+        .iter()
+        .map(|r| snapshot.nodes[r.node.index()].name.clone())
+        .collect();
+    candidates.retain(|n, _| current.contains(n));
+    for name in &current {
+        candidates.entry(name.clone()).or_insert(clock);
+    }
+    plan.batches
+        .iter()
+        .flatten()
+        .map(|id| snapshot.nodes[id.index()].name.clone())
+        .filter(|n| {
+            candidates.get(n).is_some_and(|since| {
+                clock.saturating_duration_since(*since) >= settings.consolidate_after
+            })
+        })
+        .take(options.budget.unwrap_or(0))
+        .collect()
+}
+
+/// The removal of node `name`: its instance, group and price; `None` when it is not in a selected group.
+fn removal(inputs: &Inputs, name: &str) -> Option<Removal> {
+    let instance = inputs.instance_of(name)?;
+    let hourly = inputs
+        .snapshot
+        .nodes
+        .iter()
+        .find(|n| n.name == name)
+        .and_then(|n| n.hourly_price)
+        .unwrap_or(0.0);
+    Some(Removal {
+        node: name.to_string(),
+        group: inputs.owners.get(&instance)?.1.clone(),
+        hourly,
+        instance,
+    })
+}

@@ -1,0 +1,157 @@
+//! read: everything one pass plans from, gathered from the API server's reflectors and AWS.
+
+use super::*;
+use crate::engine::snapshot::Snapshot;
+
+/// What one pass reads.
+pub(super) struct Inputs {
+    /// The NodeTemplates this policy acts on (count, for the status message).
+    pub(super) templates: usize,
+    /// Instance id -> (NodeTemplate, Auto Scaling group) of every instance in the selected groups.
+    pub(super) owners: BTreeMap<String, (String, String)>,
+    /// The Nodes in scope, in snapshot order: `snapshot.nodes[i]` is `scope[i]`.
+    pub(super) scope: Vec<Arc<Node>>,
+    /// Instance ids of every Node of the cluster (zombie detection).
+    pub(super) all_node_ids: BTreeSet<String>,
+    /// The cluster model of the scope, priced.
+    pub(super) snapshot: Snapshot,
+    /// The price catalog the snapshot was priced with.
+    pub(super) catalog: Arc<crate::engine::catalog::Catalog>,
+    /// Nodes a previous run (or a crash) left marked for consolidation.
+    pub(super) marked: Vec<String>,
+}
+
+impl Inputs {
+    /// The instance id of a Node in scope.
+    pub(super) fn instance_of(&self, name: &str) -> Option<String> {
+        self.scope
+            .iter()
+            .find(|n| n.name_any() == name)
+            .and_then(node_instance)
+            .map(str::to_string)
+    }
+}
+
+/// The instance id of a Node (its providerID).
+pub(super) fn node_instance(node: &Arc<Node>) -> Option<&str> {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.provider_id.as_deref())
+        .and_then(instance_id)
+}
+
+/// The templates this policy acts on, or a conflict with another policy.
+pub(super) fn selected_templates<'t>(
+    policy: &OptimizationPolicy,
+    policies: &[OptimizationPolicy],
+    templates: &'t [NodeTemplate],
+) -> Result<Vec<&'t NodeTemplate>, Error> {
+    let selector_of = |p: &OptimizationPolicy| {
+        Selector::try_from(p.spec.node_template_selector.clone().unwrap_or_default()).map_err(|e| {
+            Error::Invalid {
+                field: "nodeTemplateSelector".into(),
+                message: e.to_string(),
+            }
+        })
+    };
+    let mine = selector_of(policy)?;
+    let mut selected = Vec::new();
+    for template in templates {
+        let labels = labels_of(&template.metadata);
+        if !mine.matches(&labels) {
+            continue;
+        }
+        for other in policies
+            .iter()
+            .filter(|p| p.name_any() != policy.name_any())
+        {
+            if selector_of(other).is_ok_and(|s| s.matches(&labels)) {
+                return Err(Error::Conflict {
+                    template: template.name_any(),
+                    other: other.name_any(),
+                });
+            }
+        }
+        selected.push(template);
+    }
+    Ok(selected)
+}
+
+/// Read the selected templates, their groups' instances, the Nodes in scope with their pods and PDBs
+/// (from the reflectors), and the price catalog.
+pub(super) async fn read<C: Cloud>(
+    policy: &OptimizationPolicy,
+    pctx: &PolicyContext<C>,
+) -> Result<Inputs, Error> {
+    let ctx = &pctx.base;
+    let policies = Api::<OptimizationPolicy>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let templates = Api::<NodeTemplate>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let selected = selected_templates(policy, &policies, &templates)?;
+    let mut owners: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for template in &selected {
+        for group in ctx.cloud.groups(&group_selector(template)).await? {
+            for instance in &group.instances {
+                owners.insert(instance.clone(), (template.name_any(), group.name.clone()));
+            }
+        }
+    }
+    let all_nodes = pctx.stores.nodes.state();
+    let all_node_ids = all_nodes
+        .iter()
+        .filter_map(node_instance)
+        .map(str::to_string)
+        .collect();
+    let scope: Vec<Arc<Node>> = all_nodes
+        .into_iter()
+        .filter(|n| node_instance(n).is_some_and(|id| owners.contains_key(id)))
+        .collect();
+    let mut snapshot = assemble(pctx, &scope)?;
+    let catalog = ctx.catalog.snapshot(&ctx.cloud).await?;
+    translate::apply_prices(&mut snapshot, &*catalog.catalog);
+    let marked = scope
+        .iter()
+        .filter_map(|n| crate::drain::marked(n, DISRUPTED_TAINT))
+        .filter(|m| m.by == "consolidation")
+        .map(|m| m.name)
+        .collect();
+    Ok(Inputs {
+        templates: selected.len(),
+        owners,
+        scope,
+        all_node_ids,
+        snapshot,
+        catalog: catalog.catalog,
+        marked,
+    })
+}
+
+/// The scope's Nodes, their pods (from the pod cache) and the cluster's PDBs as one engine snapshot.
+fn assemble<C: Cloud>(pctx: &PolicyContext<C>, scope: &[Arc<Node>]) -> Result<Snapshot, Error> {
+    let names: BTreeSet<String> = scope.iter().map(|n| n.name_any()).collect();
+    let pdbs = pctx.stores.pdbs.state();
+    let cache = pctx
+        .stores
+        .pods
+        .pods
+        .read()
+        .map_err(|_| Error::Snapshot("the pod cache is poisoned".into()))?;
+    let mut pods = Vec::new();
+    for (node, pod) in cache
+        .values()
+        .filter(|(node, _)| names.contains(node.as_ref()))
+    {
+        match pod {
+            Ok(pod) => pods.push((node.as_ref(), pod)),
+            Err(message) => return Err(Error::Snapshot(message.clone())),
+        }
+    }
+    translate::assemble(scope.iter().map(|n| &**n), pods, pdbs.iter().map(|p| &**p))
+        .map(|t| t.snapshot)
+        .map_err(|e| Error::Snapshot(e.to_string()))
+}

@@ -1,0 +1,310 @@
+use super::*;
+use serde_json::json;
+
+fn policy(spec: serde_json::Value) -> OptimizationPolicy {
+    serde_json::from_value(json!({
+        "apiVersion": "cloudoptim.io/v1alpha1",
+        "kind": "OptimizationPolicy",
+        "metadata": {"name": "p"},
+        "spec": spec,
+    }))
+    .expect("policy")
+}
+
+#[test]
+fn durations_follow_the_crd_pattern() {
+    assert_eq!(
+        parse_duration("f", "90s").ok(),
+        Some(Duration::from_secs(90))
+    );
+    assert_eq!(
+        parse_duration("f", "1h30m").ok(),
+        Some(Duration::from_secs(5400))
+    );
+    assert_eq!(
+        parse_duration("f", "14d").ok(),
+        Some(Duration::from_secs(14 * 86400))
+    );
+    assert_eq!(
+        parse_duration("f", "500ms").ok(),
+        Some(Duration::from_millis(500))
+    );
+    for bad in ["", "5", "m5", "5x", "1.5h"] {
+        let e = parse_duration("consolidation.interval", bad).expect_err(bad);
+        assert!(
+            e.to_string().starts_with("spec.consolidation.interval:"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn day_durations_are_accepted_everywhere_and_huge_ones_are_invalid_not_a_panic() {
+    let p = policy(json!({
+        "consolidation": {"consolidateAfter": "1d", "interval": "90m"},
+        "disruption": {"drainTimeout": "14d", "budgets": [
+            {"nodes": "1", "schedule": "0 9 * * *", "duration": "1d"}
+        ]},
+        "zombies": {"gracePeriod": "2d"}
+    }));
+    let s = settings(&p).expect("1d, 14d and 90m are valid everywhere");
+    assert_eq!(s.drain_timeout, Duration::from_secs(14 * 86_400));
+    assert_eq!(s.consolidate_after, Duration::from_secs(86_400));
+    let p = policy(json!({"disruption": {"drainTimeout": "999999999999d"}}));
+    let e = settings(&p).expect_err("out of range");
+    assert_eq!(e.reason(), "InvalidPolicy");
+    assert!(e.to_string().contains("disruption.drainTimeout"), "{e}");
+    assert!(e.to_string().contains("366d"), "{e}");
+    let p = policy(json!({"disruption": {"budgets": [
+        {"nodes": "1", "schedule": "0 9 * * *", "duration": "999999999999d"}
+    ]}}));
+    assert_eq!(
+        settings(&p).expect_err("out of range").reason(),
+        "InvalidBudget"
+    );
+}
+
+#[test]
+fn an_unparsable_budget_fails_closed_naming_it() {
+    let p = policy(json!({"disruption": {"budgets": [
+        {"nodes": "1"},
+        {"nodes": "2", "schedule": "not cron", "duration": "1h"}
+    ]}}));
+    let e = settings(&p).expect_err("bad budget");
+    assert_eq!(e.reason(), "InvalidBudget");
+    assert!(e.to_string().contains("budgets[1].schedule"), "{e}");
+    assert!(e.to_string().contains("no node is disrupted"), "{e}");
+}
+
+#[test]
+fn the_batch_is_the_most_restrictive_active_budget() {
+    let p = policy(json!({"disruption": {"budgets": [{"nodes": "50%"}, {"nodes": "1"}]}}));
+    let s = settings(&p).expect("settings");
+    assert_eq!(batch_limit(&s, 10, Utc::now()), 1);
+    let p = policy(json!({}));
+    let s = settings(&p).expect("settings");
+    assert_eq!(
+        batch_limit(&s, 10, Utc::now()),
+        1,
+        "default 10% of 10, rounded up"
+    );
+    assert_eq!(batch_limit(&s, 25, Utc::now()), 3);
+    let p = policy(json!({"disruption": {"budgets": [{"nodes": "0"}]}}));
+    assert_eq!(batch_limit(&settings(&p).expect("s"), 10, Utc::now()), 0);
+}
+
+#[test]
+fn provider_ids_name_the_instance() {
+    assert_eq!(instance_id("aws:///us-east-1a/i-0abc"), Some("i-0abc"));
+    assert_eq!(instance_id("kind://docker/x"), None);
+}
+
+#[test]
+fn stripped_pods_keep_what_the_planner_reads_and_drop_the_rest() {
+    let mut pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "a", "namespace": "n", "annotations": {
+                "cloudoptim.io/do-not-disrupt": "true", "kubectl.kubernetes.io/last-applied-configuration": "{...}"},
+                "managedFields": [{"manager": "x"}], "labels": {"app": "a"}},
+            "spec": {"nodeName": "node-1", "nodeSelector": {"k": "v"},
+                "containers": [{"name": "c", "image": "big", "env": [{"name": "E", "value": "x"}],
+                    "resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": "1"}}}],
+                "volumes": [{"name": "cfg", "configMap": {"name": "c"}}, {"name": "data", "persistentVolumeClaim": {"claimName": "d"}}]},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .expect("pod");
+    strip_pod(&mut pod);
+    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    assert!(annotations.contains_key("cloudoptim.io/do-not-disrupt"));
+    assert_eq!(annotations.len(), 1);
+    assert!(pod.metadata.managed_fields.is_none());
+    let spec = pod.spec.as_ref().expect("spec");
+    assert_eq!(spec.node_name.as_deref(), Some("node-1"));
+    assert!(spec.node_selector.is_some());
+    let c = &spec.containers[0];
+    assert!(c.image.is_none() && c.env.is_none());
+    let r = c.resources.as_ref().expect("resources");
+    assert!(r.requests.is_some() && r.limits.is_none());
+    let volumes = spec.volumes.as_ref().expect("volumes");
+    assert_eq!(volumes.len(), 1);
+    assert!(volumes[0].persistent_volume_claim.is_some());
+    assert_eq!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Running")
+    );
+    assert!(pod.status.as_ref().is_some_and(|s| s.conditions.is_none()));
+    // The stripped pod still translates.
+    let (node, _) = translate::engine_pod(&pod)
+        .expect("translates")
+        .expect("a scheduled pod counts");
+    assert_eq!(node, "node-1");
+}
+
+// ---- the plan step, driven by plain data (no API server, no AWS) ----------------------------------
+
+mod decide {
+    use super::*;
+    use crate::controllers::policy::plan::decide;
+    use crate::controllers::policy::read::Inputs;
+    use crate::engine::snapshot::{self as model, NodeId, Resources};
+
+    const GIB: u64 = 1 << 30;
+
+    /// Three 4 vCPU nodes in group `g`: `busy-0` and `busy-1` half full, `idle` empty; `marked` are
+    /// drains a previous run left behind.
+    fn inputs(marked: &[&str]) -> Inputs {
+        let names = ["busy-0", "busy-1", "idle"];
+        let scope = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                Arc::new(
+                    serde_json::from_value::<Node>(json!({
+                        "metadata": {"name": name},
+                        "spec": {"providerID": format!("aws:///us-east-1a/i-{i}")}
+                    }))
+                    .expect("node"),
+                )
+            })
+            .collect();
+        let nodes = names
+            .iter()
+            .map(|name| {
+                let mut n = model::Node::new(
+                    *name,
+                    Resources {
+                        cpu_millis: 4000,
+                        memory_bytes: 16 * GIB,
+                        pods: 110,
+                    },
+                );
+                n.hourly_price = Some(0.2);
+                n
+            })
+            .collect();
+        let pods = (0..2)
+            .map(|i| {
+                model::Pod::new(
+                    "app",
+                    &format!("web-{i}"),
+                    NodeId(i),
+                    Resources::pod(1500, 4 * GIB),
+                )
+            })
+            .collect();
+        Inputs {
+            templates: 1,
+            owners: (0..3)
+                .map(|i| (format!("i-{i}"), ("t".to_string(), "g".to_string())))
+                .collect(),
+            scope,
+            all_node_ids: (0..3).map(|i| format!("i-{i}")).collect(),
+            snapshot: model::Snapshot {
+                nodes,
+                pods,
+                pdbs: vec![],
+            },
+            catalog: Arc::new(crate::engine::catalog::Catalog::embedded().clone()),
+            marked: marked.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn settings_of(spec: serde_json::Value) -> Settings {
+        settings(&policy(spec)).expect("valid policy")
+    }
+
+    #[test]
+    fn an_empty_node_is_removed_only_after_consolidate_after() {
+        let settings = settings_of(json!({"consolidation": {"consolidateAfter": "60s"}}));
+        let inputs = inputs(&[]);
+        let mut candidates = BTreeMap::new();
+        let t0 = Instant::now();
+        let first = decide(&inputs, &settings, &mut candidates, Utc::now(), t0).expect("plans");
+        assert!(
+            first.removals.is_empty(),
+            "a new candidate waits: {:?}",
+            first.removals
+        );
+        assert!(candidates.contains_key("idle"), "{candidates:?}");
+        let later = decide(
+            &inputs,
+            &settings,
+            &mut candidates,
+            Utc::now(),
+            t0 + Duration::from_secs(61),
+        )
+        .expect("plans");
+        let removed: Vec<_> = later.removals.iter().map(|r| r.node.as_str()).collect();
+        assert!(removed.contains(&"idle"), "{removed:?}");
+        let idle = later
+            .removals
+            .iter()
+            .find(|r| r.node == "idle")
+            .expect("idle");
+        assert_eq!(
+            (idle.instance.as_str(), idle.group.as_str(), idle.hourly),
+            ("i-2", "g", 0.2)
+        );
+    }
+
+    #[test]
+    fn left_behind_drains_resume_within_the_budget_and_the_rest_are_released() {
+        let budget_one = json!({"disruption": {"budgets": [{"nodes": "1"}]}});
+        let settings = settings_of(budget_one);
+        let decision = decide(
+            &inputs(&["busy-0", "busy-1"]),
+            &settings,
+            &mut BTreeMap::new(),
+            Utc::now(),
+            Instant::now(),
+        )
+        .expect("plans");
+        assert_eq!(decision.limit, 1);
+        assert_eq!(decision.in_flight, vec!["busy-0".to_string()]);
+        assert_eq!(decision.over_budget, vec!["busy-1".to_string()]);
+        assert_eq!(
+            decision
+                .removals
+                .iter()
+                .map(|r| r.node.as_str())
+                .collect::<Vec<_>>(),
+            vec!["busy-0"],
+            "only the resumed drain: new candidates wait consolidateAfter"
+        );
+    }
+
+    #[test]
+    fn with_consolidation_off_nothing_is_removed_and_every_left_behind_drain_is_released() {
+        let settings = settings_of(json!({"consolidation": {"mode": "Off"}}));
+        let decision = decide(
+            &inputs(&["busy-0"]),
+            &settings,
+            &mut BTreeMap::new(),
+            Utc::now(),
+            Instant::now(),
+        )
+        .expect("plans");
+        assert!(decision.removals.is_empty());
+        assert!(decision.in_flight.is_empty());
+        assert_eq!(decision.over_budget, vec!["busy-0".to_string()]);
+    }
+
+    #[test]
+    fn a_node_outside_the_selected_groups_is_never_removed() {
+        let settings = settings_of(json!({"consolidation": {"consolidateAfter": "0s"}}));
+        let mut inputs = inputs(&[]);
+        inputs.owners.remove("i-2");
+        let decision = decide(
+            &inputs,
+            &settings,
+            &mut BTreeMap::new(),
+            Utc::now(),
+            Instant::now(),
+        )
+        .expect("plans");
+        assert!(
+            decision.removals.iter().all(|r| r.node != "idle"),
+            "{:?}",
+            decision.removals
+        );
+    }
+}

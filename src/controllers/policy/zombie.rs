@@ -1,0 +1,238 @@
+//! Zombies: tagged instances without a Node and tagged, unreferenced, available volumes, past their
+//! grace period; reported, or (mode Delete) snapshotted and deleted.
+
+use super::*;
+
+fn previous_zombies(status: &OptimizationPolicyStatus) -> BTreeMap<(ZombieKind, String), i64> {
+    status
+        .zombies
+        .iter()
+        .map(|z| {
+            let kind = if z.kind == "Volume" {
+                ZombieKind::Volume
+            } else {
+                ZombieKind::Instance
+            };
+            ((kind, z.id.clone()), z.since.0.as_second())
+        })
+        .collect()
+}
+
+pub(super) async fn handle_zombies<C: Cloud>(
+    pctx: &PolicyContext<C>,
+    policy: &OptimizationPolicy,
+    dry_run: bool,
+    settings: &Settings,
+    all_node_ids: &BTreeSet<String>,
+    previous: &OptimizationPolicyStatus,
+    prices: &crate::engine::catalog::Catalog,
+) -> Result<(Vec<ZombieStatus>, Vec<String>), Error> {
+    let ctx = &pctx.base;
+    let spec = &policy.spec.zombies;
+    if spec.mode == ZombieMode::Off {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let cluster = &ctx.config.cluster_name;
+    let instances = ctx.cloud.instances(CLUSTER_TAG, cluster).await?;
+    let region = &ctx.config.region;
+    let facts: Vec<InstanceFacts> = instances
+        .iter()
+        .map(|i| InstanceFacts {
+            id: i.id.clone(),
+            state: i.state.clone(),
+            hourly: prices.on_demand_price(region, &i.instance_type),
+        })
+        .collect();
+    let (volumes, referenced) = if spec.volumes {
+        let volumes = ctx
+            .cloud
+            .available_volumes(CLUSTER_TAG, cluster)
+            .await?
+            .into_iter()
+            .map(|v| v.id)
+            .collect();
+        // Read before anything is judged: if the references cannot be read, nothing is deleted.
+        (volumes, referenced_volumes(&ctx.client).await?)
+    } else {
+        (Vec::new(), BTreeSet::new())
+    };
+    let seen = previous_zombies(previous);
+    let now = Utc::now().timestamp();
+    let grace = zombies::Grace::with_floors(
+        i64::try_from(settings.zombie_grace.as_secs()).unwrap_or(i64::MAX),
+        ctx.config.zombie_grace_floors,
+    );
+    let found = zombies::find(
+        &facts,
+        all_node_ids,
+        &volumes,
+        &referenced,
+        &seen,
+        now,
+        grace,
+    );
+    let mut notes = Vec::new();
+    let reference = policy.object_ref(&());
+    for kind in [ZombieKind::Instance, ZombieKind::Volume] {
+        let count = found.iter().filter(|z| z.kind == kind && z.due).count();
+        ctx.metrics
+            .zombies
+            .with_label_values(&[kind.as_str()])
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+    let mut kept = Vec::new();
+    for zombie in &found {
+        let kind_grace = match zombie.kind {
+            ZombieKind::Instance => grace.instances,
+            ZombieKind::Volume => grace.volumes,
+        };
+        let was_due = seen
+            .get(&(zombie.kind, zombie.id.clone()))
+            .is_some_and(|since| now - since >= kind_grace);
+        if zombie.due && !was_due {
+            ctx.event(
+                &reference,
+                true,
+                "ZombieFound",
+                format!(
+                    "{} {} carries {CLUSTER_TAG}={cluster} and has had no Node for {}s{}",
+                    zombie.kind.as_str(),
+                    zombie.id,
+                    now - zombie.since,
+                    if spec.mode == ZombieMode::Delete {
+                        if dry_run {
+                            "; dry run: not deleted"
+                        } else {
+                            "; deleting it"
+                        }
+                    } else {
+                        "; zombies.mode is Report: not deleted"
+                    }
+                ),
+            )
+            .await;
+        }
+        let mut gone = false;
+        if zombie.due && spec.mode == ZombieMode::Delete && !dry_run {
+            let (action, result) = match zombie.kind {
+                ZombieKind::Instance => (
+                    "zombie_terminate",
+                    ctx.cloud
+                        .terminate_instances(std::slice::from_ref(&zombie.id))
+                        .await,
+                ),
+                ZombieKind::Volume => (
+                    "zombie_delete_volume",
+                    snapshot_then_delete(ctx, &zombie.id, spec.snapshot_before_delete, &mut notes)
+                        .await,
+                ),
+            };
+            let label = if result.is_ok() { "ok" } else { "error" };
+            ctx.metrics
+                .consolidation_actions
+                .with_label_values(&[action, label])
+                .inc();
+            match result {
+                Ok(()) => {
+                    gone = true;
+                    notes.push(format!("deleted zombie {}", zombie.id));
+                    ctx.event(
+                        &reference,
+                        false,
+                        "ZombieDeleted",
+                        format!("{} {} deleted", zombie.kind.as_str(), zombie.id),
+                    )
+                    .await;
+                }
+                Err(e) => notes.push(format!("could not delete zombie {}: {e}", zombie.id)),
+            }
+        }
+        if !gone {
+            kept.push(ZombieStatus {
+                kind: zombie.kind.as_str().to_string(),
+                id: zombie.id.clone(),
+                since: Time(
+                    k8s_openapi::jiff::Timestamp::from_second(zombie.since)
+                        .unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now()),
+                ),
+                hourly_cost: zombie.hourly,
+            });
+        }
+    }
+    Ok((kept, notes))
+}
+
+/// EBS volume ids named by a PersistentVolume (in-tree `awsElasticBlockStore` or CSI
+/// `volumeHandle`, any phase) or a VolumeSnapshotContent (`source.volumeHandle`; none when the
+/// snapshot CRDs are not installed). An error (the list failed) means no volume may be deleted.
+async fn referenced_volumes(client: &kube::Client) -> Result<BTreeSet<String>, Error> {
+    let mut ids = BTreeSet::new();
+    let pvs = Api::<PersistentVolume>::all(client.clone())
+        .list(&ListParams::default())
+        .await?;
+    for pv in &pvs.items {
+        let Some(spec) = &pv.spec else { continue };
+        let handles = [
+            spec.csi.as_ref().map(|c| c.volume_handle.as_str()),
+            spec.aws_elastic_block_store
+                .as_ref()
+                .map(|e| e.volume_id.as_str()),
+        ];
+        ids.extend(
+            handles
+                .into_iter()
+                .flatten()
+                .filter_map(zombies::ebs_volume_id)
+                .map(str::to_string),
+        );
+    }
+    let resource = kube::core::ApiResource::from_gvk_with_plural(
+        &kube::core::GroupVersionKind::gvk(
+            "snapshot.storage.k8s.io",
+            "v1",
+            "VolumeSnapshotContent",
+        ),
+        "volumesnapshotcontents",
+    );
+    match Api::<kube::core::DynamicObject>::all_with(client.clone(), &resource)
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(contents) => ids.extend(contents.items.iter().filter_map(|c| {
+            c.data["spec"]["source"]["volumeHandle"]
+                .as_str()
+                .and_then(zombies::ebs_volume_id)
+                .map(str::to_string)
+        })),
+        // The snapshot CRDs are not installed: no snapshot content can name a volume.
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(ids)
+}
+
+/// Delete a zombie volume, after a snapshot of it when `snapshot` (the volume stays if the snapshot
+/// is refused).
+async fn snapshot_then_delete<C: Cloud>(
+    ctx: &Context<C>,
+    volume: &str,
+    snapshot: bool,
+    notes: &mut Vec<String>,
+) -> Result<(), CloudError> {
+    if snapshot {
+        let tags = BTreeMap::from([
+            (CLUSTER_TAG.to_string(), ctx.config.cluster_name.clone()),
+            (
+                crate::names::ZOMBIE_VOLUME_TAG.to_string(),
+                volume.to_string(),
+            ),
+        ]);
+        let description = format!("CloudOptim: last copy of zombie volume {volume}");
+        let id = ctx
+            .cloud
+            .create_snapshot(volume, &description, &tags)
+            .await?;
+        notes.push(format!("snapshot {id} of zombie {volume}"));
+    }
+    ctx.cloud.delete_volume(volume).await
+}
