@@ -46,6 +46,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
+use crate::retry::Backoff;
 
 mod mark;
 pub mod plan;
@@ -595,7 +596,7 @@ impl Drainer {
         deadline: Instant,
         options: &DrainOptions,
     ) -> Result<(), String> {
-        let mut delay = options.backoff_initial;
+        let mut backoff = Backoff::new(options.backoff_initial, options.backoff_max);
         loop {
             let answer = Eviction::of(self.request_eviction(pod).await);
             self.metrics
@@ -615,9 +616,9 @@ impl Drainer {
             if now >= deadline {
                 return Err(why);
             }
+            let delay = backoff.next_delay();
             tracing::debug!(pod = %pod, why, ?delay, "eviction refused; retrying");
             tokio::time::sleep_until((now + delay).min(deadline)).await;
-            delay = (delay * 2).min(options.backoff_max);
         }
     }
 

@@ -1,5 +1,5 @@
 //! The operator's small HTTP server: `/metrics` (Prometheus text), `/healthz` (process alive) and
-//! `/readyz` (leader elected and controllers started).
+//! `/readyz` (leader elected and controllers started); [`client`] is the one outbound HTTP client.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,6 +11,8 @@ use axum::http::StatusCode;
 use axum::routing::get;
 
 use crate::metrics::Metrics;
+
+pub mod client;
 
 #[derive(Clone)]
 struct Probes {

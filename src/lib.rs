@@ -15,5 +15,6 @@ pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod names;
+pub mod retry;
 pub mod telemetry;
 pub mod translate;

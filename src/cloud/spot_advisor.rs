@@ -3,15 +3,16 @@
 //! `cloudoptim_spot_advisor_stale` and by the caller's condition), the embedded sample used only when
 //! no copy was ever fetched, with a warning. Entries the parser skipped as unusable are counted in
 //! `cloudoptim_spot_advisor_skipped_entries{reason}` and summed up in one warning per refresh.
+//! HTTP goes through the proxy `HTTPS_PROXY`/`HTTP_PROXY` name unless `NO_PROXY` excludes the host
+//! ([`crate::http::client`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::body::Bytes;
-
 use crate::engine::catalog::{SkipReason, SpotAdvisor, name_a_few, parse_spot_advisor};
+use crate::http::client::{self, ClientOptions, Proxies};
 use crate::metrics::Metrics;
+use crate::retry::Backoff;
 
 /// The public feed's address.
 pub const DEFAULT_URL: &str = "https://spot-bid-advisor.s3.amazonaws.com/spot-advisor-data.json";
@@ -19,6 +20,8 @@ pub const DEFAULT_URL: &str = "https://spot-bid-advisor.s3.amazonaws.com/spot-ad
 pub const REFRESH: Duration = Duration::from_secs(6 * 3600);
 /// The largest body accepted (the real feed is about 1 MB).
 const MAX_BYTES: usize = 32 * 1024 * 1024;
+/// The longest one HTTP fetch may take, body included.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a fetch failed.
 #[derive(Debug, thiserror::Error)]
@@ -63,8 +66,13 @@ pub enum Freshness {
     Sample,
 }
 
-/// Fetch the feed once.
+/// Fetch the feed once, through the proxies this process's environment names.
 pub async fn fetch(url: &str) -> Result<SpotAdvisor, FeedError> {
+    fetch_through(url, &Proxies::from_env()).await
+}
+
+/// Fetch the feed once, through `proxies`.
+pub async fn fetch_through(url: &str, proxies: &Proxies) -> Result<SpotAdvisor, FeedError> {
     let body = if let Some(path) = url.strip_prefix("file://") {
         tokio::fs::read_to_string(path)
             .await
@@ -73,7 +81,7 @@ pub async fn fetch(url: &str) -> Result<SpotAdvisor, FeedError> {
                 source,
             })?
     } else if url.starts_with("https://") || url.starts_with("http://") {
-        http_get(url).await?
+        http_get(url, proxies).await?
     } else {
         return Err(FeedError::BadUrl(url.to_string()));
     };
@@ -83,33 +91,31 @@ pub async fn fetch(url: &str) -> Result<SpotAdvisor, FeedError> {
     })
 }
 
-async fn http_get(url: &str) -> Result<String, FeedError> {
+async fn http_get(url: &str, proxies: &Proxies) -> Result<String, FeedError> {
     let err = |message: String| FeedError::Http {
         url: url.to_string(),
         message,
     };
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
-        .map_err(|e| err(format!("loading CA certificates: {e}")))?
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build::<_, Empty<Bytes>>(connector);
-    let uri: hyper::Uri = url.parse().map_err(|e| err(format!("invalid URL: {e}")))?;
-    let response = tokio::time::timeout(Duration::from_secs(30), client.get(uri))
-        .await
-        .map_err(|_| err("timed out after 30 s".into()))?
-        .map_err(|e| err(e.to_string()))?;
+    let options = ClientOptions {
+        proxies: proxies.clone(),
+        timeout: Some(HTTP_TIMEOUT),
+        ..ClientOptions::default()
+    };
+    let http = client::client(&options).map_err(|e| err(e.to_string()))?;
+    let response = http.get(url).send().await.map_err(|e| {
+        if e.is_timeout() {
+            err(format!("timed out after {HTTP_TIMEOUT:?}"))
+        } else {
+            err(client::chain(&e))
+        }
+    })?;
     if !response.status().is_success() {
         return Err(err(format!("HTTP {}", response.status())));
     }
-    let body = Limited::new(response.into_body(), MAX_BYTES)
-        .collect()
+    let body = client::body_capped(response, MAX_BYTES)
         .await
-        .map_err(|e| err(e.to_string()))?
-        .to_bytes();
-    String::from_utf8(body.to_vec()).map_err(|_| err("body is not UTF-8".into()))
+        .map_err(|e| err(e.to_string()))?;
+    String::from_utf8(body).map_err(|_| err("body is not UTF-8".into()))
 }
 
 /// The advisor data in use, refreshed on demand when older than `REFRESH`.
@@ -134,8 +140,8 @@ struct State {
     freshness: Freshness,
     /// When the next fetch is due (`None`: never tried).
     next_attempt: Option<Instant>,
-    /// Failed attempts since the last success.
-    failures: u32,
+    /// Delays after failed attempts, reset by a success.
+    backoff: Backoff,
 }
 
 /// The longest a whole fetch (connect, headers, body) may take.
@@ -156,7 +162,7 @@ impl AdvisorCache {
                 data: None,
                 freshness: Freshness::Sample,
                 next_attempt: None,
-                failures: 0,
+                backoff: Backoff::new(FIRST_BACKOFF, REFRESH),
             })),
             refreshing: Arc::new(tokio::sync::Mutex::new(())),
         }
@@ -221,7 +227,7 @@ impl AdvisorCache {
             Ok(advisor) => {
                 state.data = Some(Arc::new(advisor));
                 state.freshness = Freshness::Fresh;
-                state.failures = 0;
+                state.backoff.reset();
                 state.next_attempt = Some(Instant::now() + REFRESH);
                 self.metrics
                     .spot_advisor_stale
@@ -229,10 +235,7 @@ impl AdvisorCache {
                     .set(0);
             }
             Err(e) => {
-                state.failures = state.failures.saturating_add(1);
-                let backoff = FIRST_BACKOFF
-                    .saturating_mul(1 << (state.failures - 1).min(16))
-                    .min(REFRESH);
+                let backoff = state.backoff.next_delay();
                 state.next_attempt = Some(Instant::now() + backoff);
                 self.metrics
                     .spot_advisor_stale
@@ -441,6 +444,98 @@ mod tests {
             2,
             "one fetch by the cache (then backoff, whatever the callers), one by fetch_error"
         );
+    }
+
+    /// A server on loopback that records the first line of every request and answers it: a
+    /// `CONNECT` (an https:// URL through a proxy) with 403, anything else with `FEED`. As a proxy it
+    /// sees `GET http://host/path HTTP/1.1`; as the origin, `GET /path HTTP/1.1`.
+    async fn recording_server() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match stream.read(&mut byte).await {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head);
+                    let line = head.lines().next().unwrap_or_default().to_string();
+                    let answer = if line.starts_with("CONNECT ") {
+                        "HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n".to_string()
+                    } else {
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{FEED}",
+                            FEED.len()
+                        )
+                    };
+                    record.lock().expect("lock").push(line);
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        (url, seen)
+    }
+
+    fn lines(seen: &std::sync::Mutex<Vec<String>>) -> Vec<String> {
+        seen.lock().expect("lock").clone()
+    }
+
+    #[tokio::test]
+    async fn an_http_feed_is_fetched_through_the_http_proxy() {
+        let (proxy, seen) = recording_server().await;
+        let proxies = Proxies::from_vars(|name| (name == "HTTP_PROXY").then(|| proxy.clone()));
+        let url = "http://feed.example.invalid/spot-advisor-data.json";
+        let advisor = fetch_through(url, &proxies).await.expect("fetched");
+        assert_eq!(advisor.bucket("us-east-1", "m5.large"), Some(1));
+        assert_eq!(lines(&seen), [format!("GET {url} HTTP/1.1")]);
+    }
+
+    #[tokio::test]
+    async fn an_https_feed_is_tunnelled_through_the_https_proxy() {
+        let (proxy, seen) = recording_server().await;
+        let proxies = Proxies::from_vars(|name| (name == "https_proxy").then(|| proxy.clone()));
+        let url = "https://feed.example.invalid/spot-advisor-data.json";
+        let refused = fetch_through(url, &proxies)
+            .await
+            .expect_err("the proxy says 403");
+        assert!(matches!(refused, FeedError::Http { .. }), "{refused}");
+        assert_eq!(lines(&seen), ["CONNECT feed.example.invalid:443 HTTP/1.1"]);
+    }
+
+    #[tokio::test]
+    async fn a_host_in_no_proxy_is_fetched_directly() {
+        let (proxy, through_proxy) = recording_server().await;
+        let (origin, direct) = recording_server().await;
+        let url = format!("{origin}/spot-advisor-data.json");
+        let proxies = Proxies {
+            http: Some(proxy),
+            no_proxy: Some("localhost,127.0.0.1".into()),
+            ..Proxies::default()
+        };
+        fetch_through(&url, &proxies).await.expect("fetched");
+        assert!(lines(&through_proxy).is_empty());
+        assert_eq!(lines(&direct), ["GET /spot-advisor-data.json HTTP/1.1"]);
+    }
+
+    #[tokio::test]
+    async fn without_a_proxy_the_feed_is_fetched_directly() {
+        let (origin, direct) = recording_server().await;
+        let url = format!("{origin}/spot-advisor-data.json");
+        fetch_through(&url, &Proxies::default())
+            .await
+            .expect("fetched");
+        assert_eq!(lines(&direct), ["GET /spot-advisor-data.json HTTP/1.1"]);
     }
 
     #[tokio::test]

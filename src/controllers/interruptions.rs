@@ -39,6 +39,7 @@ use crate::engine::interruption::{
 };
 use crate::engine::mix::{SPOT_FALLBACK_ANNOTATION, with_fallback};
 use crate::hub::client::{HubClient, LocalReport};
+use crate::retry::Backoff;
 
 /// How long an event id is remembered.
 pub const DEDUPE_TTL: Duration = Duration::from_secs(300);
@@ -443,11 +444,11 @@ async fn receive_loop<C: Cloud>(
     queue: String,
     settings: Arc<RwLock<QueueSettings>>,
 ) {
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     loop {
         match intake.ctx.cloud.receive(&queue, 10, 20).await {
             Ok(messages) => {
-                backoff = Duration::from_secs(1);
+                backoff.reset();
                 for message in messages {
                     let Ok(permit) = intake.handlers.clone().acquire_owned().await else {
                         return;
@@ -464,9 +465,9 @@ async fn receive_loop<C: Cloud>(
                 }
             }
             Err(e) => {
-                tracing::warn!(queue = %queue, error = %e, retry_in = ?backoff, "receiving interruption notices");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                let delay = backoff.next_delay();
+                tracing::warn!(queue = %queue, error = %e, retry_in = ?delay, "receiving interruption notices");
+                tokio::time::sleep(delay).await;
             }
         }
     }

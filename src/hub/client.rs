@@ -10,7 +10,10 @@
 //! Transport: HTTPS only, verified against the system's roots or a private CA bundle
 //! ([`HubTls::ca_file`], `--hub-ca-file`); an `http://` URL is refused unless [`HubTls::insecure`]
 //! (`--hub-insecure`) is set, since the bearer token would cross the network in clear. Connecting
-//! gives up after [`CONNECT_TIMEOUT`], a request's answer after [`REQUEST_TIMEOUT`].
+//! gives up after [`CONNECT_TIMEOUT`], a request's answer after [`REQUEST_TIMEOUT`]. Requests go through
+//! the proxy `HTTPS_PROXY` names unless `NO_PROXY` lists the hub's host ([`crate::http::client`]); delays
+//! between attempts come from [`crate::retry::Backoff`], with jitter so members do not reconnect in
+//! lockstep after a hub restart.
 //!
 //! The operator wires it with [`run_member`].
 
@@ -19,18 +22,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams};
+use reqwest::Method;
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderName};
 use tokio::sync::Notify;
 
 use super::persist::{self, PersistError};
 use super::report::FlagView;
 use super::store::Flag;
 use crate::api::risk_flag::{FlagSource, RiskReason, SpotRiskFlag};
+use crate::http::client::{self, ClientOptions, HttpError, Proxies};
 use crate::metrics::Metrics;
+use crate::retry::Backoff;
 
 /// Reports kept while the hub is unreachable; beyond this the oldest is dropped.
 pub const QUEUE_CAPACITY: usize = 1024;
@@ -48,13 +52,12 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle pooled connections are closed after this long.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The first retry or reconnect delay; it doubles up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
+/// The longest retry or reconnect delay (before jitter).
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
-
-type Http = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    Full<Bytes>,
->;
+/// Each delay is lengthened by up to this share of itself.
+const BACKOFF_JITTER: f64 = 0.25;
 
 /// What can go wrong talking to the hub.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +86,10 @@ pub enum HubClientError {
         /// Why.
         message: String,
     },
+    /// The HTTP client could not be built (for example no usable system CA certificates, or a proxy
+    /// variable that is not a URL).
+    #[error("hub client: {0}")]
+    Client(#[source] HttpError),
     /// The request did not get an answer.
     #[error("hub request failed: {0}")]
     Transport(String),
@@ -136,58 +143,29 @@ pub struct HubTls {
 }
 
 impl HubTls {
-    /// The client TLS configuration trusting only the CA bundle at `path`.
-    fn private_ca(path: &std::path::Path) -> Result<rustls::ClientConfig, HubClientError> {
-        use rustls::pki_types::CertificateDer;
-        use rustls::pki_types::pem::PemObject;
-        let ca_err = |message: String| HubClientError::Ca {
-            path: path.display().to_string(),
-            message,
-        };
-        let pem = std::fs::read(path).map_err(|e| ca_err(e.to_string()))?;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(&pem) {
-            let cert = cert.map_err(|e| ca_err(e.to_string()))?;
-            roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
+    /// The HTTP client's options: this CA (or the system's roots), HTTPS only unless insecure, the
+    /// environment's proxies, the connect timeout.
+    fn client_options(&self) -> ClientOptions {
+        ClientOptions {
+            proxies: Proxies::from_env(),
+            ca_file: self.ca_file.clone(),
+            https_only: !self.insecure,
+            connect_timeout: Some(CONNECT_TIMEOUT),
+            timeout: None,
+            pool_idle_timeout: Some(POOL_IDLE_TIMEOUT),
         }
-        if roots.is_empty() {
-            return Err(ca_err("no CERTIFICATE in it".into()));
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        Ok(rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ca_err(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth())
     }
+}
 
-    fn connector(
-        &self,
-    ) -> Result<
-        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-        HubClientError,
-    > {
-        let builder = match &self.ca_file {
-            Some(path) => {
-                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(Self::private_ca(path)?)
-            }
-            None => hyper_rustls::HttpsConnectorBuilder::new()
-                .with_native_roots()
-                .map_err(|e| HubClientError::Ca {
-                    path: "(system roots)".into(),
-                    message: e.to_string(),
-                })?,
-        };
-        let builder = if self.insecure {
-            builder.https_or_http()
-        } else {
-            builder.https_only()
-        };
-        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        http.set_nodelay(true);
-        Ok(builder.enable_http1().wrap_connector(http))
+impl From<HttpError> for HubClientError {
+    fn from(error: HttpError) -> HubClientError {
+        match error {
+            HttpError::Ca { path, message } => HubClientError::Ca {
+                path: path.display().to_string(),
+                message,
+            },
+            other => HubClientError::Client(other),
+        }
     }
 }
 
@@ -200,7 +178,7 @@ pub struct HubClient {
 struct Inner {
     base: String,
     token: String,
-    http: Http,
+    http: reqwest::Client,
     queue: Mutex<VecDeque<LocalReport>>,
     queued: Notify,
     dropped: AtomicU64,
@@ -242,11 +220,7 @@ impl HubClient {
                     .into(),
             ));
         }
-        let http =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .pool_timer(hyper_util::rt::TokioTimer::new())
-                .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-                .build(tls.connector()?);
+        let http = client::client(&tls.client_options())?;
         Ok(HubClient {
             inner: Arc::new(Inner {
                 base,
@@ -310,23 +284,24 @@ impl HubClient {
     /// One authenticated request, answered within [`REQUEST_TIMEOUT`] (the body may stream longer).
     async fn call(
         &self,
-        method: hyper::Method,
+        method: Method,
         path: &str,
-        header: (hyper::header::HeaderName, &str),
-        body: Full<Bytes>,
-    ) -> Result<hyper::Response<hyper::body::Incoming>, HubClientError> {
-        let transport = |e: String| HubClientError::Transport(e);
-        let request = hyper::Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.inner.base))
+        header: (HeaderName, &str),
+        body: Option<String>,
+    ) -> Result<reqwest::Response, HubClientError> {
+        let mut request = self
+            .inner
+            .http
+            .request(method, format!("{}{path}", self.inner.base))
             .header(AUTHORIZATION, format!("Bearer {}", self.inner.token))
-            .header(header.0, header.1)
-            .body(body)
-            .map_err(|e| transport(e.to_string()))?;
-        tokio::time::timeout(REQUEST_TIMEOUT, self.inner.http.request(request))
+            .header(header.0, header.1);
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        tokio::time::timeout(REQUEST_TIMEOUT, request.send())
             .await
-            .map_err(|_| transport("timed out".into()))?
-            .map_err(|e| transport(e.to_string()))
+            .map_err(|_| HubClientError::Transport("timed out".into()))?
+            .map_err(|e| HubClientError::Transport(client::chain(&e)))
     }
 
     /// Send one report now (no queue, no retry).
@@ -336,21 +311,15 @@ impl HubClient {
             "instanceType": report.instance_type, "reason": report.reason,
             "observedAt": report.observed_at.to_string(),
         });
-        let body = Full::new(Bytes::from(body.to_string()));
         let json = (CONTENT_TYPE, "application/json");
         let response = self
-            .call(hyper::Method::POST, "/v1/flags", json, body)
+            .call(Method::POST, "/v1/flags", json, Some(body.to_string()))
             .await?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
         }
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-            .unwrap_or_default();
+        let body = response.text().await.unwrap_or_default();
         Err(HubClientError::Status {
             status: status.as_u16(),
             body,
@@ -361,7 +330,7 @@ impl HubClient {
     /// error is retryable and dropped (with an error log) when the hub refuses it.
     pub async fn push(&self, cluster_id: &str, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let mut backoff = Backoff::default();
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX).with_jitter(BACKOFF_JITTER);
         loop {
             let front = self.lock_queue().front().cloned();
             let Some(report) = front else {
@@ -376,7 +345,7 @@ impl HubClient {
                     self.remove_front(&report);
                 }
                 Err(e) if e.is_retryable() => {
-                    let delay = backoff.next();
+                    let delay = backoff.next_delay();
                     tracing::warn!(error = %e, retry_in = ?delay, "hub report not delivered");
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {},
@@ -403,16 +372,12 @@ impl HubClient {
     pub async fn list(&self, region: &str) -> Result<Vec<FlagView>, HubClientError> {
         let path = format!("/v1/flags?region={region}");
         let json = (ACCEPT, "application/json");
-        let response = self
-            .call(hyper::Method::GET, &path, json, Full::default())
-            .await?;
+        let response = self.call(Method::GET, &path, json, None).await?;
         let status = response.status();
         let body = response
-            .into_body()
-            .collect()
+            .bytes()
             .await
-            .map_err(|e| HubClientError::Transport(e.to_string()))?
-            .to_bytes();
+            .map_err(|e| HubClientError::Transport(client::chain(&e)))?;
         if !status.is_success() {
             return Err(HubClientError::Status {
                 status: status.as_u16(),
@@ -439,13 +404,13 @@ impl HubClient {
     ) {
         tokio::pin!(shutdown);
         let mut mirror = Mirror::new(Api::all(client), metrics);
-        let mut backoff = Backoff::default();
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX).with_jitter(BACKOFF_JITTER);
         loop {
             let result = tokio::select! {
                 result = self.follow(region, &mut mirror, &mut backoff) => result,
                 _ = &mut shutdown => return,
             };
-            let delay = backoff.next();
+            let delay = backoff.next_delay();
             match result {
                 Ok(()) => tracing::info!(retry_in = ?delay, "hub watch ended; reconnecting"),
                 Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "hub watch failed"),
@@ -466,16 +431,13 @@ impl HubClient {
     ) -> Result<(), HubClientError> {
         let path = format!("/v1/flags/watch?region={region}");
         let sse = (ACCEPT, "text/event-stream");
-        let response = self
-            .call(hyper::Method::GET, &path, sse, Full::default())
-            .await?;
+        let mut response = self.call(Method::GET, &path, sse, None).await?;
         if !response.status().is_success() {
             return Err(HubClientError::Status {
                 status: response.status().as_u16(),
                 body: String::new(),
             });
         }
-        let mut body = response.into_body();
         let mut parser = SseParser::default();
         mirror.connected();
         let mut batch = tokio::time::interval(MIRROR_BATCH);
@@ -483,15 +445,13 @@ impl HubClient {
         let mut idle = Box::pin(tokio::time::sleep(IDLE_TIMEOUT));
         loop {
             tokio::select! {
-                frame = body.frame() => {
-                    let Some(frame) = frame else { return Ok(()) };
-                    let frame = frame.map_err(|e| HubClientError::Transport(e.to_string()))?;
+                chunk = response.chunk() => {
+                    let chunk = chunk.map_err(|e| HubClientError::Transport(client::chain(&e)))?;
+                    let Some(data) = chunk else { return Ok(()) };
                     idle.as_mut().reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
-                    if let Some(data) = frame.data_ref() {
-                        for event in parser.push(data) {
-                            if mirror.event(&event) {
-                                backoff.reset();
-                            }
+                    for event in parser.push(&data) {
+                        if mirror.event(&event) {
+                            backoff.reset();
                         }
                     }
                 }
@@ -763,35 +723,6 @@ impl SseParser {
     }
 }
 
-/// Exponential backoff with jitter.
-#[derive(Debug)]
-struct Backoff {
-    next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Backoff {
-        Backoff { next: BACKOFF_MIN }
-    }
-}
-
-impl Backoff {
-    fn next(&mut self) -> Duration {
-        let current = self.next;
-        self.next = (current * 2).min(BACKOFF_MAX);
-        // Up to 25% jitter so members do not reconnect in lockstep after a hub restart.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        current + current.mul_f64(f64::from(nanos % 1000) / 4000.0)
-    }
-
-    fn reset(&mut self) {
-        self.next = BACKOFF_MIN;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -822,19 +753,6 @@ mod tests {
         let events = parser.push(b"data: a\ndata: b\n\n");
         assert_eq!(events[0].data, "a\nb");
         assert_eq!(events[0].event, "message");
-    }
-
-    #[test]
-    fn backoff_grows_to_the_cap_and_resets() {
-        let mut backoff = Backoff::default();
-        let first = backoff.next();
-        assert!(first >= BACKOFF_MIN && first <= BACKOFF_MIN.mul_f64(1.25));
-        for _ in 0..20 {
-            backoff.next();
-        }
-        assert!(backoff.next() >= BACKOFF_MAX);
-        backoff.reset();
-        assert!(backoff.next() < BACKOFF_MIN * 2);
     }
 
     #[test]

@@ -22,6 +22,7 @@ use kube::Api;
 
 use crate::api::SpotRiskFlag;
 use crate::metrics::Metrics;
+use crate::retry::Backoff;
 
 pub mod auth;
 pub mod client;
@@ -164,7 +165,7 @@ pub async fn serve(
 /// Load the stored flags, retrying with backoff while the API server is unreachable (the hub stays
 /// unready meanwhile).
 async fn load_until_done(api: &Api<SpotRiskFlag>, hub: &HubState) {
-    let mut delay = Duration::from_millis(500);
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
         match persist::load(api, hub).await {
             Ok(loaded) => {
@@ -172,9 +173,9 @@ async fn load_until_done(api: &Api<SpotRiskFlag>, hub: &HubState) {
                 return;
             }
             Err(e) => {
+                let delay = backoff.next_delay();
                 tracing::warn!(error = %e, retry_in = ?delay, "loading stored flags failed");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
             }
         }
     }
