@@ -1,0 +1,69 @@
+
+use super::*;
+
+fn schedule(spec: serde_json::Value) -> HibernationSchedule {
+    serde_json::from_value(json!({
+        "apiVersion": "cloudoptim.io/v1alpha1",
+        "kind": "HibernationSchedule",
+        "metadata": {"name": "nights"},
+        "spec": spec,
+    }))
+    .expect("valid schedule")
+}
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .expect("rfc3339")
+        .with_timezone(&Utc)
+}
+
+#[test]
+fn the_timetable_decides_unless_suspended_or_overridden() {
+    // Awake Mon-Fri 08:00-18:00 Berlin, pre-warm 30 min. Monday 2026-11-23 is in CET (+01:00).
+    let base = json!({"timeZone": "Europe/Berlin", "awake": ["Mon-Fri 08:00-18:00"], "prewarmMinutes": 30});
+    let s = schedule(base.clone());
+    let c = compile(&s).expect("compiles");
+    let night = wanted(&s, &c, at("2026-11-23T05:00:00Z"));
+    assert_eq!(night.state, HibernationState::Hibernating);
+    assert!(night.workloads_asleep && night.nodes_asleep);
+    assert_eq!(
+        night.next,
+        Some((at("2026-11-23T06:30:00Z"), HibernationState::WakingUp))
+    );
+    let prewarm = wanted(&s, &c, at("2026-11-23T06:45:00Z"));
+    assert_eq!(prewarm.state, HibernationState::WakingUp);
+    assert!(prewarm.workloads_asleep && !prewarm.nodes_asleep);
+    let day = wanted(&s, &c, at("2026-11-23T10:00:00Z"));
+    assert!(!day.workloads_asleep && !day.nodes_asleep);
+
+    let mut suspended = base.clone();
+    suspended["suspend"] = json!(true);
+    let s = schedule(suspended);
+    let w = wanted(&s, &c, at("2026-11-23T05:00:00Z"));
+    assert_eq!(w.state, HibernationState::Suspended);
+    assert!(!w.workloads_asleep && !w.nodes_asleep && w.next.is_none());
+
+    let mut overridden = base.clone();
+    overridden["override"] = json!({"state": "Awake", "until": "2026-11-23T06:00:00Z"});
+    let s = schedule(overridden);
+    let w = wanted(&s, &c, at("2026-11-23T05:00:00Z"));
+    assert_eq!(w.state, HibernationState::Awake);
+    assert_eq!(
+        w.next,
+        Some((at("2026-11-23T06:00:00Z"), HibernationState::Hibernating))
+    );
+    // An expired override is ignored.
+    let w = wanted(&s, &c, at("2026-11-23T06:00:01Z"));
+    assert_eq!(w.state, HibernationState::Hibernating);
+}
+
+#[test]
+fn requeue_is_just_after_the_next_transition_and_never_longer_than_the_resync() {
+    let now = at("2026-11-23T05:00:00Z");
+    assert_eq!(
+        requeue_after(Some(at("2026-11-23T05:00:10Z")), now),
+        Duration::from_millis(10_200)
+    );
+    assert_eq!(requeue_after(Some(at("2026-11-24T05:00:00Z")), now), RESYNC);
+    assert_eq!(requeue_after(None, now), RESYNC);
+}
