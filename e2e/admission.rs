@@ -97,6 +97,16 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "NodeTemplate",
+            "{requirements: {minGpus: 4, maxGpus: 1}}",
+            Some("spec.requirements: minGpus must be <= maxGpus"),
+        ),
+        case(
+            "NodeTemplate",
+            "{requirements: {minGpus: 1, maxGpus: 8}}",
+            None,
+        ),
+        case(
+            "NodeTemplate",
             "{weights: {price: 0.7, risk: 0.7}}",
             Some("spec.weights: price + risk must sum to 1"),
         ),

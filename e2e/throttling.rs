@@ -124,6 +124,7 @@ async fn assume_role_goes_through_sts_with_the_external_id() {
             role_arn: "arn:aws:iam::123456789012:role/cloudoptim".into(),
             external_id: Some("fleet-42".into()),
         }),
+        ..AwsOptions::default()
     };
     let metrics = cloudoptim::metrics::Metrics::new().expect("metrics");
     let cloud = AwsCloud::connect(&options, metrics).await;

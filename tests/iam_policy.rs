@@ -25,7 +25,8 @@ fn pascal(snake: &str) -> String {
 fn called() -> BTreeSet<String> {
     let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/cloud/aws.rs"))
         .expect("src/cloud/aws.rs");
-    let call = Regex::new(r"self\s*\.\s*(ec2|autoscaling|sqs)\s*\.\s*([a-z_]+)\s*\(\s*\)").unwrap();
+    let call = Regex::new(r"self\s*\.\s*(ec2|autoscaling|sqs|pricing)\s*\.\s*([a-z_]+)\s*\(\s*\)")
+        .unwrap();
     let found: BTreeSet<String> = call
         .captures_iter(&source)
         .map(|c| format!("{}:{}", &c[1], pascal(&c[2])))

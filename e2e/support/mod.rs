@@ -29,6 +29,7 @@ pub mod chart;
 pub mod hub;
 pub mod nodes;
 pub mod operator;
+pub mod pricing;
 pub mod proxy;
 pub mod rbac;
 

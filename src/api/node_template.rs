@@ -92,6 +92,7 @@ pub struct AutoScalingGroupSelector {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.minVcpu) || !has(self.maxVcpu) || self.minVcpu <= self.maxVcpu").message("spec.requirements: minVcpu must be <= maxVcpu"))]
 #[x_kube(validation = Rule::new("!has(self.minMemoryGiB) || !has(self.maxMemoryGiB) || self.minMemoryGiB <= self.maxMemoryGiB").message("spec.requirements: minMemoryGiB must be <= maxMemoryGiB"))]
+#[x_kube(validation = Rule::new("!has(self.minGpus) || !has(self.maxGpus) || self.minGpus <= self.maxGpus").message("spec.requirements: minGpus must be <= maxGpus"))]
 pub struct Requirements {
     /// Instance families allowed, e.g. `m5`, `m6i`, `c7g`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -126,6 +127,14 @@ pub struct Requirements {
     )]
     #[schemars(range(min = 0.0, max = 32768.0))]
     pub max_memory_gib: Option<f64>,
+    /// Minimum GPUs per instance (DescribeInstanceTypes `GpuInfo`), e.g. 1 for GPU nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 64))]
+    pub min_gpus: Option<u32>,
+    /// Maximum GPUs per instance; 0 keeps GPU instance types out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 64))]
+    pub max_gpus: Option<u32>,
     /// Availability zones allowed, e.g. `us-east-1a`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub zones: Vec<String>,
@@ -151,6 +160,8 @@ impl Default for Requirements {
             max_vcpu: None,
             min_memory_gib: None,
             max_memory_gib: None,
+            min_gpus: None,
+            max_gpus: None,
             zones: Vec::new(),
             capacity_types: Vec::new(),
             current_generation_only: true,

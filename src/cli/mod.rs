@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::engine::catalog::{Catalog, CatalogError, name_a_few};
 
+pub mod catalog;
 pub mod crds;
 pub mod hub;
 pub mod iam;
@@ -69,6 +70,8 @@ pub enum Command {
     Plan(plan::PlanArgs),
     /// Rank Spot and on-demand candidates (instance type x zone) by risk-weighted price for a region.
     Rank(rank::RankArgs),
+    /// Build a catalog directory for `--catalog` from the live AWS APIs (`catalog export`).
+    Catalog(catalog::CatalogArgs),
     /// Write the current cluster's nodes, pods and PodDisruptionBudgets as a List for `plan`.
     Snapshot(snapshot::SnapshotArgs),
     /// Show the transitions of a HibernationSchedule, or its state at one instant.
@@ -124,6 +127,26 @@ pub fn load_catalog(dir: &std::path::Path) -> Result<Catalog, CatalogError> {
     Ok(catalog)
 }
 
+/// The error for a region `catalog` has no prices for (`catalog_flag`: how the user chose the
+/// catalog), naming the command that builds a catalog for it.
+pub fn region_not_in_catalog(region: &str, catalog: &Catalog, catalog_flag: &str) -> CliError {
+    let known: Vec<&str> = catalog
+        .regions()
+        .filter(|r| !catalog.zones(r).is_empty())
+        .collect();
+    CliError::BadInput(format!(
+        "region {region}: {catalog_flag} has no prices for it (it has: {}). Fix: build a catalog for \
+         it from the live AWS APIs with `cloudoptim catalog export --region {region} --out DIR` and \
+         pass `--catalog DIR`",
+        known.join(", ")
+    ))
+}
+
+/// True when `catalog` can rank `region`: it has Spot prices, hence zones, there.
+pub fn catalog_covers(catalog: &Catalog, region: &str) -> bool {
+    !catalog.zones(region).is_empty()
+}
+
 /// Dispatch a parsed command line.
 pub fn dispatch(command: Command) -> Result<(), CliError> {
     match command {
@@ -131,6 +154,7 @@ pub fn dispatch(command: Command) -> Result<(), CliError> {
         Command::Hub(args) => hub::run(&args),
         Command::Plan(args) => plan::run(&args),
         Command::Rank(args) => rank::run(&args),
+        Command::Catalog(args) => catalog::run(&args),
         Command::Snapshot(args) => snapshot::run(&args),
         Command::Schedule(args) => schedule::run(&args),
         Command::Crds(args) => crds::run(&args),

@@ -55,13 +55,12 @@ pub fn run(args: &RankArgs) -> Result<(), CliError> {
         }
         None => Catalog::embedded(),
     };
-    if !catalog.regions().any(|r| r == args.region) {
-        let known: Vec<&str> = catalog.regions().collect();
-        return Err(CliError::BadInput(format!(
-            "--region {}: not in the catalog; known regions: {}",
-            args.region,
-            known.join(", ")
-        )));
+    if !super::catalog_covers(catalog, &args.region) {
+        let flag = match &args.catalog {
+            Some(dir) => format!("--catalog {}", dir.display()),
+            None => "the embedded catalog".to_string(),
+        };
+        return Err(super::region_not_in_catalog(&args.region, catalog, &flag));
     }
     let template = match &args.template {
         Some(path) => load_template(path)?,
@@ -169,6 +168,10 @@ struct RequirementsDoc {
     #[serde(default, rename = "maxMemoryGiB")]
     max_memory_gib: Option<f64>,
     #[serde(default)]
+    min_gpus: Option<u32>,
+    #[serde(default)]
+    max_gpus: Option<u32>,
+    #[serde(default)]
     zones: Vec<String>,
     #[serde(default)]
     capacity_types: Vec<CapacityType>,
@@ -214,6 +217,8 @@ fn load_template(path: &Path) -> Result<Template, CliError> {
         max_vcpu: r.max_vcpu,
         min_memory_gib: r.min_memory_gib,
         max_memory_gib: r.max_memory_gib,
+        min_gpus: r.min_gpus,
+        max_gpus: r.max_gpus,
         zones: r.zones,
         capacity_types: r.capacity_types,
         current_generation_only: r

@@ -83,6 +83,9 @@ pub struct RunArgs {
     /// AWS endpoint override (private endpoints, tests against moto).
     #[arg(long, env = "AWS_ENDPOINT_URL")]
     pub aws_endpoint_url: Option<String>,
+    /// Price List API endpoint override (on-demand prices; the API answers from us-east-1).
+    #[arg(long, env = "CLOUDOPTIM_PRICING_ENDPOINT_URL")]
+    pub pricing_endpoint_url: Option<String>,
     /// Assume this IAM role for every AWS call.
     #[arg(long, env = "CLOUDOPTIM_ROLE_ARN")]
     pub role_arn: Option<String>,
@@ -226,6 +229,7 @@ async fn operator(args: &RunArgs, config: RunConfig, base: Catalog) -> Result<()
     let aws = AwsOptions {
         region: config.region.clone(),
         endpoint_url: args.aws_endpoint_url.clone(),
+        pricing_endpoint_url: args.pricing_endpoint_url.clone(),
         assume_role: args.role_arn.clone().map(|role_arn| AssumeRole {
             role_arn,
             external_id: args.external_id.clone(),

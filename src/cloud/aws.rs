@@ -15,7 +15,7 @@ use aws_types::request_id::RequestId;
 use super::rate::{Ec2Limits, TokenBucket};
 use super::{
     AutoScalingGroup, Cloud, CloudError, CloudResult, GroupSelector, GroupUpdate, Instance,
-    InstanceTypeInfo, MixedInstances, QueueMessage, SpotPrice, Volume,
+    InstanceTypeInfo, MixedInstances, OnDemandPrices, QueueMessage, SpotPrice, Volume,
 };
 use crate::fence::{AwsFence, Fence};
 use crate::metrics::Metrics;
@@ -27,6 +27,8 @@ pub struct AwsOptions {
     pub region: String,
     /// Endpoint override (tests against moto, private endpoints); `AWS_ENDPOINT_URL` also works.
     pub endpoint_url: Option<String>,
+    /// Endpoint override for the Price List API only (moto has none; tests serve their own).
+    pub pricing_endpoint_url: Option<String>,
     /// Assume this role (with an external id) on top of the default credential chain.
     pub assume_role: Option<AssumeRole>,
     /// Static credentials (tests and development only); otherwise the default chain (IRSA, env, ...).
@@ -48,6 +50,7 @@ pub struct AwsCloud {
     ec2: aws_sdk_ec2::Client,
     autoscaling: aws_sdk_autoscaling::Client,
     sqs: aws_sdk_sqs::Client,
+    pricing: aws_sdk_pricing::Client,
     limits: Arc<Ec2Limits>,
     metrics: Metrics,
 }
@@ -135,6 +138,34 @@ where
     }
 }
 
+/// The Region whose Price List API endpoint is used: the API lives only in us-east-1, ap-south-1 and
+/// eu-central-1 and answers for every region, so the cluster's region is not used here.
+pub const PRICING_REGION: &str = "us-east-1";
+
+/// The Price List API client: read-only, so it needs no fence.
+fn pricing_client(config: &SdkConfig, options: &AwsOptions) -> aws_sdk_pricing::Client {
+    let mut builder =
+        aws_sdk_pricing::config::Builder::from(config).region(Region::new(PRICING_REGION));
+    if let Some(url) = &options.pricing_endpoint_url {
+        builder = builder.endpoint_url(url);
+    }
+    aws_sdk_pricing::Client::from_conf(builder.build())
+}
+
+/// A TERM_MATCH filter of GetProducts.
+fn term(field: &str, value: &str) -> Result<aws_sdk_pricing::types::Filter, CloudError> {
+    aws_sdk_pricing::types::Filter::builder()
+        .r#type(aws_sdk_pricing::types::FilterType::TermMatch)
+        .field(field)
+        .value(value)
+        .build()
+        .map_err(|e| CloudError::Other {
+            op: "GetProducts",
+            message: e.to_string(),
+            request_id: None,
+        })
+}
+
 impl AwsCloud {
     /// Build the SDK clients (loads credentials lazily; nothing is called yet).
     pub async fn connect(options: &AwsOptions, metrics: Metrics) -> AwsCloud {
@@ -172,6 +203,7 @@ impl AwsCloud {
                     .interceptor(interceptor)
                     .build(),
             ),
+            pricing: pricing_client(&config, options),
             limits: Arc::new(Ec2Limits::default()),
             metrics,
         }
@@ -343,9 +375,16 @@ impl Cloud for AwsCloud {
                             .and_then(|m| m.size_in_mib())
                             .unwrap_or(0)
                             .max(0) as u64,
+                        // Old types list `i386` first; the catalog keeps x86_64 or arm64.
                         arch: t
                             .processor_info()
-                            .and_then(|p| p.supported_architectures().first())
+                            .map(|p| p.supported_architectures())
+                            .and_then(|archs| {
+                                archs
+                                    .iter()
+                                    .find(|a| matches!(a.as_str(), "x86_64" | "arm64"))
+                                    .or(archs.first())
+                            })
                             .map(|a| a.as_str().to_string())
                             .unwrap_or_default(),
                         gpu: t
@@ -414,6 +453,36 @@ impl Cloud for AwsCloud {
                 })
                 .collect()
         });
+        self.count(OP, result)
+    }
+
+    async fn on_demand_prices(&self, region: &str) -> CloudResult<OnDemandPrices> {
+        const OP: &str = "GetProducts";
+        let result = async {
+            let mut request = self
+                .pricing
+                .get_products()
+                .service_code("AmazonEC2")
+                .format_version("aws_v1")
+                .max_results(100);
+            for (field, value) in [
+                ("regionCode", region),
+                ("operatingSystem", "Linux"),
+                ("tenancy", "Shared"),
+                ("preInstalledSw", "NA"),
+                ("capacitystatus", "Used"),
+            ] {
+                request = request.filters(term(field, value)?);
+            }
+            let mut pages = request.into_paginator().send();
+            let mut prices = OnDemandPrices::default();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| classify(OP, e))?;
+                prices.add_page(region, page.price_list());
+            }
+            Ok(prices)
+        }
+        .await;
         self.count(OP, result)
     }
 

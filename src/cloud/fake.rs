@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
     AutoScalingGroup, Cloud, CloudError, CloudResult, GroupSelector, GroupUpdate, Instance,
-    InstanceTypeInfo, QueueMessage, SpotPrice, Volume,
+    InstanceTypeInfo, OnDemandPrices, QueueMessage, SpotPrice, Volume,
 };
 
 /// State of the fake cloud; tests arrange it directly.
@@ -17,6 +17,8 @@ pub struct FakeState {
     pub instance_types: Vec<InstanceTypeInfo>,
     /// Spot prices.
     pub spot_prices: Vec<SpotPrice>,
+    /// On-demand prices by region (the Price List API).
+    pub on_demand: BTreeMap<String, OnDemandPrices>,
     /// Zones.
     pub zones: Vec<String>,
     /// Instances.
@@ -74,6 +76,12 @@ impl Cloud for FakeCloud {
                 .filter(|p| instance_types.is_empty() || instance_types.contains(&p.instance_type))
                 .cloned()
                 .collect())
+        })
+    }
+
+    async fn on_demand_prices(&self, region: &str) -> CloudResult<OnDemandPrices> {
+        self.call(None, |s| {
+            Ok(s.on_demand.get(region).cloned().unwrap_or_default())
         })
     }
 

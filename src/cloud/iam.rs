@@ -205,10 +205,14 @@ mod tests {
             let acts = actions(&serde_json::json!({ "Statement": [s] }));
             let read_only = acts.iter().all(|a| {
                 let op = a.split(':').nth(1).unwrap();
-                op.starts_with("Describe") || op.starts_with("Receive") || op == "DeleteMessage"
+                op.starts_with("Describe")
+                    || op.starts_with("Receive")
+                    || op == "DeleteMessage"
+                    || a == "pricing:GetProducts"
             });
             if read_only || s["Sid"] == "InterruptionQueue" {
-                // Reads can't be tag-scoped in EC2; the queue is named exactly.
+                // Reads can't be tag-scoped in EC2 (nor the Price List API, which has no resource
+                // type); the queue is named exactly.
                 if s["Sid"] == "InterruptionQueue" {
                     assert_eq!(
                         s["Resource"],

@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 
+pub use crate::engine::catalog::OnDemandPrices;
+
 pub mod aws;
 pub mod fake;
 pub mod iam;
@@ -233,6 +235,13 @@ pub trait Cloud: Send + Sync + 'static {
         &self,
         instance_types: &[String],
     ) -> impl Future<Output = CloudResult<Vec<SpotPrice>>> + Send;
+    /// Price List API GetProducts (service `AmazonEC2`, all pages): the hourly Linux, shared-tenancy,
+    /// no-pre-installed-software on-demand prices of `region`, and the products that could not be read.
+    /// The Price List API answers from us-east-1 (or ap-south-1, eu-central-1) whatever `region` is.
+    fn on_demand_prices(
+        &self,
+        region: &str,
+    ) -> impl Future<Output = CloudResult<OnDemandPrices>> + Send;
     /// DescribeAvailabilityZones: zone names of the region.
     fn zones(&self) -> impl Future<Output = CloudResult<Vec<String>>> + Send;
     /// DescribeInstances filtered by the cluster tag key.

@@ -95,6 +95,7 @@ impl LiveCatalog {
                 .map(|p| (p.zone.clone(), p.instance_type.clone(), p.price))
                 .collect(),
             advisor: advisor.as_deref().cloned(),
+            on_demand: None,
         };
         Ok(Snapshot {
             catalog: Arc::new(self.base.with_live(&self.region, &live)),

@@ -136,6 +136,8 @@ fn engine_requirements(spec: &crate::api::node_template::Requirements) -> Requir
         max_vcpu: spec.max_vcpu,
         min_memory_gib: spec.min_memory_gib,
         max_memory_gib: spec.max_memory_gib,
+        min_gpus: spec.min_gpus,
+        max_gpus: spec.max_gpus,
         zones: spec.zones.clone(),
         capacity_types: spec
             .capacity_types

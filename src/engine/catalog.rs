@@ -24,10 +24,14 @@ use std::sync::OnceLock;
 use serde::{Deserialize, Serialize};
 
 mod csv;
+mod export;
 mod live;
+mod price_list;
 mod spot_advisor;
 
+pub use export::{ExportInput, ExportedCatalog, export};
 pub use live::{LiveData, LiveInstanceType};
+pub use price_list::{OnDemandPrices, ProductProblem, SkippedProduct};
 pub use spot_advisor::{
     AdvisorEntry, AdvisorRange, EntryField, JsonKind, MAX_BUCKET, MAX_SAVINGS_PERCENT, SkipReason,
     SkippedEntry, SpotAdvisor, name_a_few, parse_spot_advisor,

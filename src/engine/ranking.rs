@@ -126,6 +126,10 @@ pub struct Requirements {
     pub min_memory_gib: Option<f64>,
     /// Maximum memory per instance, GiB.
     pub max_memory_gib: Option<f64>,
+    /// Minimum GPUs per instance (e.g. 1 for GPU nodes).
+    pub min_gpus: Option<u32>,
+    /// Maximum GPUs per instance (0 keeps GPU types out).
+    pub max_gpus: Option<u32>,
     /// Availability zones allowed.
     pub zones: Vec<String>,
     /// Capacity types allowed.
@@ -147,6 +151,8 @@ impl Default for Requirements {
             max_vcpu: None,
             min_memory_gib: None,
             max_memory_gib: None,
+            min_gpus: None,
+            max_gpus: None,
             zones: Vec::new(),
             capacity_types: Vec::new(),
             current_generation_only: true,
@@ -185,6 +191,14 @@ impl Requirements {
             return Err(RankError::invalid(
                 "requirements.maxMemoryGiB",
                 format!("{max} is less than minMemoryGiB {min}"),
+            ));
+        }
+        if let (Some(min), Some(max)) = (self.min_gpus, self.max_gpus)
+            && min > max
+        {
+            return Err(RankError::invalid(
+                "requirements.maxGpus",
+                format!("{max} is less than minGpus {min}"),
             ));
         }
         if !(1..=40).contains(&self.max_types) {
@@ -532,16 +546,18 @@ enum TypeFilter {
     Architectures,
     Vcpu,
     Memory,
+    Gpus,
 }
 
 impl TypeFilter {
-    const ALL: [TypeFilter; 6] = [
+    const ALL: [TypeFilter; 7] = [
         TypeFilter::CurrentGeneration,
         TypeFilter::Families,
         TypeFilter::ExcludeTypes,
         TypeFilter::Architectures,
         TypeFilter::Vcpu,
         TypeFilter::Memory,
+        TypeFilter::Gpus,
     ];
 
     fn keeps(self, req: &Requirements, t: &InstanceType) -> bool {
@@ -559,6 +575,10 @@ impl TypeFilter {
             TypeFilter::Memory => {
                 req.min_memory_gib.is_none_or(|min| t.memory_gib() >= min)
                     && req.max_memory_gib.is_none_or(|max| t.memory_gib() <= max)
+            }
+            TypeFilter::Gpus => {
+                req.min_gpus.is_none_or(|min| t.gpu >= min)
+                    && req.max_gpus.is_none_or(|max| t.gpu <= max)
             }
         }
     }
@@ -588,6 +608,12 @@ impl TypeFilter {
                 req.min_memory_gib.map(|v| v.to_string()),
                 "maxMemoryGiB",
                 req.max_memory_gib.map(|v| v.to_string()),
+            ),
+            TypeFilter::Gpus => bounds(
+                "minGpus",
+                req.min_gpus.map(|v| v.to_string()),
+                "maxGpus",
+                req.max_gpus.map(|v| v.to_string()),
             ),
         }
     }
@@ -942,6 +968,14 @@ mod tests {
             }),
             "c6g.xlarge m5.large"
         );
+        assert_eq!(
+            types(Requirements {
+                max_gpus: Some(0),
+                ..d()
+            }),
+            "c6g.xlarge m5.large r6i.2xlarge",
+            "no fixture type has a GPU"
+        );
         let r = rank(
             &c,
             "r-1",
@@ -1126,5 +1160,45 @@ mod tests {
                 prop_assert!(r.candidates.iter().all(|c| !c.flagged && !is_flagged(c)));
             }
         }
+    }
+
+    #[test]
+    fn min_gpus_keeps_only_gpu_types_and_names_the_field_when_none_has_one() {
+        let c = catalog(
+            "m5.large,m5,x86_64,2,8192,0\ng5.xlarge,g5,x86_64,4,16384,1\n",
+            "r-1,m5.large,0.096\nr-1,g5.xlarge,1.006\n",
+            "r-1,r-1a,m5.large,0.04\nr-1,r-1a,g5.xlarge,0.4\n",
+            ADVISOR_EMPTY,
+        );
+        let gpu = Requirements {
+            min_gpus: Some(1),
+            ..Requirements::default()
+        };
+        let ranked = rank(&c, "r-1", &gpu, Weights::default(), &[]).expect("a GPU type ranks");
+        assert!(
+            ranked
+                .candidates
+                .iter()
+                .all(|c| c.instance_type == "g5.xlarge")
+        );
+        assert!(!ranked.candidates.is_empty());
+        let four = Requirements {
+            min_gpus: Some(4),
+            ..Requirements::default()
+        };
+        let err = rank(&c, "r-1", &four, Weights::default(), &[]).unwrap_err();
+        assert!(err.to_string().contains("minGpus 4"), "{err}");
+        let inverted = Requirements {
+            min_gpus: Some(2),
+            max_gpus: Some(1),
+            ..Requirements::default()
+        };
+        assert!(
+            inverted
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("maxGpus")
+        );
     }
 }

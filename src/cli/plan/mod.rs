@@ -168,6 +168,15 @@ fn analyse<'c>(
             "{source}: no Node items; expected the output of `kubectl get nodes,pods,poddisruptionbudgets -A -o yaml`"
         ));
     }
+    if let Some(region) = main_region(&translated)
+        && !crate::cli::catalog_covers(catalog, &region)
+    {
+        let flag = match catalog_label.as_str() {
+            "embedded" => "the embedded catalog".to_string(),
+            dir => format!("--catalog {dir}"),
+        };
+        return Err(crate::cli::region_not_in_catalog(&region, catalog, &flag).to_string());
+    }
     translate::apply_prices(&mut translated.snapshot, catalog);
     let snapshot = &translated.snapshot;
     let options = policy.options(snapshot.nodes.len(), now);

@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn schedule(spec: serde_json::Value) -> HibernationSchedule {

@@ -1,7 +1,8 @@
 //! Overlaying live data on a catalog: instance types from DescribeInstanceTypes, Spot prices from
 //! DescribeSpotPriceHistory and buckets from the Spot Advisor feed replace the bundled sample values for
-//! one region, while on-demand prices keep coming from the bundled catalog (the EC2 APIs CloudOptim
-//! calls have none).
+//! one region; on-demand prices from the Price List API replace the bundled ones when there are any.
+
+use std::collections::BTreeMap;
 
 use super::{Arch, Catalog, InstanceType, SpotAdvisor, Zone, is_previous_generation_family};
 
@@ -31,6 +32,8 @@ pub struct LiveData {
     pub spot_prices: Vec<(String, String, f64)>,
     /// The Spot Advisor feed (None: keep the catalog's buckets).
     pub advisor: Option<SpotAdvisor>,
+    /// On-demand USD/hour by instance type from the Price List API (None: keep the catalog's).
+    pub on_demand: Option<BTreeMap<String, f64>>,
 }
 
 impl Catalog {
@@ -82,6 +85,16 @@ impl Catalog {
             zones.sort_by(|a, b| a.name.cmp(&b.name));
             catalog.region_mut(region).zones = zones;
             catalog.sample = false;
+        }
+        if let Some(on_demand) = &live.on_demand {
+            let index = catalog.index.clone();
+            let target = catalog.region_mut(region);
+            target.on_demand.iter_mut().for_each(|p| *p = None);
+            for (instance_type, price) in on_demand {
+                if let Some(&i) = index.get(instance_type) {
+                    target.on_demand[i] = Some(*price);
+                }
+            }
         }
         if let Some(advisor) = &live.advisor {
             let index = catalog.index.clone();
@@ -149,7 +162,7 @@ mod tests {
     }
 
     #[test]
-    fn unknown_live_types_are_added_without_on_demand_price() {
+    fn unknown_live_types_are_added_and_priced_only_from_live_on_demand_prices() {
         let live = LiveData {
             instance_types: vec![LiveInstanceType {
                 name: "zz9.large".into(),
@@ -161,8 +174,15 @@ mod tests {
             }],
             spot_prices: vec![live_price("us-east-1a", "zz9.large", 0.02)],
             advisor: None,
+            on_demand: Some(BTreeMap::from([("m5.large".to_string(), 0.5)])),
         };
         let merged = Catalog::embedded().with_live("us-east-1", &live);
+        assert_eq!(merged.on_demand_price("us-east-1", "m5.large"), Some(0.5));
+        assert_eq!(
+            merged.on_demand_price("us-east-1", "c5.large"),
+            None,
+            "live on-demand prices replace the region's table"
+        );
         assert_eq!(merged.instance_type("zz9.large").map(|t| t.vcpu), Some(2));
         assert_eq!(merged.on_demand_price("us-east-1", "zz9.large"), None);
         assert_eq!(
