@@ -114,14 +114,16 @@ impl Error {
         }
     }
 
-    fn retry_after(&self) -> Duration {
+    /// What to do after a failure: a schedule its own spec makes invalid waits for a change to it;
+    /// the rest is retried in 10 s.
+    fn action(&self) -> Action {
         match self {
             Error::Schedule(_)
             | Error::NameTooLong(_)
             | Error::BadSelector(..)
             | Error::TargetsOperator(_)
-            | Error::TargetsProtected(_) => RESYNC,
-            _ => Duration::from_secs(10),
+            | Error::TargetsProtected(_) => Action::await_change(),
+            _ => Action::requeue(Duration::from_secs(10)),
         }
     }
 }
@@ -298,7 +300,7 @@ async fn apply<C: Cloud>(
             };
             write_status(ctx, &name, &status).await?;
             tracing::warn!(schedule = %name, error = %error, "HibernationSchedule not ready");
-            Ok(Action::requeue(error.retry_after()))
+            Ok(error.action())
         }
     }
 }

@@ -85,14 +85,18 @@ impl Error {
         }
     }
 
-    /// How soon to try again.
-    fn retry_after(&self) -> Duration {
+    /// What to do after a failure: requirements the template alone makes invalid wait for a change
+    /// to it; no matching type, a conflict or a bad selector of a policy (other objects, or the live
+    /// catalog, may change) are looked at again at the re-rank interval; a missing group in a minute;
+    /// the rest in 15 s.
+    fn action(&self) -> Action {
         match self {
-            Error::Requirements(_) | Error::ConflictingPolicies(_) | Error::BadSelector(..) => {
-                RERANK_INTERVAL
-            }
-            Error::GroupsNotFound(_) => Duration::from_secs(60),
-            _ => Duration::from_secs(15),
+            Error::Requirements(RankError::NoCandidates { .. })
+            | Error::ConflictingPolicies(_)
+            | Error::BadSelector(..) => Action::requeue(RERANK_INTERVAL),
+            Error::Requirements(_) => Action::await_change(),
+            Error::GroupsNotFound(_) => Action::requeue(Duration::from_secs(60)),
+            _ => Action::requeue(Duration::from_secs(15)),
         }
     }
 }
@@ -185,7 +189,7 @@ pub async fn reconcile<C: Cloud>(
             };
             write_status(&api, &template, &status).await?;
             tracing::warn!(template = %template.name_any(), error = %error, "NodeTemplate not ready");
-            Ok(Action::requeue(error.retry_after()))
+            Ok(error.action())
         }
     }
 }

@@ -126,12 +126,14 @@ impl Error {
         }
     }
 
-    fn retry_after(&self) -> Duration {
+    /// What to do after a failure: a spec this policy alone makes invalid waits for a change to it
+    /// (the watch wakes the reconcile); a conflict with another policy is looked at again in 5 minutes;
+    /// the rest is retried in 15 s.
+    fn action(&self) -> Action {
         match self {
-            Error::Invalid { .. } | Error::Budget { .. } | Error::Conflict { .. } => {
-                Duration::from_secs(300)
-            }
-            _ => Duration::from_secs(15),
+            Error::Invalid { .. } | Error::Budget { .. } => Action::await_change(),
+            Error::Conflict { .. } => Action::requeue(Duration::from_secs(300)),
+            _ => Action::requeue(Duration::from_secs(15)),
         }
     }
 }
@@ -208,7 +210,7 @@ pub async fn reconcile<C: Cloud>(
             };
             write_status(ctx, &name, &status).await?;
             tracing::warn!(policy = %name, error = %error, "OptimizationPolicy not ready");
-            Ok(Action::requeue(error.retry_after()))
+            Ok(error.action())
         }
     }
 }

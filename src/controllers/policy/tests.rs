@@ -308,3 +308,21 @@ mod decide {
         );
     }
 }
+
+#[test]
+fn a_spec_error_waits_for_a_change_and_the_rest_is_retried() {
+    let invalid = Error::Invalid {
+        field: "nodes".into(),
+        message: "min 3 is above max 1".into(),
+    };
+    assert_eq!(invalid.action(), Action::await_change());
+    let conflict = Error::Conflict {
+        template: "t".into(),
+        other: "q".into(),
+    };
+    assert_eq!(conflict.action(), Action::requeue(Duration::from_secs(300)));
+    assert_eq!(
+        Error::Plan("x".into()).action(),
+        Action::requeue(Duration::from_secs(15))
+    );
+}
