@@ -103,6 +103,14 @@ async fn node_template_controller_writes_ranked_mixed_instances_policies() {
         "{message}\n{}",
         operator.log_tail()
     );
+    // moto has no Price List API: the fetch fails (its HTTP status named) and the embedded table
+    // prices on-demand.
+    assert!(
+        message.contains(
+            "; on-demand prices: embedded catalog (the Price List API failed: GetProducts: HTTP "
+        ),
+        "{message}"
+    );
     let stored = templates.get(&name).await.expect("template");
     let ranked_types: Vec<String> = {
         let mut seen = Vec::new();

@@ -1,16 +1,22 @@
 //! On-demand prices from the Price List API and `cloudoptim catalog export`, against real peers: the
 //! real SDK client talks to a local endpoint serving recorded GetProducts shapes (moto has no `pricing`
 //! backend), and `catalog export` reads EC2 from moto. The exported catalog then ranks a GPU template
-//! in a region outside us-east-1.
+//! in a region outside us-east-1. The running operator prices on-demand candidates from that endpoint
+//! and names the source in a NodeTemplate's Ready message and in its metrics.
 
 mod support;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
+use cloudoptim::api::{CapacityType, NodeTemplate};
 use cloudoptim::cloud::Cloud;
 use cloudoptim::cloud::aws::{AwsCloud, AwsOptions};
 use cloudoptim::engine::catalog::ProductProblem;
+use kube::api::{Api, PostParams};
+use serde_json::json;
+use support::operator::{Operator, eventually};
 use support::pricing::PricingEndpoint;
 
 const REGION: &str = "eu-west-3";
@@ -227,5 +233,101 @@ fn rank_for_a_region_the_embedded_catalog_lacks_names_catalog_export() {
     assert!(
         stderr.contains("cloudoptim catalog export --region ap-southeast-4 --out DIR"),
         "{stderr}"
+    );
+}
+
+/// The Ready condition's (status, message) once it is about the template's current generation.
+async fn ready(api: &Api<NodeTemplate>, name: &str) -> Option<(String, String)> {
+    let template = api.get(name).await.ok()?;
+    let status = template.status?;
+    if status.observed_generation != template.metadata.generation {
+        return None;
+    }
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
+    Some((ready.status.clone(), ready.message.clone()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_prices_on_demand_from_the_price_list_api_and_says_so() {
+    let Some(cp) = support::ControlPlane::shared() else {
+        return;
+    };
+    let Some(moto) = support::Moto::start() else {
+        return;
+    };
+    let region = support::aws::REGION;
+    let endpoint = PricingEndpoint::start_for_region(region).await;
+    let sdk = support::aws::sdk_config(&moto.endpoint).await;
+    let pool = support::unique("priced");
+    let launch_template = support::aws::launch_template(&sdk, &support::unique("lt")).await;
+    let tags = [("cloudoptim.io/pool", pool.as_str())]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    support::aws::create_group(&sdk, &format!("{pool}-a"), &launch_template, 1, &tags).await;
+    let name = support::unique("priced");
+    let template: NodeTemplate = serde_json::from_value(json!({
+        "apiVersion": "cloudoptim.io/v1alpha1", "kind": "NodeTemplate",
+        "metadata": {"name": name},
+        "spec": {
+            "autoScalingGroups": {"tagSelector": {"cloudoptim.io/pool": pool}},
+            "requirements": {"families": ["m5", "r5"], "minVcpu": 2, "maxVcpu": 2, "currentGenerationOnly": false, "capacityTypes": ["on-demand"]}
+        }
+    }))
+    .expect("template");
+    let templates: Api<NodeTemplate> = Api::all(cp.client().await);
+    templates
+        .create(&PostParams::default(), &template)
+        .await
+        .expect("template created");
+
+    let operator = Operator::start(
+        cp,
+        &moto,
+        "e2e-pricing",
+        &["--pricing-endpoint-url", &endpoint.url],
+    );
+
+    let (status, message) = eventually(Duration::from_secs(90), "Ready", || {
+        ready(&templates, &name)
+    })
+    .await;
+    assert_eq!(status, "True", "{message}\n{}", operator.log_tail());
+    assert!(
+        message.contains("; on-demand prices: live from the Price List API ("),
+        "{message}"
+    );
+    let stored = templates.get(&name).await.expect("template");
+    let on_demand: Vec<(String, Option<f64>)> = stored
+        .status
+        .expect("status")
+        .candidates
+        .into_iter()
+        .filter(|c| c.capacity_type == CapacityType::OnDemand)
+        .map(|c| (c.instance_type, c.on_demand_price))
+        .collect();
+    assert!(
+        on_demand.contains(&("m5.large".to_string(), Some(0.112))),
+        "ranked with the Price List's m5.large price, not the embedded 0.096: {on_demand:?}"
+    );
+    let (_, metrics) = operator.get("/metrics").expect("/metrics answers");
+    for (source, value) in [("live", 1), ("last_good", 0), ("embedded", 0)] {
+        let line = format!(
+            "cloudoptim_on_demand_prices_source{{region=\"{region}\",source=\"{source}\"}} {value}"
+        );
+        assert!(metrics.contains(&line), "{line} in:\n{metrics}");
+    }
+    let age = operator.metric(&format!(
+        "cloudoptim_on_demand_prices_age_seconds{{region=\"{region}\"}}"
+    ));
+    assert!(
+        metrics.contains("cloudoptim_on_demand_prices_age_seconds{") && age < 300.0,
+        "{age}"
+    );
+    let seen = endpoint.seen.lock().unwrap();
+    assert_eq!(
+        seen.bodies.len(),
+        3,
+        "one fetch (throttled once, two pages), not one per reconcile"
     );
 }

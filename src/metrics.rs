@@ -58,6 +58,12 @@ pub struct Metrics {
     /// `cloudoptim_spot_advisor_skipped_entries{reason}`: entries of the last fetched Spot Advisor feed
     /// left out as unusable, by reason (every reason present, 0 included).
     pub spot_advisor_skipped_entries: IntGaugeVec,
+    /// `cloudoptim_on_demand_prices_source{region,source}`: 1 for where the region's on-demand prices
+    /// in use came from (`live`, `last_good`, `embedded`), 0 for the others.
+    pub on_demand_prices_source: IntGaugeVec,
+    /// `cloudoptim_on_demand_prices_age_seconds{region}`: age of the fetched on-demand prices in use,
+    /// as of the last ranking (absent while the catalog's table is used).
+    pub on_demand_prices_age: IntGaugeVec,
     /// `cloudoptim_hub_reports_total{result}`: member reports received by the hub, by result
     /// (created, merged, duplicate, stale, invalid, unauthorized, forbidden, too_large).
     pub hub_reports: IntCounterVec,
@@ -228,6 +234,16 @@ impl Metrics {
                 "spot_advisor_skipped_entries",
                 "Entries of the last fetched Spot Advisor feed skipped as unusable, by reason.",
                 &["reason"],
+            )?,
+            on_demand_prices_source: int_gauge(
+                "on_demand_prices_source",
+                "1 for the source of a region's on-demand prices in use (live, last_good, embedded), 0 for the others.",
+                &["region", "source"],
+            )?,
+            on_demand_prices_age: int_gauge(
+                "on_demand_prices_age_seconds",
+                "Age of a region's fetched on-demand prices in use, seconds, as of the last ranking.",
+                &["region"],
             )?,
             hub_reports: counter(
                 "hub_reports_total",

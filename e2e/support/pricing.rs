@@ -4,7 +4,8 @@
 //! SDK client (signing, retries, pagination, error parsing) is what the tests exercise.
 //!
 //! The first request is answered with a 400 `ThrottlingException` (the SDK must retry it); then
-//! page 1 (with a `NextToken`), then page 2 for that token.
+//! page 1 (with a `NextToken`), then page 2 for that token. The recorded products are eu-west-3's;
+//! [`PricingEndpoint::start_for_region`] serves them as another region's (same types and prices).
 
 use std::sync::{Arc, Mutex};
 
@@ -45,6 +46,17 @@ fn data(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// The recorded region of the products.
+const RECORDED_REGION: &str = "eu-west-3";
+
+/// A recorded page with its products' `regionCode` set to `region`.
+fn page_for(name: &str, region: &str) -> String {
+    data(name).replace(
+        &format!(r#"\"regionCode\":\"{RECORDED_REGION}\""#),
+        &format!(r#"\"regionCode\":\"{region}\""#),
+    )
+}
+
 /// The NextToken of page 1.
 fn page_one_token() -> String {
     let page: serde_json::Value = serde_json::from_str(&data("get-products-page-1.json")).unwrap();
@@ -63,12 +75,19 @@ fn json_11(status: StatusCode, body: String) -> Response {
 impl PricingEndpoint {
     /// Start on a free local port, inside the current tokio runtime.
     pub async fn start() -> PricingEndpoint {
+        Self::start_for_region(RECORDED_REGION).await
+    }
+
+    /// [`PricingEndpoint::start`], the products answered as `region`'s.
+    pub async fn start_for_region(region: &str) -> PricingEndpoint {
+        let region = region.to_string();
         let seen = Arc::new(Mutex::new(Seen::default()));
         let state = seen.clone();
         let app = Router::new().route(
             "/",
             post(move |headers: HeaderMap, body: Bytes| {
                 let seen = state.clone();
+                let region = region.clone();
                 async move {
                     let header = |name: &str| {
                         headers
@@ -105,7 +124,7 @@ impl PricingEndpoint {
                             );
                         }
                     };
-                    json_11(StatusCode::OK, data(page))
+                    json_11(StatusCode::OK, page_for(page, &region))
                 }
             }),
         );

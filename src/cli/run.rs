@@ -239,7 +239,12 @@ async fn operator(args: &RunArgs, config: RunConfig, base: Catalog) -> Result<()
     let cloud =
         AwsCloud::connect_fenced(&aws, metrics.clone(), fence.clone(), Some(&identity)).await;
     let advisor = AdvisorCache::new(args.spot_advisor_url.clone(), metrics.clone());
-    let catalog = LiveCatalog::new(Arc::new(base), config.region.clone(), advisor);
+    let catalog = LiveCatalog::new(
+        Arc::new(base),
+        config.region.clone(),
+        advisor,
+        metrics.clone(),
+    );
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let server = crate::http::serve_probes(args.metrics_addr, metrics.clone(), ready.clone())
         .await

@@ -9,6 +9,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig, retry::RetryConfig};
 use aws_sdk_autoscaling::types as asg;
 use aws_sdk_ec2::types as ec2;
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_types::request_id::RequestId;
 
@@ -89,11 +90,10 @@ async fn sdk_config(options: &AwsOptions) -> SdkConfig {
 }
 
 /// Map an SDK error to a `CloudError`, keeping the operation and request id.
-fn classify<E, R>(op: &'static str, err: SdkError<E, R>) -> CloudError
+fn classify<E>(op: &'static str, err: SdkError<E, HttpResponse>) -> CloudError
 where
     E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-    SdkError<E, R>: RequestId,
+    SdkError<E, HttpResponse>: RequestId,
 {
     let mut request_id = err.request_id().map(str::to_string);
     let (code, message) = match &err {
@@ -101,10 +101,18 @@ where
             let e = service.err();
             // Query-protocol APIs (EC2, Auto Scaling) carry the request id in the error body.
             request_id = e.meta().request_id().map(str::to_string).or(request_id);
-            (
-                e.code().unwrap_or_default().to_string(),
-                e.message().unwrap_or_default().to_string(),
-            )
+            let code = e.code().unwrap_or_default().to_string();
+            let message = match e.message() {
+                Some(message) => message.to_string(),
+                // An answer that is no AWS error (an endpoint that does not serve the API, e.g.
+                // moto's for the Price List) would read as nothing: its HTTP status says something.
+                None if code.is_empty() => format!(
+                    "HTTP {} without an AWS error code or message",
+                    service.raw().status().as_u16()
+                ),
+                None => String::new(),
+            };
+            (code, message)
         }
         other => (
             String::new(),
@@ -211,16 +219,15 @@ impl AwsCloud {
 
     /// A call whose answer CloudOptim does not need: wait for a token from `bucket` (EC2 calls), send,
     /// map the error, count it.
-    async fn act<O, E, R>(
+    async fn act<O, E>(
         &self,
         op: &'static str,
         bucket: Option<&TokenBucket>,
-        send: impl std::future::Future<Output = Result<O, SdkError<E, R>>>,
+        send: impl std::future::Future<Output = Result<O, SdkError<E, HttpResponse>>>,
     ) -> CloudResult<()>
     where
         E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
-        SdkError<E, R>: RequestId,
+        SdkError<E, HttpResponse>: RequestId,
     {
         if let Some(bucket) = bucket {
             bucket.acquire().await;

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use super::{
     AutoScalingGroup, Cloud, CloudError, CloudResult, GroupSelector, GroupUpdate, Instance,
@@ -19,6 +20,10 @@ pub struct FakeState {
     pub spot_prices: Vec<SpotPrice>,
     /// On-demand prices by region (the Price List API).
     pub on_demand: BTreeMap<String, OnDemandPrices>,
+    /// How long each Price List call takes before it answers (tests of deadlines, with paused time).
+    pub on_demand_delay: Option<Duration>,
+    /// How many Price List calls were made (failed ones included).
+    pub on_demand_fetches: usize,
     /// Zones.
     pub zones: Vec<String>,
     /// Instances.
@@ -80,6 +85,14 @@ impl Cloud for FakeCloud {
     }
 
     async fn on_demand_prices(&self, region: &str) -> CloudResult<OnDemandPrices> {
+        let delay = {
+            let mut state = self.state();
+            state.on_demand_fetches += 1;
+            state.on_demand_delay
+        };
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
         self.call(None, |s| {
             Ok(s.on_demand.get(region).cloned().unwrap_or_default())
         })

@@ -1,16 +1,22 @@
-//! The catalog the controllers rank with: on-demand prices from the bundled catalog (or `--catalog`;
-//! the EC2 APIs CloudOptim may call have no on-demand prices), instance types from
-//! DescribeInstanceTypes (cached 6 h), Spot prices from DescribeSpotPriceHistory (cached 5 min) and
-//! interruption buckets from the Spot Advisor feed (cached 6 h, last good copy kept).
+//! The catalog the controllers rank with: on-demand prices from the Price List API (refreshed every
+//! 12 h, last good copy kept, the bundled catalog's or `--catalog`'s table until a fetch succeeds;
+//! [`on_demand`]), instance types from DescribeInstanceTypes (cached 6 h), Spot prices from
+//! DescribeSpotPriceHistory (cached 5 min) and interruption buckets from the Spot Advisor feed (cached
+//! 6 h, last good copy kept).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
+pub mod on_demand;
+
+pub use on_demand::{OnDemandCache, PriceSource};
+
 use crate::cloud::spot_advisor::{AdvisorCache, Freshness};
 use crate::cloud::{Cloud, CloudError, InstanceTypeInfo, SpotPrice};
 use crate::engine::catalog::{Catalog, LiveData, LiveInstanceType};
+use crate::metrics::Metrics;
 
 const TYPES_TTL: Duration = Duration::from_secs(6 * 3600);
 const PRICES_TTL: Duration = Duration::from_secs(5 * 60);
@@ -20,16 +26,19 @@ pub struct LiveCatalog {
     base: Arc<Catalog>,
     region: String,
     advisor: AdvisorCache,
+    on_demand: OnDemandCache,
     types: Mutex<Option<(Instant, Arc<Vec<InstanceTypeInfo>>)>>,
     prices: Mutex<Option<(Instant, Arc<Vec<SpotPrice>>)>>,
 }
 
-/// A catalog ready for ranking, and how fresh its Spot Advisor data is.
+/// A catalog ready for ranking, and how fresh its Spot Advisor data and on-demand prices are.
 pub struct Snapshot {
     /// The merged catalog.
     pub catalog: Arc<Catalog>,
     /// Freshness of the interruption buckets.
     pub advisor: Freshness,
+    /// Where the region's on-demand prices came from, and their age.
+    pub prices: PriceSource,
 }
 
 impl LiveCatalog {
@@ -38,10 +47,19 @@ impl LiveCatalog {
         base: Arc<Catalog>,
         region: impl Into<String>,
         advisor: AdvisorCache,
+        metrics: Metrics,
     ) -> LiveCatalog {
+        let region = region.into();
+        // The embedded catalog is the sample one; a `--catalog` directory never is.
+        let table = if base.is_sample() {
+            "embedded catalog"
+        } else {
+            "--catalog table"
+        };
         LiveCatalog {
+            on_demand: OnDemandCache::new(region.clone(), table, metrics),
             base,
-            region: region.into(),
+            region,
             advisor,
             types: Mutex::new(None),
             prices: Mutex::new(None),
@@ -78,6 +96,7 @@ impl LiveCatalog {
         let types = Self::cached(&self.types, TYPES_TTL, cloud.instance_types()).await?;
         let prices = Self::cached(&self.prices, PRICES_TTL, cloud.spot_prices(&[])).await?;
         let (advisor, freshness) = self.advisor.get().await;
+        let (on_demand, prices_source) = self.on_demand.get(cloud).await;
         let live = LiveData {
             instance_types: types
                 .iter()
@@ -95,11 +114,81 @@ impl LiveCatalog {
                 .map(|p| (p.zone.clone(), p.instance_type.clone(), p.price))
                 .collect(),
             advisor: advisor.as_deref().cloned(),
-            on_demand: None,
+            on_demand: on_demand.as_deref().cloned(),
         };
         Ok(Snapshot {
             catalog: Arc::new(self.base.with_live(&self.region, &live)),
             advisor: freshness,
+            prices: prices_source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::OnDemandPrices;
+    use crate::cloud::fake::FakeCloud;
+
+    const REGION: &str = "us-east-1";
+
+    fn live_catalog() -> LiveCatalog {
+        let metrics = Metrics::new().expect("metrics");
+        let advisor =
+            AdvisorCache::new("file:///nonexistent/cloudoptim/feed.json", metrics.clone());
+        LiveCatalog::new(
+            Arc::new(Catalog::embedded().clone()),
+            REGION,
+            advisor,
+            metrics,
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn live_on_demand_prices_replace_the_catalogs_and_the_snapshot_says_live() {
+        let cloud = FakeCloud::default();
+        cloud.state().on_demand.insert(
+            REGION.into(),
+            OnDemandPrices {
+                prices: [("m5.large".to_string(), 0.5)].into(),
+                skipped: Vec::new(),
+            },
+        );
+
+        let snapshot = live_catalog().snapshot(&cloud).await.expect("snapshot");
+
+        assert_eq!(
+            snapshot.catalog.on_demand_price(REGION, "m5.large"),
+            Some(0.5)
+        );
+        assert_eq!(
+            snapshot.prices,
+            PriceSource::Live {
+                age: Duration::ZERO
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn without_live_prices_the_embedded_table_prices_and_the_snapshot_says_embedded() {
+        let cloud = FakeCloud::default();
+
+        let snapshot = live_catalog().snapshot(&cloud).await.expect("snapshot");
+
+        assert_eq!(
+            snapshot.catalog.on_demand_price(REGION, "m5.large"),
+            Catalog::embedded().on_demand_price(REGION, "m5.large")
+        );
+        assert!(
+            matches!(
+                snapshot.prices,
+                PriceSource::Embedded {
+                    table: "embedded catalog",
+                    error: Some(_)
+                }
+            ),
+            "{:?}",
+            snapshot.prices
+        );
     }
 }

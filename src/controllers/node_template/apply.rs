@@ -157,12 +157,13 @@ pub(super) async fn plan_and_apply<C: Cloud>(
         Some(g) => format!("; Spot mix from OptimizationPolicy {}", g.name),
     };
     let note = format!(
-        "{} candidates, {} flagged left out, top {}{}{}{}",
+        "{} candidates, {} flagged left out, top {}{}{}; on-demand prices: {}{}",
         ranking.candidates.len(),
         ranking.flagged_removed,
         top.iter().take(3).copied().collect::<Vec<_>>().join(", "),
         governance,
         stale,
+        snapshot.prices,
         fallback_note
     );
     Ok(Outcome {
