@@ -29,18 +29,22 @@ pub async fn sdk_config(endpoint: &str) -> SdkConfig {
         .await
 }
 
-/// A launch template for test groups; returns its id.
-pub async fn launch_template(config: &SdkConfig, name: &str) -> String {
-    let ec2 = aws_sdk_ec2::Client::new(config);
-    let image = ec2
-        .describe_images()
+/// The first image moto knows (any will do for its instances).
+async fn image_id(ec2: &aws_sdk_ec2::Client) -> String {
+    ec2.describe_images()
         .send()
         .await
         .expect("describe images")
         .images()
         .first()
         .and_then(|i| i.image_id().map(str::to_string))
-        .unwrap_or_else(|| "ami-12c6146b".to_string());
+        .unwrap_or_else(|| "ami-12c6146b".to_string())
+}
+
+/// A launch template for test groups; returns its id.
+pub async fn launch_template(config: &SdkConfig, name: &str) -> String {
+    let ec2 = aws_sdk_ec2::Client::new(config);
+    let image = image_id(&ec2).await;
     ec2.create_launch_template()
         .launch_template_name(name)
         .launch_template_data(
@@ -185,15 +189,7 @@ pub fn split(
 /// Run one instance in `zone` carrying `tags`; its id.
 pub async fn run_instance(config: &SdkConfig, zone: &str, tags: &[(&str, &str)]) -> String {
     let ec2 = aws_sdk_ec2::Client::new(config);
-    let image = ec2
-        .describe_images()
-        .send()
-        .await
-        .expect("describe images")
-        .images()
-        .first()
-        .and_then(|i| i.image_id().map(str::to_string))
-        .unwrap_or_else(|| "ami-12c6146b".to_string());
+    let image = image_id(&ec2).await;
     let tags = aws_sdk_ec2::types::TagSpecification::builder()
         .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
         .set_tags(Some(
