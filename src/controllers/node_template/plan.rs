@@ -221,3 +221,132 @@ pub(super) fn group_status(group: &AutoScalingGroup, mix: Option<&MixedInstances
 pub(super) fn differs(current: Option<&MixedInstances>, desired: &MixedInstances) -> bool {
     current != Some(desired)
 }
+
+/// SpotRiskFlags raised in this cluster and still active.
+pub(super) fn local_flags(flags: &[SpotRiskFlag], now: i64) -> i64 {
+    let local = flags
+        .iter()
+        .filter(|f| {
+            f.spec.source == crate::api::risk_flag::FlagSource::Local
+                && f.spec.expires_at.0.as_second() > now
+        })
+        .count();
+    i64::try_from(local).unwrap_or(i64::MAX)
+}
+
+/// Each group's MixedInstancesPolicy, and until when it is on on-demand after a Spot capacity error.
+/// With a governing policy: its Spot split (0% Spot during a fallback), its on-demand base split over
+/// the groups. Without one: the split each group has stays and only the ranked types change (a group
+/// without a MixedInstancesPolicy launches on-demand only, and keeps doing so).
+pub(super) fn desired_groups(
+    template: &NodeTemplate,
+    groups: &[AutoScalingGroup],
+    governing: Option<&Governing>,
+    top: &[&str],
+    now: i64,
+) -> Vec<(MixedInstances, Option<i64>)> {
+    let bases = split_base(governing.map_or(0, |g| g.mix.on_demand_base), groups.len());
+    let annotation = template
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(SPOT_FALLBACK_ANNOTATION))
+        .map(String::as_str);
+    groups
+        .iter()
+        .zip(bases)
+        .map(|(group, base)| {
+            let fallback = fallback_until(annotation, &group.name, now);
+            let target = match governing {
+                Some(g) => desired_mix(
+                    top,
+                    if fallback.is_some() {
+                        0
+                    } else {
+                        g.mix.spot_percentage
+                    },
+                    base,
+                    allowed(&template.spec.requirements),
+                ),
+                None => match &group.mixed {
+                    Some(current) => keep_split(
+                        top,
+                        current.on_demand_base,
+                        current.on_demand_percentage_above_base,
+                    ),
+                    None => keep_split(top, 0, 100),
+                },
+            };
+            let mixed = MixedInstances {
+                overrides: target.overrides,
+                on_demand_base: target.on_demand_base,
+                on_demand_percentage_above_base: target.on_demand_percentage_above_base,
+                spot_allocation_strategy: Some(SPOT_ALLOCATION_STRATEGY.to_string()),
+            };
+            (mixed, fallback)
+        })
+        .collect()
+}
+
+/// Re-rank when Spot prices may have moved, or as soon as a flag expires or a fallback ends.
+pub(super) fn requeue_for(
+    next_expiry: Option<i64>,
+    fallbacks: &[(String, i64)],
+    now: i64,
+) -> Duration {
+    next_expiry
+        .into_iter()
+        .chain(fallbacks.iter().map(|(_, until)| *until))
+        .min()
+        .map(|at| Duration::from_secs(u64::try_from(at - now).unwrap_or(0) + 1))
+        .map_or(RERANK_INTERVAL, |d| d.min(RERANK_INTERVAL))
+}
+
+/// The Ready message of a ranked template.
+pub(super) fn note(
+    ranking: &Ranking<'_>,
+    top: &[&str],
+    governing: Option<&Governing>,
+    process_dry_run: bool,
+    snapshot: &crate::controllers::catalog::Snapshot,
+    fallbacks: &[(String, i64)],
+) -> String {
+    use crate::cloud::spot_advisor::Freshness;
+    let stale = match snapshot.advisor {
+        Freshness::Fresh => "",
+        Freshness::Stale => "; Spot Advisor refresh failed, using the last good copy",
+        Freshness::Sample => "; Spot Advisor feed unavailable, using SAMPLE buckets",
+    };
+    let fallback_note: String = fallbacks
+        .iter()
+        .map(|(g, until)| {
+            let at = chrono::DateTime::from_timestamp(*until, 0)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_default();
+            format!("; {g} on on-demand after a Spot capacity error until {at}")
+        })
+        .collect();
+    let governance = match governing {
+        None => {
+            "; no OptimizationPolicy selects this template: the groups keep their Spot/on-demand \
+                 split, only the ranked instance types are written"
+                .to_string()
+        }
+        Some(g) if g.dry_run => format!(
+            "; OptimizationPolicy {} is in dry run: the groups are not changed",
+            g.name
+        ),
+        Some(_) if process_dry_run => "; --dry-run: the groups are not changed".to_string(),
+        Some(g) => format!("; Spot mix from OptimizationPolicy {}", g.name),
+    };
+    format!(
+        "{} candidates, {} flagged left out, top {}{}{}; on-demand prices: {}{}",
+        ranking.candidates.len(),
+        ranking.flagged_removed,
+        top.iter().take(3).copied().collect::<Vec<_>>().join(", "),
+        governance,
+        stale,
+        snapshot.prices,
+        fallback_note
+    )
+}

@@ -120,3 +120,104 @@ fn expired_and_foreign_flags_are_ignored_and_the_next_expiry_is_known() {
     assert_eq!(pairs.len(), 2);
     assert_eq!(next, Some(500));
 }
+
+// ---- the plan step from plain data: each group's MixedInstancesPolicy and the requeue -------------
+
+fn group(name: &str, mixed: Option<MixedInstances>) -> AutoScalingGroup {
+    AutoScalingGroup {
+        name: name.into(),
+        mixed,
+        ..AutoScalingGroup::default()
+    }
+}
+
+#[test]
+fn a_governed_template_gets_the_policy_split_and_its_base_is_shared_by_the_groups() {
+    let t = template(&[("pool", "general")]);
+    let policies = [policy("p", json!({"matchLabels": {"pool": "general"}}), 70)];
+    let governing = policy_for(&t, &policies).expect("valid").expect("governed");
+    let groups = [group("a", None), group("b", None)];
+    let desired = desired_groups(
+        &t,
+        &groups,
+        Some(&governing),
+        &["m7i.large", "c6i.large"],
+        0,
+    );
+    let bases: Vec<i32> = desired.iter().map(|(m, _)| m.on_demand_base).collect();
+    assert_eq!(
+        bases.iter().sum::<i32>(),
+        3,
+        "the policy's base 3, split: {bases:?}"
+    );
+    for (mixed, fallback) in &desired {
+        assert_eq!(mixed.on_demand_percentage_above_base, 30);
+        assert_eq!(
+            mixed.overrides.first().map(String::as_str),
+            Some("m7i.large")
+        );
+        assert_eq!(*fallback, None);
+    }
+}
+
+#[test]
+fn without_a_policy_each_group_keeps_its_split_and_a_plain_group_stays_on_demand() {
+    let t = template(&[("pool", "nobody-selects-this")]);
+    let current = MixedInstances {
+        overrides: vec!["m5.large".into()],
+        on_demand_base: 1,
+        on_demand_percentage_above_base: 25,
+        spot_allocation_strategy: None,
+    };
+    let groups = [group("mixed", Some(current)), group("plain", None)];
+    let desired = desired_groups(&t, &groups, None, &["c6i.large"], 0);
+    assert_eq!(
+        (
+            desired[0].0.on_demand_base,
+            desired[0].0.on_demand_percentage_above_base
+        ),
+        (1, 25)
+    );
+    assert_eq!(desired[0].0.overrides, vec!["c6i.large".to_string()]);
+    assert_eq!(
+        (
+            desired[1].0.on_demand_base,
+            desired[1].0.on_demand_percentage_above_base
+        ),
+        (0, 100)
+    );
+}
+
+#[test]
+fn a_spot_fallback_puts_its_group_on_demand_until_it_ends_and_the_requeue_follows_it() {
+    let mut t = template(&[("pool", "general")]);
+    let now = 1_000_000;
+    t.metadata.annotations = Some(
+        [(
+            SPOT_FALLBACK_ANNOTATION.to_string(),
+            json!({"a": chrono::DateTime::from_timestamp(now + 120, 0).expect("time").to_rfc3339()})
+                .to_string(),
+        )]
+        .into(),
+    );
+    let policies = [policy("p", json!({"matchLabels": {"pool": "general"}}), 70)];
+    let governing = policy_for(&t, &policies).expect("valid").expect("governed");
+    let groups = [group("a", None), group("b", None)];
+    let desired = desired_groups(&t, &groups, Some(&governing), &["m7i.large"], now);
+    assert_eq!(
+        desired[0].0.on_demand_percentage_above_base, 100,
+        "a falls back"
+    );
+    assert_eq!(desired[0].1, Some(now + 120));
+    assert_eq!(
+        desired[1].0.on_demand_percentage_above_base, 30,
+        "b keeps Spot"
+    );
+    let fallbacks = [("a".to_string(), now + 120)];
+    assert_eq!(requeue_for(None, &fallbacks, now), Duration::from_secs(121));
+    assert_eq!(
+        requeue_for(Some(now + 10), &fallbacks, now),
+        Duration::from_secs(11)
+    );
+    assert_eq!(requeue_for(None, &[], now), RERANK_INTERVAL);
+}
