@@ -9,6 +9,7 @@
 //! A finalizer restores everything the schedule holds when it is deleted.
 
 mod groups;
+mod status;
 #[cfg(test)]
 mod tests;
 mod timetable;
@@ -180,108 +181,16 @@ async fn apply<C: Cloud>(
     let name = schedule.name_any();
     let generation = schedule.metadata.generation;
     let previous = schedule.status.clone().unwrap_or_default();
-    let now = Utc::now();
     let outcome = async {
-        if name.len() > 63 {
-            return Err(Error::NameTooLong(name.clone()));
-        }
-        if let Some(own) = ctx.config.own_namespace.as_ref()
-            && schedule.spec.targets.namespaces.contains(own)
-        {
-            return Err(Error::TargetsOperator(own.clone()));
-        }
-        if let Some(p) = ctx
-            .config
-            .protected_namespaces
-            .iter()
-            .find(|p| schedule.spec.targets.namespaces.contains(p))
-        {
-            return Err(Error::TargetsProtected(p.clone()));
-        }
+        status::validate(schedule, &ctx.config)?;
         let compiled = compile(schedule)?;
-        let wanted = wanted(schedule, &compiled, now);
+        let wanted = wanted(schedule, &compiled, Utc::now());
         let done = converge(ctx, schedule, &wanted).await?;
-        Ok((compiled, wanted, done))
+        Ok::<_, Error>((compiled, wanted, done))
     }
     .await;
-    match outcome {
-        Ok((compiled, wanted, done)) => {
-            ctx.metrics
-                .hibernation_state
-                .with_label_values(&[name.as_str()])
-                .set(metric_value(wanted.state));
-            let reference = schedule.object_ref(&());
-            let dry = if ctx.config.dry_run { "(dry run) " } else { "" };
-            if !done.slept_workloads.is_empty() || !done.slept_groups.is_empty() {
-                let note = format!(
-                    "{dry}{:?}: scaled to 0 {} workloads [{}] and {} node groups [{}]",
-                    wanted.state,
-                    done.slept_workloads.len(),
-                    done.slept_workloads.join(", "),
-                    done.slept_groups.len(),
-                    done.slept_groups.join(", ")
-                );
-                ctx.event(&reference, false, "Hibernated", note).await;
-            }
-            if !done.woke_workloads.is_empty() || !done.woke_groups.is_empty() {
-                let note = format!(
-                    "{dry}{:?}: restored {} node groups [{}] and {} workloads [{}]",
-                    wanted.state,
-                    done.woke_groups.len(),
-                    done.woke_groups.join(", "),
-                    done.woke_workloads.len(),
-                    done.woke_workloads.join(", ")
-                );
-                ctx.event(&reference, false, "Woke", note).await;
-            }
-            let mut message = match &wanted.next {
-                Some((at, state)) => format!("{:?} until {at} ({state:?} next)", wanted.state),
-                None => format!("{:?}, no transition ahead", wanted.state),
-            };
-            if !done.hosting_operator.is_empty() {
-                message.push_str(&format!(
-                    "; Auto Scaling group {} runs CloudOptim itself and never sleeps",
-                    done.hosting_operator.join(", ")
-                ));
-            }
-            if !done.held_by_other.is_empty() {
-                message.push_str(&format!(
-                    "; left alone, another schedule holds them: {}",
-                    done.held_by_other.join(", ")
-                ));
-            }
-            if let Some(own) = &ctx.config.own_namespace
-                && schedule.spec.targets.namespace_selector.is_some()
-            {
-                message.push_str(&format!(
-                    "; namespace {own} (CloudOptim itself) never sleeps"
-                ));
-            }
-            if ctx.config.dry_run {
-                message.push_str("; dry run: nothing changed");
-            }
-            let status = HibernationScheduleStatus {
-                observed_generation: generation,
-                state: Some(wanted.state),
-                next_transition: next_transition(&compiled, wanted.next),
-                saved_workloads: done.saved_workloads,
-                saved_groups: done.saved_groups,
-                conditions: vec![condition(
-                    &previous.conditions,
-                    "Ready",
-                    true,
-                    "Scheduled",
-                    message,
-                    generation,
-                )],
-            };
-            write_status(ctx, &name, &status).await?;
-            tracing::info!(schedule = %name, state = ?wanted.state, slept = done.slept_workloads.len() + done.slept_groups.len(), woke = done.woke_workloads.len() + done.woke_groups.len(), "hibernation reconciled");
-            Ok(Action::requeue(requeue_after(
-                wanted.next.map(|(at, _)| at),
-                Utc::now(),
-            )))
-        }
+    let (compiled, wanted, done) = match outcome {
+        Ok(outcome) => outcome,
         Err(error) => {
             let ready = ctx
                 .not_ready(
@@ -300,9 +209,36 @@ async fn apply<C: Cloud>(
             };
             write_status(ctx, &name, &status).await?;
             tracing::warn!(schedule = %name, error = %error, "HibernationSchedule not ready");
-            Ok(error.action())
+            return Ok(error.action());
         }
-    }
+    };
+    ctx.metrics
+        .hibernation_state
+        .with_label_values(&[name.as_str()])
+        .set(metric_value(wanted.state));
+    status::events(ctx, schedule, &wanted, &done).await;
+    let message = status::ready_message(schedule, &ctx.config, &wanted, &done);
+    tracing::info!(schedule = %name, state = ?wanted.state, slept = done.slept_workloads.len() + done.slept_groups.len(), woke = done.woke_workloads.len() + done.woke_groups.len(), "hibernation reconciled");
+    let status = HibernationScheduleStatus {
+        observed_generation: generation,
+        state: Some(wanted.state),
+        next_transition: next_transition(&compiled, wanted.next),
+        saved_workloads: done.saved_workloads,
+        saved_groups: done.saved_groups,
+        conditions: vec![condition(
+            &previous.conditions,
+            "Ready",
+            true,
+            "Scheduled",
+            message,
+            generation,
+        )],
+    };
+    write_status(ctx, &name, &status).await?;
+    Ok(Action::requeue(requeue_after(
+        wanted.next.map(|(at, _)| at),
+        Utc::now(),
+    )))
 }
 
 /// Deleting a schedule restores everything it holds (groups first, then workloads).

@@ -66,3 +66,62 @@ fn requeue_is_just_after_the_next_transition_and_never_longer_than_the_resync() 
     assert_eq!(requeue_after(Some(at("2026-11-24T05:00:00Z")), now), RESYNC);
     assert_eq!(requeue_after(None, now), RESYNC);
 }
+
+fn config(own: Option<&str>) -> crate::controllers::RunConfig {
+    crate::controllers::RunConfig {
+        cluster_name: "c".into(),
+        region: "us-east-1".into(),
+        dry_run: false,
+        zombie_grace_floors: (600, 3600),
+        interruption_hold_floor: Duration::from_secs(180),
+        own_namespace: own.map(String::from),
+        own_pod: None,
+        protected_namespaces: vec!["kube-system".into()],
+    }
+}
+
+#[test]
+fn a_schedule_naming_the_operator_or_a_protected_namespace_is_refused_before_anything_is_done() {
+    let targets = |ns: &[&str]| {
+        schedule(json!({"timeZone": "UTC", "awake": ["Mon-Fri 08:00-18:00"],
+                        "targets": {"namespaces": ns}}))
+    };
+    let cfg = config(Some("cloudoptim"));
+    assert!(status::validate(&targets(&["dev", "qa"]), &cfg).is_ok());
+    match status::validate(&targets(&["dev", "cloudoptim"]), &cfg) {
+        Err(Error::TargetsOperator(ns)) => assert_eq!(ns, "cloudoptim"),
+        other => panic!("{other:?}"),
+    }
+    match status::validate(&targets(&["kube-system"]), &cfg) {
+        Err(Error::TargetsProtected(ns)) => assert_eq!(ns, "kube-system"),
+        other => panic!("{other:?}"),
+    }
+    let mut long = targets(&["dev"]);
+    long.metadata.name = Some("n".repeat(64));
+    assert!(matches!(
+        status::validate(&long, &cfg),
+        Err(Error::NameTooLong(_))
+    ));
+}
+
+#[test]
+fn the_ready_message_says_what_stays_awake_and_why() {
+    let s = schedule(json!({"timeZone": "UTC", "awake": ["Mon-Fri 08:00-18:00"],
+                            "targets": {"namespaceSelector": {"matchLabels": {"team": "a"}}}}));
+    let compiled = compile(&s).expect("valid");
+    let wanted = wanted(&s, &compiled, at("2026-11-28T12:00:00Z"));
+    let done = Done {
+        hosting_operator: vec!["ops-group".into()],
+        ..Done::default()
+    };
+    let message = status::ready_message(&s, &config(Some("cloudoptim")), &wanted, &done);
+    assert!(message.starts_with("Hibernating until"), "{message}");
+    assert!(
+        message.contains("Auto Scaling group ops-group runs CloudOptim itself and never sleeps"),
+        "{message}"
+    );
+    assert!(
+        message.contains("namespace cloudoptim (CloudOptim itself) never sleeps"),
+        "{message}"
+    );
+}
