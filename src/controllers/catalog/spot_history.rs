@@ -39,7 +39,7 @@ pub enum HistoryError {
 pub struct Averages {
     /// Average Spot price per (zone, type) of the types asked for that have a history.
     pub averages: SpotAverages,
-    /// The last refresh's failure, while its retry is pending.
+    /// The last fetch's failure, until a fetch succeeds.
     pub error: Option<HistoryError>,
 }
 
