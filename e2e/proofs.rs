@@ -442,3 +442,46 @@ async fn the_aws_sdk_creates_a_group_in_moto_and_cloudoptim_sees_its_instances()
         .expect("describe after reset");
     assert!(after_reset.is_empty(), "reset clears moto's state");
 }
+
+#[tokio::test]
+async fn the_aws_sdk_reads_the_spot_price_history_of_only_the_types_asked_for_from_moto() {
+    use cloudoptim::cloud::Cloud;
+    use cloudoptim::cloud::aws::{AwsCloud, AwsOptions};
+    use cloudoptim::engine::spot_average::{WINDOW_SECS, averages};
+    let Some(moto) = support::Moto::start() else {
+        return;
+    };
+    let metrics = cloudoptim::metrics::Metrics::new().expect("metrics");
+    let options = AwsOptions {
+        region: support::aws::REGION.into(),
+        endpoint_url: Some(moto.endpoint.clone()),
+        static_credentials: Some((
+            support::aws::ACCESS_KEY.into(),
+            support::aws::SECRET_KEY.into(),
+        )),
+        ..AwsOptions::default()
+    };
+    let cloud = AwsCloud::connect(&options, metrics.clone()).await;
+    let now = chrono::Utc::now().timestamp();
+
+    let records = cloud
+        .spot_price_history(&["m5.large".to_string()], now - WINDOW_SECS)
+        .await
+        .expect("describe spot price history");
+    let nothing = cloud
+        .spot_price_history(&[], now - WINDOW_SECS)
+        .await
+        .expect("an empty list asks for nothing");
+
+    assert!(!records.is_empty(), "moto has m5.large offerings");
+    assert!(records.iter().all(|r| r.instance_type == "m5.large"));
+    assert!(nothing.is_empty());
+    // moto ignores StartTime and dates every record 2006: the record before the window holds, so the
+    // average is its price.
+    for (key, average) in averages(&records, now, WINDOW_SECS) {
+        assert!((average - 0.00001).abs() < 1e-12, "{key:?}: {average}");
+    }
+    assert!(metrics.render().contains(
+        "cloudoptim_aws_api_calls_total{op=\"DescribeSpotPriceHistory\",result=\"ok\"} 1"
+    ));
+}

@@ -16,7 +16,8 @@ use aws_types::request_id::RequestId;
 use super::rate::{Ec2Limits, TokenBucket};
 use super::{
     AutoScalingGroup, Cloud, CloudError, CloudResult, GroupSelector, GroupUpdate, Instance,
-    InstanceTypeInfo, MixedInstances, OnDemandPrices, QueueMessage, SpotPrice, Volume,
+    InstanceTypeInfo, MixedInstances, OnDemandPrices, QueueMessage, SpotPrice, SpotPricePoint,
+    Volume,
 };
 use crate::fence::{AwsFence, Fence};
 use crate::metrics::Metrics;
@@ -461,6 +462,56 @@ impl Cloud for AwsCloud {
                 .collect()
         });
         self.count(OP, result)
+    }
+
+    async fn spot_price_history(
+        &self,
+        instance_types: &[String],
+        since: i64,
+    ) -> CloudResult<Vec<SpotPricePoint>> {
+        const OP: &str = "DescribeSpotPriceHistory";
+        // A modest number of types per request keeps each request small; an empty list asks for nothing.
+        const TYPES_PER_REQUEST: usize = 50;
+        let mut records = Vec::new();
+        for chunk in instance_types.chunks(TYPES_PER_REQUEST) {
+            self.limits.describe.acquire().await;
+            let pages: Result<Vec<_>, _> = self
+                .ec2
+                .describe_spot_price_history()
+                .start_time(aws_sdk_ec2::primitives::DateTime::from_secs(since))
+                .product_descriptions("Linux/UNIX")
+                .set_instance_types(Some(
+                    chunk
+                        .iter()
+                        .map(|t| ec2::InstanceType::from(t.as_str()))
+                        .collect(),
+                ))
+                .into_paginator()
+                .send()
+                .try_collect()
+                .await;
+            let pages = self.count(OP, pages.map_err(|e| classify(OP, e)))?;
+            for p in pages.iter().flat_map(|p| p.spot_price_history()) {
+                let (Some(zone), Some(t), Some(price), Some(at)) = (
+                    p.availability_zone(),
+                    p.instance_type(),
+                    p.spot_price(),
+                    p.timestamp(),
+                ) else {
+                    continue;
+                };
+                let Ok(price) = price.parse::<f64>() else {
+                    continue;
+                };
+                records.push(SpotPricePoint {
+                    zone: zone.to_string(),
+                    instance_type: t.as_str().to_string(),
+                    at: at.secs(),
+                    price,
+                });
+            }
+        }
+        Ok(records)
     }
 
     async fn on_demand_prices(&self, region: &str) -> CloudResult<OnDemandPrices> {

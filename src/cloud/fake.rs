@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::{
     AutoScalingGroup, Cloud, CloudError, CloudResult, GroupSelector, GroupUpdate, Instance,
-    InstanceTypeInfo, OnDemandPrices, QueueMessage, SpotPrice, Volume,
+    InstanceTypeInfo, OnDemandPrices, QueueMessage, SpotPrice, SpotPricePoint, Volume,
 };
 
 /// State of the fake cloud; tests arrange it directly.
@@ -18,6 +18,10 @@ pub struct FakeState {
     pub instance_types: Vec<InstanceTypeInfo>,
     /// Spot prices.
     pub spot_prices: Vec<SpotPrice>,
+    /// Spot price history records (DescribeSpotPriceHistory with a start time).
+    pub spot_history: Vec<SpotPricePoint>,
+    /// The instance types each Spot price history call asked for (failed calls included).
+    pub spot_history_requests: Vec<Vec<String>>,
     /// On-demand prices by region (the Price List API).
     pub on_demand: BTreeMap<String, OnDemandPrices>,
     /// How long each Price List call takes before it answers (tests of deadlines, with paused time).
@@ -81,6 +85,40 @@ impl Cloud for FakeCloud {
                 .filter(|p| instance_types.is_empty() || instance_types.contains(&p.instance_type))
                 .cloned()
                 .collect())
+        })
+    }
+
+    async fn spot_price_history(
+        &self,
+        instance_types: &[String],
+        since: i64,
+    ) -> CloudResult<Vec<SpotPricePoint>> {
+        if instance_types.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.state()
+            .spot_history_requests
+            .push(instance_types.to_vec());
+        self.call(None, |s| {
+            // Like EC2: the records from `since` on, and the latest one before it (in effect at `since`).
+            let mut records: Vec<SpotPricePoint> = Vec::new();
+            for p in s
+                .spot_history
+                .iter()
+                .filter(|p| instance_types.contains(&p.instance_type))
+            {
+                let in_effect = p.at < since
+                    && !s.spot_history.iter().any(|q| {
+                        q.zone == p.zone
+                            && q.instance_type == p.instance_type
+                            && q.at > p.at
+                            && q.at <= since
+                    });
+                if p.at >= since || in_effect {
+                    records.push(p.clone());
+                }
+            }
+            Ok(records)
         })
     }
 

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 pub use crate::engine::catalog::OnDemandPrices;
+pub use crate::engine::spot_average::SpotPricePoint;
 
 pub mod aws;
 pub mod fake;
@@ -235,6 +236,14 @@ pub trait Cloud: Send + Sync + 'static {
         &self,
         instance_types: &[String],
     ) -> impl Future<Output = CloudResult<Vec<SpotPrice>>> + Send;
+    /// DescribeSpotPriceHistory from `since` (seconds since the epoch) to now, Linux/UNIX, all pages, for
+    /// exactly `instance_types`: every record, including the one in effect at `since`. An empty list asks
+    /// for nothing and answers nothing (never every type of the region).
+    fn spot_price_history(
+        &self,
+        instance_types: &[String],
+        since: i64,
+    ) -> impl Future<Output = CloudResult<Vec<SpotPricePoint>>> + Send;
     /// Price List API GetProducts (service `AmazonEC2`, all pages): the hourly Linux, shared-tenancy,
     /// no-pre-installed-software on-demand prices of `region`, and the products that could not be read.
     /// The Price List API answers from us-east-1 (or ap-south-1, eu-central-1) whatever `region` is.

@@ -2,7 +2,8 @@
 //! 12 h, last good copy kept, the bundled catalog's or `--catalog`'s table until a fetch succeeds;
 //! [`on_demand`]), instance types from DescribeInstanceTypes (cached 6 h), Spot prices from
 //! DescribeSpotPriceHistory (cached 5 min) and interruption buckets from the Spot Advisor feed (cached
-//! 6 h, last good copy kept).
+//! 6 h, last good copy kept). Savings estimates also use the 30-day average Spot price of the types in
+//! use ([`spot_history`], cached 6 h per type).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,8 +11,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 pub mod on_demand;
+pub mod spot_history;
 
 pub use on_demand::{OnDemandCache, PriceSource};
+pub use spot_history::{Averages, HistoryError, SpotHistoryCache};
 
 use crate::cloud::spot_advisor::{AdvisorCache, Freshness};
 use crate::cloud::{Cloud, CloudError, InstanceTypeInfo, SpotPrice};
@@ -27,6 +30,7 @@ pub struct LiveCatalog {
     region: String,
     advisor: AdvisorCache,
     on_demand: OnDemandCache,
+    spot_history: SpotHistoryCache,
     types: Mutex<Option<(Instant, Arc<Vec<InstanceTypeInfo>>)>>,
     prices: Mutex<Option<(Instant, Arc<Vec<SpotPrice>>)>>,
 }
@@ -58,6 +62,7 @@ impl LiveCatalog {
         };
         LiveCatalog {
             on_demand: OnDemandCache::new(region.clone(), table, metrics),
+            spot_history: SpotHistoryCache::new(region.clone()),
             base,
             region,
             advisor,
@@ -89,6 +94,18 @@ impl LiveCatalog {
             // A failed refresh keeps serving the previous value until the next attempt.
             Err(e) => slot.as_ref().map(|(_, v)| v.clone()).ok_or(e),
         }
+    }
+
+    /// The 30-day average Spot prices of `instance_types` (the types a policy's nodes run), for savings
+    /// estimates; types without a history are left out (estimated at their latest price).
+    pub async fn spot_averages<C: Cloud>(
+        &self,
+        cloud: &C,
+        instance_types: &std::collections::BTreeSet<String>,
+    ) -> Averages {
+        self.spot_history
+            .averages(cloud, instance_types, chrono::Utc::now().timestamp())
+            .await
     }
 
     /// The merged catalog, refreshing whatever is due.

@@ -14,4 +14,5 @@ pub mod release;
 pub mod savings;
 pub mod schedule;
 pub mod snapshot;
+pub mod spot_average;
 pub mod zombies;

@@ -5,6 +5,7 @@ use super::read::Inputs;
 use super::*;
 use crate::engine::consolidation::Plan;
 use crate::engine::savings::CostReport;
+use crate::engine::spot_average;
 
 /// A node to remove: its name, instance id, Auto Scaling group and price per hour.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,8 +28,10 @@ pub(super) struct Decision {
     pub(super) over_budget: Vec<String>,
     /// The planner's plan.
     pub(super) plan: Plan,
-    /// Cost now and after the plan.
+    /// Cost now and after the plan, estimated at the 30-day average Spot prices where there are some.
     pub(super) cost: CostReport,
+    /// How many nodes' Spot prices in the estimate are 30-day averages (the rest: the latest price).
+    pub(super) averaged: usize,
     /// Nodes removed in this pass: resumed drains, then candidates that waited consolidateAfter.
     pub(super) removals: Vec<Removal>,
 }
@@ -56,7 +59,11 @@ pub(super) fn decide(
     let mut options = settings.options.clone();
     options.budget = Some(limit.saturating_sub(in_flight.len()));
     let plan = consolidation::plan(snapshot, &options).map_err(|e| Error::Plan(e.to_string()))?;
-    let cost = savings::estimate_plan(snapshot, &plan, Some(settings.spot));
+    // Estimates use the 30-day average where there is a history; the plan itself ranks with current
+    // prices. The copy has the same nodes in the same order, so the plan's node ids hold.
+    let (averaged_snapshot, averaged) =
+        spot_average::reprice(snapshot, &inputs.spot_averages.averages);
+    let cost = savings::estimate_plan(&averaged_snapshot, &plan, Some(settings.spot));
     let ready = ready_candidates(inputs, &plan, candidates, settings, &options, clock);
     let removals = if settings.options.mode == Mode::Off {
         Vec::new()
@@ -74,6 +81,7 @@ pub(super) fn decide(
         over_budget,
         plan,
         cost,
+        averaged,
         removals,
     })
 }

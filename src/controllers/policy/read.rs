@@ -17,6 +17,8 @@ pub(super) struct Inputs {
     pub(super) snapshot: Snapshot,
     /// The price catalog the snapshot was priced with.
     pub(super) catalog: Arc<crate::engine::catalog::Catalog>,
+    /// The 30-day average Spot prices of the scope's instance types, for the savings estimate.
+    pub(super) spot_averages: crate::controllers::catalog::Averages,
     /// Nodes a previous run (or a crash) left marked for consolidation.
     pub(super) marked: Vec<String>,
 }
@@ -114,6 +116,12 @@ pub(super) async fn read<C: Cloud>(
     let mut snapshot = assemble(pctx, &scope)?;
     let catalog = ctx.catalog.snapshot(&ctx.cloud).await?;
     translate::apply_prices(&mut snapshot, &*catalog.catalog);
+    let in_use: BTreeSet<String> = snapshot
+        .nodes
+        .iter()
+        .filter_map(|n| n.instance_type.clone())
+        .collect();
+    let spot_averages = ctx.catalog.spot_averages(&ctx.cloud, &in_use).await;
     let marked = scope
         .iter()
         .filter_map(|n| crate::drain::marked(n, DISRUPTED_TAINT))
@@ -127,6 +135,7 @@ pub(super) async fn read<C: Cloud>(
         all_node_ids,
         snapshot,
         catalog: catalog.catalog,
+        spot_averages,
         marked,
     })
 }

@@ -135,9 +135,27 @@ pub(super) fn message(
         decision.in_flight.len(),
         if dry_run { "; dry run" } else { "" }
     );
+    message.push_str("; ");
+    message.push_str(&estimate_prices(inputs, decision));
     for note in notes.iter().cloned().chain(kept) {
         message.push_str("; ");
         message.push_str(&note);
     }
     message
+}
+
+/// Which Spot prices the status cost and savings were estimated with.
+pub(super) fn estimate_prices(inputs: &Inputs, decision: &Decision) -> String {
+    let nodes = inputs.snapshot.nodes.len();
+    let why = match &inputs.spot_averages.error {
+        Some(e) => format!("Spot price history unavailable: {e}"),
+        None => "no Spot price history for their zone and type".to_string(),
+    };
+    match decision.averaged {
+        0 => format!("cost estimated at the latest Spot prices ({why})"),
+        n if n == nodes => "cost estimated at 30-day average Spot prices".to_string(),
+        n => format!(
+            "cost estimated at 30-day average Spot prices for {n} of {nodes} nodes, the latest Spot price for the others ({why})"
+        ),
+    }
 }

@@ -204,6 +204,10 @@ mod decide {
                 pdbs: vec![],
             },
             catalog: Arc::new(crate::engine::catalog::Catalog::embedded().clone()),
+            spot_averages: crate::controllers::catalog::Averages {
+                averages: Default::default(),
+                error: None,
+            },
             marked: marked.iter().map(|s| s.to_string()).collect(),
         }
     }
@@ -286,6 +290,48 @@ mod decide {
         assert!(decision.removals.is_empty());
         assert!(decision.in_flight.is_empty());
         assert_eq!(decision.over_budget, vec!["busy-0".to_string()]);
+    }
+
+    #[test]
+    fn savings_are_estimated_at_the_30_day_average_and_the_latest_price_without_history() {
+        let mut inputs = inputs(&[]);
+        for n in &mut inputs.snapshot.nodes {
+            n.region = Some("us-east-1".into());
+            n.zone = Some("us-east-1a".into());
+            n.capacity_type = model::CapacityType::Spot;
+        }
+        inputs.snapshot.nodes[0].instance_type = Some("m5.xlarge".into());
+        inputs.spot_averages.averages = crate::engine::spot_average::SpotAverages {
+            region: "us-east-1".into(),
+            prices: [(("us-east-1a".into(), "m5.xlarge".into()), 0.1)].into(),
+        };
+        let settings = settings_of(json!({}));
+
+        let decision = decide(
+            &inputs,
+            &settings,
+            &mut BTreeMap::new(),
+            Utc::now(),
+            Instant::now(),
+        )
+        .expect("plans");
+
+        assert_eq!(decision.averaged, 1);
+        assert!(
+            (decision.cost.current_hourly - (0.1 + 0.2 + 0.2)).abs() < 1e-9,
+            "busy-0 at its average, the others at their latest price: {}",
+            decision.cost.current_hourly
+        );
+        assert_eq!(
+            inputs.snapshot.nodes[0].hourly_price,
+            Some(0.2),
+            "the plan itself keeps the latest price"
+        );
+        assert_eq!(
+            crate::controllers::policy::status::estimate_prices(&inputs, &decision),
+            "cost estimated at 30-day average Spot prices for 1 of 3 nodes, the latest Spot price for \
+             the others (no Spot price history for their zone and type)"
+        );
     }
 
     #[test]
