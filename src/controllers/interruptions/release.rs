@@ -10,7 +10,7 @@ use kube::{Api, ResourceExt};
 use super::Intake;
 use crate::cloud::{CLUSTER_TAG, Cloud};
 use crate::controllers::policy::instance_id;
-use crate::drain::{INTERRUPTED_TAINT, marked};
+use crate::drain::{INTERRUPTED_TAINT, MarkedNode, marked};
 use crate::engine::release::{Decision, Held, MarkKind, decide};
 
 fn ready(node: &Node) -> bool {
@@ -29,8 +29,19 @@ impl<C: Cloud> Intake<C> {
     /// Export what is held, and release what is healthy again and held long enough.
     pub(super) async fn sweep(&self, release_after: Duration) {
         let now = chrono::Utc::now();
-        // The shared Node store keeps what planning needs (spec, labels), not annotations or
-        // conditions: the few nodes carrying the taint are read whole.
+        let Some(held) = self.held_nodes().await else {
+            return;
+        };
+        export(&self.ctx.metrics, &held, now);
+        if held.is_empty() || self.ctx.config.dry_run {
+            return;
+        }
+        self.release_healthy(held, release_after, now).await;
+    }
+
+    /// The nodes carrying CloudOptim's interruption taint, read whole (the shared Node store keeps
+    /// what planning needs, not annotations or conditions); `None` when one cannot be read.
+    async fn held_nodes(&self) -> Option<Vec<(Node, MarkedNode)>> {
         let tainted: Vec<String> = self
             .nodes
             .state()
@@ -50,40 +61,21 @@ impl<C: Cloud> Intake<C> {
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(node = %name, error = %e, "reading a held node; retrying next round");
-                    return;
+                    return None;
                 }
             }
         }
+        Some(held)
+    }
+
+    /// Release each held node whose instance runs, whose Node is Ready and whose cordon is old enough.
+    async fn release_healthy(
+        &self,
+        held: Vec<(Node, MarkedNode)>,
+        release_after: Duration,
+        now: chrono::DateTime<chrono::Utc>,
+    ) {
         let metrics = &self.ctx.metrics;
-        let mut by_kind: BTreeMap<&'static str, (i64, i64)> = [
-            MarkKind::SpotInterruption,
-            MarkKind::Rebalance,
-            MarkKind::StateChange,
-            MarkKind::ScheduledChange,
-            MarkKind::Unknown,
-        ]
-        .into_iter()
-        .map(|k| (k.metric_label(), (0, 0)))
-        .collect();
-        for (_, mark) in &held {
-            let kind = MarkKind::of_reason(mark.reason.as_deref());
-            let seconds = age(mark.since.as_deref(), now).map_or(0, |d| d.as_secs() as i64);
-            let entry = by_kind.entry(kind.metric_label()).or_default();
-            *entry = (entry.0 + 1, entry.1.max(seconds));
-        }
-        for (kind, (count, oldest)) in &by_kind {
-            metrics
-                .interruption_held_nodes
-                .with_label_values(&[kind])
-                .set(*count);
-            metrics
-                .interruption_held_oldest
-                .with_label_values(&[kind])
-                .set(*oldest);
-        }
-        if held.is_empty() || self.ctx.config.dry_run {
-            return;
-        }
         let states: HashMap<String, String> = match self
             .ctx
             .cloud
@@ -140,5 +132,40 @@ impl<C: Cloud> Intake<C> {
                 }
             }
         }
+    }
+}
+
+/// `interruption_held_nodes{kind}` and `interruption_held_oldest_seconds{kind}` (every kind, zeros
+/// included, so a released node's series goes back to 0).
+fn export(
+    metrics: &crate::metrics::Metrics,
+    held: &[(Node, MarkedNode)],
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    let mut by_kind: BTreeMap<&'static str, (i64, i64)> = [
+        MarkKind::SpotInterruption,
+        MarkKind::Rebalance,
+        MarkKind::StateChange,
+        MarkKind::ScheduledChange,
+        MarkKind::Unknown,
+    ]
+    .into_iter()
+    .map(|k| (k.metric_label(), (0, 0)))
+    .collect();
+    for (_, mark) in held {
+        let kind = MarkKind::of_reason(mark.reason.as_deref());
+        let seconds = age(mark.since.as_deref(), now).map_or(0, |d| d.as_secs() as i64);
+        let entry = by_kind.entry(kind.metric_label()).or_default();
+        *entry = (entry.0 + 1, entry.1.max(seconds));
+    }
+    for (kind, (count, oldest)) in &by_kind {
+        metrics
+            .interruption_held_nodes
+            .with_label_values(&[kind])
+            .set(*count);
+        metrics
+            .interruption_held_oldest
+            .with_label_values(&[kind])
+            .set(*oldest);
     }
 }

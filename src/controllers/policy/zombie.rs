@@ -32,30 +32,7 @@ pub(super) async fn handle_zombies<C: Cloud>(
     if spec.mode == ZombieMode::Off {
         return Ok((Vec::new(), Vec::new()));
     }
-    let cluster = &ctx.config.cluster_name;
-    let instances = ctx.cloud.instances(CLUSTER_TAG, cluster).await?;
-    let region = &ctx.config.region;
-    let facts: Vec<InstanceFacts> = instances
-        .iter()
-        .map(|i| InstanceFacts {
-            id: i.id.clone(),
-            state: i.state.clone(),
-            hourly: prices.on_demand_price(region, &i.instance_type),
-        })
-        .collect();
-    let (volumes, referenced) = if spec.volumes {
-        let volumes = ctx
-            .cloud
-            .available_volumes(CLUSTER_TAG, cluster)
-            .await?
-            .into_iter()
-            .map(|v| v.id)
-            .collect();
-        // Read before anything is judged: if the references cannot be read, nothing is deleted.
-        (volumes, referenced_volumes(&ctx.client).await?)
-    } else {
-        (Vec::new(), BTreeSet::new())
-    };
+    let (facts, volumes, referenced) = read_candidates(ctx, spec.volumes, prices).await?;
     let seen = previous_zombies(previous);
     let now = Utc::now().timestamp();
     let grace = zombies::Grace::with_floors(
@@ -71,8 +48,6 @@ pub(super) async fn handle_zombies<C: Cloud>(
         now,
         grace,
     );
-    let mut notes = Vec::new();
-    let reference = policy.object_ref(&());
     for kind in [ZombieKind::Instance, ZombieKind::Volume] {
         let count = found.iter().filter(|z| z.kind == kind && z.due).count();
         ctx.metrics
@@ -80,6 +55,9 @@ pub(super) async fn handle_zombies<C: Cloud>(
             .with_label_values(&[kind.as_str()])
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
+    let reference = policy.object_ref(&());
+    let deleting = spec.mode == ZombieMode::Delete && !dry_run;
+    let mut notes = Vec::new();
     let mut kept = Vec::new();
     for zombie in &found {
         let kind_grace = match zombie.kind {
@@ -90,63 +68,19 @@ pub(super) async fn handle_zombies<C: Cloud>(
             .get(&(zombie.kind, zombie.id.clone()))
             .is_some_and(|since| now - since >= kind_grace);
         if zombie.due && !was_due {
-            ctx.event(
+            let note = found_note(zombie, &ctx.config.cluster_name, now, spec.mode, dry_run);
+            ctx.event(&reference, true, "ZombieFound", note).await;
+        }
+        let gone = zombie.due
+            && deleting
+            && delete(
+                ctx,
                 &reference,
-                true,
-                "ZombieFound",
-                format!(
-                    "{} {} carries {CLUSTER_TAG}={cluster} and has had no Node for {}s{}",
-                    zombie.kind.as_str(),
-                    zombie.id,
-                    now - zombie.since,
-                    if spec.mode == ZombieMode::Delete {
-                        if dry_run {
-                            "; dry run: not deleted"
-                        } else {
-                            "; deleting it"
-                        }
-                    } else {
-                        "; zombies.mode is Report: not deleted"
-                    }
-                ),
+                zombie,
+                spec.snapshot_before_delete,
+                &mut notes,
             )
             .await;
-        }
-        let mut gone = false;
-        if zombie.due && spec.mode == ZombieMode::Delete && !dry_run {
-            let (action, result) = match zombie.kind {
-                ZombieKind::Instance => (
-                    "zombie_terminate",
-                    ctx.cloud
-                        .terminate_instances(std::slice::from_ref(&zombie.id))
-                        .await,
-                ),
-                ZombieKind::Volume => (
-                    "zombie_delete_volume",
-                    snapshot_then_delete(ctx, &zombie.id, spec.snapshot_before_delete, &mut notes)
-                        .await,
-                ),
-            };
-            let label = if result.is_ok() { "ok" } else { "error" };
-            ctx.metrics
-                .consolidation_actions
-                .with_label_values(&[action, label])
-                .inc();
-            match result {
-                Ok(()) => {
-                    gone = true;
-                    notes.push(format!("deleted zombie {}", zombie.id));
-                    ctx.event(
-                        &reference,
-                        false,
-                        "ZombieDeleted",
-                        format!("{} {} deleted", zombie.kind.as_str(), zombie.id),
-                    )
-                    .await;
-                }
-                Err(e) => notes.push(format!("could not delete zombie {}: {e}", zombie.id)),
-            }
-        }
         if !gone {
             kept.push(ZombieStatus {
                 kind: zombie.kind.as_str().to_string(),
@@ -160,6 +94,101 @@ pub(super) async fn handle_zombies<C: Cloud>(
         }
     }
     Ok((kept, notes))
+}
+
+/// This cluster's tagged instances (with their on-demand price), its available tagged volumes, and the
+/// volume ids PersistentVolumes and VolumeSnapshotContents name (read before anything is judged: if
+/// they cannot be read, nothing is deleted).
+async fn read_candidates<C: Cloud>(
+    ctx: &Context<C>,
+    with_volumes: bool,
+    prices: &crate::engine::catalog::Catalog,
+) -> Result<(Vec<InstanceFacts>, Vec<String>, BTreeSet<String>), Error> {
+    let cluster = &ctx.config.cluster_name;
+    let region = &ctx.config.region;
+    let facts = ctx
+        .cloud
+        .instances(CLUSTER_TAG, cluster)
+        .await?
+        .iter()
+        .map(|i| InstanceFacts {
+            id: i.id.clone(),
+            state: i.state.clone(),
+            hourly: prices.on_demand_price(region, &i.instance_type),
+        })
+        .collect();
+    if !with_volumes {
+        return Ok((facts, Vec::new(), BTreeSet::new()));
+    }
+    let volumes = ctx
+        .cloud
+        .available_volumes(CLUSTER_TAG, cluster)
+        .await?
+        .into_iter()
+        .map(|v| v.id)
+        .collect();
+    Ok((facts, volumes, referenced_volumes(&ctx.client).await?))
+}
+
+/// The ZombieFound Event's note.
+fn found_note(
+    zombie: &zombies::Zombie,
+    cluster: &str,
+    now: i64,
+    mode: ZombieMode,
+    dry_run: bool,
+) -> String {
+    let what = match (mode, dry_run) {
+        (ZombieMode::Delete, true) => "; dry run: not deleted",
+        (ZombieMode::Delete, false) => "; deleting it",
+        _ => "; zombies.mode is Report: not deleted",
+    };
+    format!(
+        "{} {} carries {CLUSTER_TAG}={cluster} and has had no Node for {}s{what}",
+        zombie.kind.as_str(),
+        zombie.id,
+        now - zombie.since,
+    )
+}
+
+/// Terminate a zombie instance, or snapshot and delete a zombie volume; counted, noted, and an Event
+/// on success. Whether it is gone.
+async fn delete<C: Cloud>(
+    ctx: &Context<C>,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    zombie: &zombies::Zombie,
+    snapshot: bool,
+    notes: &mut Vec<String>,
+) -> bool {
+    let (action, result) = match zombie.kind {
+        ZombieKind::Instance => (
+            "zombie_terminate",
+            ctx.cloud
+                .terminate_instances(std::slice::from_ref(&zombie.id))
+                .await,
+        ),
+        ZombieKind::Volume => (
+            "zombie_delete_volume",
+            snapshot_then_delete(ctx, &zombie.id, snapshot, notes).await,
+        ),
+    };
+    let label = if result.is_ok() { "ok" } else { "error" };
+    ctx.metrics
+        .consolidation_actions
+        .with_label_values(&[action, label])
+        .inc();
+    match result {
+        Ok(()) => {
+            notes.push(format!("deleted zombie {}", zombie.id));
+            let note = format!("{} {} deleted", zombie.kind.as_str(), zombie.id);
+            ctx.event(reference, false, "ZombieDeleted", note).await;
+            true
+        }
+        Err(e) => {
+            notes.push(format!("could not delete zombie {}: {e}", zombie.id));
+            false
+        }
+    }
 }
 
 /// EBS volume ids named by a PersistentVolume (in-tree `awsElasticBlockStore` or CSI
