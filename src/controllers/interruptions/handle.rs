@@ -11,21 +11,57 @@ impl<C: Cloud> Intake<C> {
         message: QueueMessage,
         settings: QueueSettings,
     ) -> Option<FollowUp> {
+        let notice = self.believe(queue, &message, &settings).await?;
+        self.count(notice.kind.metric_label());
+        if let NoticeKind::LaunchFailed {
+            group,
+            spot_capacity,
+        } = &notice.kind
+        {
+            self.launch_failed(queue, &message, &notice, group, *spot_capacity, &settings)
+                .await;
+            return None;
+        }
+        let response = respond(&notice.kind, settings.rebalance);
+        let Some(acted) = self.cordon_named(&notice, response, &settings).await else {
+            // A cordon failed: the message stays for SQS to deliver again, and is handled again.
+            if let Ok(mut d) = self.dedupe.lock() {
+                d.forget(&notice.event_id);
+            }
+            return None;
+        };
+        self.delete(queue, &message).await;
+        Some(FollowUp {
+            notice,
+            nodes: acted,
+            response,
+            settings,
+        })
+    }
+
+    /// The notice a message carries if CloudOptim believes and has not seen it: parsed, from this
+    /// cluster's account and region, in time, a Health event capped to the budget, not a duplicate.
+    /// Anything else is counted, logged with the message id, and deleted.
+    async fn believe(
+        &self,
+        queue: &str,
+        message: &QueueMessage,
+        settings: &QueueSettings,
+    ) -> Option<Notice> {
         let mut notice = match parse(&message.body) {
             Ok(notice) => notice,
             Err(e) => {
                 self.count(e.metric_label());
                 tracing::warn!(message_id = %message.id, error = %e, "dropping an SQS message CloudOptim does not act on");
-                self.delete(queue, &message).await;
+                self.delete(queue, message).await;
                 return None;
             }
         };
-        // Believe only what this cluster's account and region could have sent, in time.
         let origin = Origin::of_queue(queue, &self.ctx.config.region);
         if let Err(refusal) = check(&notice, &origin, chrono::Utc::now().timestamp_millis()) {
             self.count(refusal.metric_label());
             tracing::warn!(message_id = %message.id, event_id = %notice.event_id, reason = %refusal, "refusing an SQS message");
-            self.delete(queue, &message).await;
+            self.delete(queue, message).await;
             return None;
         }
         let cap = settings.health_cap(self.nodes.state().len());
@@ -42,34 +78,49 @@ impl<C: Cloud> Intake<C> {
         if !first {
             self.count("duplicate");
             tracing::debug!(event_id = %notice.event_id, "duplicate interruption notice");
-            self.delete(queue, &message).await;
+            self.delete(queue, message).await;
             return None;
         }
-        self.count(notice.kind.metric_label());
-        if let NoticeKind::LaunchFailed {
-            group,
-            spot_capacity,
-        } = &notice.kind
-        {
-            let done = match (spot_capacity, settings.fallback, settings.dry_run) {
-                (true, Some(restore), false) => self.fall_back(group, restore).await,
-                _ => {
-                    tracing::info!(group = %group, spot_capacity, fallback = settings.fallback.is_some(), dry_run = settings.dry_run, "launch failure noted; no fallback");
-                    Ok(())
-                }
-            };
-            match done {
-                Ok(()) => self.delete(queue, &message).await,
-                Err(e) => {
-                    tracing::warn!(group = %group, error = %e, "could not record the Spot fallback; the message stays for a retry");
-                    if let Ok(mut d) = self.dedupe.lock() {
-                        d.forget(&notice.event_id);
-                    }
+        Some(notice)
+    }
+
+    /// A group could not launch: on a Spot capacity error (and a policy that falls back) its
+    /// templates go on-demand; the message is deleted once that is recorded.
+    async fn launch_failed(
+        &self,
+        queue: &str,
+        message: &QueueMessage,
+        notice: &Notice,
+        group: &str,
+        spot_capacity: bool,
+        settings: &QueueSettings,
+    ) {
+        let done = match (spot_capacity, settings.fallback, settings.dry_run) {
+            (true, Some(restore), false) => self.fall_back(group, restore).await,
+            _ => {
+                tracing::info!(group = %group, spot_capacity, fallback = settings.fallback.is_some(), dry_run = settings.dry_run, "launch failure noted; no fallback");
+                Ok(())
+            }
+        };
+        match done {
+            Ok(()) => self.delete(queue, message).await,
+            Err(e) => {
+                tracing::warn!(group = %group, error = %e, "could not record the Spot fallback; the message stays for a retry");
+                if let Ok(mut d) = self.dedupe.lock() {
+                    d.forget(&notice.event_id);
                 }
             }
-            return None;
         }
-        let response = respond(&notice.kind, settings.rebalance);
+    }
+
+    /// Taint and cordon the Node of every instance the notice names (unless the response is nothing or
+    /// a dry run); the Nodes acted on, or `None` when a cordon could not be written.
+    async fn cordon_named(
+        &self,
+        notice: &Notice,
+        response: Response,
+        settings: &QueueSettings,
+    ) -> Option<Vec<Arc<Node>>> {
         let mut durable = true;
         let mut acted = Vec::new();
         for id in &notice.instance_ids {
@@ -93,19 +144,7 @@ impl<C: Cloud> Intake<C> {
             tracing::info!(node = %name, instance = %id, kind = notice.kind.metric_label(), response = ?response, dry_run = settings.dry_run, "interruption notice");
             acted.push(node);
         }
-        if !durable {
-            if let Ok(mut d) = self.dedupe.lock() {
-                d.forget(&notice.event_id);
-            }
-            return None;
-        }
-        self.delete(queue, &message).await;
-        Some(FollowUp {
-            notice,
-            nodes: acted,
-            response,
-            settings,
-        })
+        durable.then_some(acted)
     }
 
     /// Drain and flag what a handled message named.

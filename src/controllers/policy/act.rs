@@ -113,15 +113,45 @@ async fn remove_nodes<C: Cloud>(
     settings: &Settings,
     reason: &str,
 ) -> (u32, u32, f64, Vec<String>) {
-    let ctx = &pctx.base;
-    let names: Vec<String> = nodes.iter().map(|r| r.node.clone()).collect();
+    let reports = drain_all(pctx, nodes, settings, reason).await;
+    let (mut removed, mut moved, mut saved, mut notes) = (0u32, 0u32, 0.0, Vec::new());
+    for (node, report) in reports {
+        let Some(removal) = nodes.iter().find(|r| r.node == node) else {
+            continue;
+        };
+        match report {
+            Ok(report) if report.is_drained() => {
+                match terminate(&pctx.base, removal, &mut notes).await {
+                    Ok(()) => {
+                        removed += 1;
+                        moved += u32::try_from(report.evicted.len()).unwrap_or(u32::MAX);
+                        saved += removal.hourly;
+                    }
+                    // Left cordoned: the next run retries the termination.
+                    Err(e) => notes.push(format!("{node}: drained but not terminated: {e}")),
+                }
+            }
+            Ok(report) => notes.push(format!("{node}: {report}")),
+            Err(e) => notes.push(format!("{node}: {e}")),
+        }
+    }
+    (removed, moved, saved, notes)
+}
+
+/// Drain every node of the batch at once (one task per node: the batch is already budget-sized; owned
+/// data, so the reconcile stays Send). A drain that does not finish releases its node.
+async fn drain_all<C: Cloud>(
+    pctx: &PolicyContext<C>,
+    nodes: &[Removal],
+    settings: &Settings,
+    reason: &str,
+) -> Vec<(String, Result<crate::drain::DrainReport, DrainError>)> {
     let marker = Marker::consolidation(reason);
-    // A drain that does not finish releases the node: consolidation only removes drained nodes.
     let options = DrainOptions::new(settings.drain_timeout, false);
-    // One task per node (the batch is already budget-sized): owned data, so the reconcile stays Send.
     let mut tasks = tokio::task::JoinSet::new();
-    for name in names {
+    for removal in nodes {
         let (drainer, marker, options) = (pctx.drainer.clone(), marker.clone(), options.clone());
+        let name = removal.node.clone();
         tasks.spawn(async move {
             let report = drainer.drain(&name, &marker, &options).await;
             (name, report)
@@ -134,68 +164,53 @@ async fn remove_nodes<C: Cloud>(
             Err(e) => tracing::warn!(error = %e, "drain task failed"),
         }
     }
-    let (mut removed, mut moved, mut saved, mut notes) = (0u32, 0u32, 0.0, Vec::new());
-    for (node, report) in reports {
-        let Some(Removal {
-            instance,
-            group,
-            hourly,
-            ..
-        }) = nodes.iter().find(|r| r.node == node)
-        else {
-            continue;
-        };
-        match report {
-            Ok(report) if report.is_drained() => {
-                let result = ctx.cloud.terminate_in_group(instance, true).await;
-                let label = if result.is_ok() { "ok" } else { "error" };
-                ctx.metrics
-                    .consolidation_actions
-                    .with_label_values(&["terminate", label])
-                    .inc();
-                match result {
-                    Ok(()) => {
-                        // Verify: the group no longer counts the instance.
-                        let held = ctx
-                            .cloud
-                            .groups(&GroupSelector::Names(vec![group.clone()]))
-                            .await
-                            .map(|gs| gs.iter().any(|g| g.instances.contains(instance)));
-                        let verified = match held {
-                            Ok(false) => "ok",
-                            Ok(true) => {
-                                notes.push(format!(
-                                    "{node}: {instance} still listed in {group} after termination"
-                                ));
-                                "pending"
-                            }
-                            Err(_) => "error",
-                        };
-                        ctx.metrics
-                            .consolidation_actions
-                            .with_label_values(&["verify", verified])
-                            .inc();
-                        removed += 1;
-                        moved += u32::try_from(report.evicted.len()).unwrap_or(u32::MAX);
-                        saved += hourly;
-                        // The instance is going; its Node would linger NotReady until the cloud
-                        // node controller notices.
-                        let deleted = Api::<Node>::all(ctx.client.clone())
-                            .delete(&node, &DeleteParams::default())
-                            .await;
-                        if let Err(e) = deleted {
-                            tracing::warn!(node, error = %e, "could not delete the Node of a terminated instance");
-                        }
-                    }
-                    Err(e) => {
-                        notes.push(format!("{node}: drained but not terminated: {e}"));
-                        // Leave it cordoned: the next run retries the termination.
-                    }
-                }
-            }
-            Ok(report) => notes.push(format!("{node}: {report}")),
-            Err(e) => notes.push(format!("{node}: {e}")),
+    reports
+}
+
+/// Terminate a drained node's instance through its group (shrinking it), check the group no longer
+/// holds it, and delete its Node (it would linger NotReady until the cloud node controller notices).
+async fn terminate<C: Cloud>(
+    ctx: &Context<C>,
+    removal: &Removal,
+    notes: &mut Vec<String>,
+) -> Result<(), CloudError> {
+    let Removal {
+        node,
+        instance,
+        group,
+        ..
+    } = removal;
+    let result = ctx.cloud.terminate_in_group(instance, true).await;
+    let label = if result.is_ok() { "ok" } else { "error" };
+    ctx.metrics
+        .consolidation_actions
+        .with_label_values(&["terminate", label])
+        .inc();
+    result?;
+    let held = ctx
+        .cloud
+        .groups(&GroupSelector::Names(vec![group.clone()]))
+        .await
+        .map(|gs| gs.iter().any(|g| g.instances.contains(instance)));
+    let verified = match held {
+        Ok(false) => "ok",
+        Ok(true) => {
+            notes.push(format!(
+                "{node}: {instance} still listed in {group} after termination"
+            ));
+            "pending"
         }
+        Err(_) => "error",
+    };
+    ctx.metrics
+        .consolidation_actions
+        .with_label_values(&["verify", verified])
+        .inc();
+    let deleted = Api::<Node>::all(ctx.client.clone())
+        .delete(node, &DeleteParams::default())
+        .await;
+    if let Err(e) = deleted {
+        tracing::warn!(node, error = %e, "could not delete the Node of a terminated instance");
     }
-    (removed, moved, saved, notes)
+    Ok(())
 }
