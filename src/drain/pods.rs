@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::json;
 
 use super::plan::{PodFacts, PodRef};
-use crate::translate;
+use crate::k8s;
 
 /// The drain's view of a pod.
 pub fn pod_facts(pod: &Pod) -> PodFacts {
@@ -21,13 +21,13 @@ pub fn pod_facts(pod: &Pod) -> PodFacts {
     facts.mirror = meta
         .annotations
         .as_ref()
-        .is_some_and(|a| a.contains_key(translate::MIRROR));
+        .is_some_and(|a| a.contains_key(k8s::MIRROR));
     facts.daemon_set = meta
         .owner_references
         .iter()
         .flatten()
         .any(|o| o.controller == Some(true) && o.kind == "DaemonSet");
-    facts.do_not_disrupt = translate::pod_forbids_disruption(meta);
+    facts.do_not_disrupt = k8s::pod_forbids_disruption(meta);
     if let Some(spec) = &pod.spec {
         facts.priority = spec.priority.unwrap_or(0);
         facts.priority_class = spec.priority_class_name.clone();
@@ -180,10 +180,7 @@ mod tests {
 
     #[test]
     fn pod_facts_read_the_fields_the_plan_needs() {
-        let mut p = pod(&[
-            ("cloudoptim.io/do-not-disrupt", "true"),
-            (translate::MIRROR, "x"),
-        ]);
+        let mut p = pod(&[("cloudoptim.io/do-not-disrupt", "true"), (k8s::MIRROR, "x")]);
         p.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
         p.metadata.owner_references = Some(vec![OwnerReference {
             api_version: "apps/v1".into(),

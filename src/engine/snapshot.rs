@@ -1,7 +1,7 @@
 //! Plain-data cluster model: the nodes, pods and PodDisruptionBudgets the consolidation planner reasons
 //! about.
 //!
-//! Nothing here knows Kubernetes API types: `crate::translate` turns Nodes, Pods and
+//! Nothing here knows Kubernetes API types: `crate::k8s` turns Nodes, Pods and
 //! PodDisruptionBudgets into these values, and tests build them by hand. Nodes and pods refer to each other
 //! by dense `u32` indices ([`NodeId`], [`PodId`]) so a 5,000-node / 100,000-pod cluster stays small and
 //! fast to index.

@@ -20,7 +20,7 @@ use crate::engine::catalog::Catalog;
 use crate::engine::consolidation::{self, Options, Plan};
 use crate::engine::ranking::{self, CapacityType, RankedCandidate, Requirements, Strategy};
 use crate::engine::savings::{self, CostReport};
-use crate::translate::{self, Translated};
+use crate::k8s::{self, Translated};
 
 use policy::Policy;
 
@@ -162,7 +162,7 @@ fn analyse<'c>(
     policy: Policy,
     now: DateTime<Utc>,
 ) -> Result<Analysis<'c>, String> {
-    let mut translated = translate::from_list_text(text).map_err(|e| format!("{source}: {e}"))?;
+    let mut translated = k8s::from_list_text(text).map_err(|e| format!("{source}: {e}"))?;
     if translated.snapshot.nodes.is_empty() {
         return Err(format!(
             "{source}: no Node items; expected the output of `kubectl get nodes,pods,poddisruptionbudgets -A -o yaml`"
@@ -177,7 +177,7 @@ fn analyse<'c>(
         };
         return Err(crate::cli::region_not_in_catalog(&region, catalog, &flag).to_string());
     }
-    translate::apply_prices(&mut translated.snapshot, catalog);
+    k8s::apply_prices(&mut translated.snapshot, catalog);
     let snapshot = &translated.snapshot;
     let options = policy.options(snapshot.nodes.len(), now);
     let plan = consolidation::plan(snapshot, &options).map_err(|e| format!("{source}: {e}"))?;

@@ -36,11 +36,7 @@ async fn operator_groups<C: Cloud>(ctx: &Context<C>) -> BTreeSet<String> {
     let mut instances = BTreeSet::new();
     for name in &node_names {
         if let Ok(Some(node)) = nodes.get_opt(name).await
-            && let Some(id) = node
-                .spec
-                .as_ref()
-                .and_then(|s| s.provider_id.as_deref())
-                .and_then(crate::controllers::policy::instance_id)
+            && let Some(id) = crate::k8s::node_instance_id(&node)
         {
             instances.insert(id.to_string());
         }

@@ -28,7 +28,7 @@ use serde_json::json;
 use tokio::sync::{RwLock, Semaphore};
 
 use super::node_template::group_selector;
-use super::policy::{instance_id, parse_duration};
+use super::policy::parse_duration;
 use super::{Context, FIELD_MANAGER};
 use crate::api::policy::RebalanceAction;
 use crate::api::risk_flag::{FlagSource, RiskReason, SpotRiskFlag, SpotRiskFlagSpec};
@@ -41,6 +41,7 @@ use crate::engine::interruption::{
 };
 use crate::engine::mix::{SPOT_FALLBACK_ANNOTATION, with_fallback};
 use crate::hub::client::{HubClient, LocalReport};
+use crate::k8s::node_instance_id;
 use crate::retry::Backoff;
 
 /// How long an event id is remembered.
@@ -109,13 +110,10 @@ pub struct Intake<C: Cloud> {
 
 impl<C: Cloud> Intake<C> {
     pub(super) fn node_for(&self, instance: &str) -> Option<Arc<Node>> {
-        self.nodes.state().into_iter().find(|n| {
-            n.spec
-                .as_ref()
-                .and_then(|s| s.provider_id.as_deref())
-                .and_then(instance_id)
-                == Some(instance)
-        })
+        self.nodes
+            .state()
+            .into_iter()
+            .find(|n| node_instance_id(n) == Some(instance))
     }
 
     pub(super) fn count(&self, kind: &str) {

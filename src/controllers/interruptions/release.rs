@@ -9,9 +9,9 @@ use kube::{Api, ResourceExt};
 
 use super::Intake;
 use crate::cloud::{CLUSTER_TAG, Cloud};
-use crate::controllers::policy::instance_id;
 use crate::drain::{INTERRUPTED_TAINT, MarkedNode, marked};
 use crate::engine::release::{Decision, Held, MarkKind, decide};
+use crate::k8s::node_instance_id;
 
 fn ready(node: &Node) -> bool {
     node.status
@@ -90,11 +90,7 @@ impl<C: Cloud> Intake<C> {
         };
         let floor = self.ctx.config.interruption_hold_floor;
         for (node, mark) in held {
-            let instance = node
-                .spec
-                .as_ref()
-                .and_then(|s| s.provider_id.as_deref())
-                .and_then(instance_id);
+            let instance = node_instance_id(&node);
             let kind = MarkKind::of_reason(mark.reason.as_deref());
             let facts = Held {
                 kind,

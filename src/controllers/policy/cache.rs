@@ -3,19 +3,11 @@
 
 use super::*;
 
-/// The EC2 instance id in a providerID such as `aws:///us-east-1a/i-0abc`.
-pub fn instance_id(provider_id: &str) -> Option<&str> {
-    provider_id
-        .rsplit('/')
-        .next()
-        .filter(|id| id.starts_with("i-"))
-}
-
 const KEPT_ANNOTATIONS: [&str; 6] = [
-    translate::DO_NOT_DISRUPT,
+    k8s::DO_NOT_DISRUPT,
     "karpenter.sh/do-not-disrupt",
     "cluster-autoscaler.kubernetes.io/safe-to-evict",
-    translate::MIRROR,
+    k8s::MIRROR,
     crate::names::DISRUPTED_AT_ANNOTATION,
     crate::names::DISRUPTED_REASON_ANNOTATION,
 ];
@@ -174,7 +166,7 @@ fn pod_entry(pod: &Pod) -> Option<PodEntry> {
         .node_name
         .clone()
         .filter(|n| !n.is_empty())?;
-    match translate::engine_pod(pod) {
+    match k8s::engine_pod(pod) {
         Ok(Some((node, pod))) => Some((node.into(), Ok(pod))),
         Ok(None) => None,
         Err(e) => Some((node.into(), Err(e.to_string()))),

@@ -49,11 +49,12 @@ use crate::engine::budgets::{self, Budget, BudgetSpec, DisruptionReason};
 use crate::engine::consolidation::{self, Mode, Options};
 use crate::engine::savings::{self, HOURS_PER_MONTH, SpotTarget};
 use crate::engine::zombies::{self, InstanceFacts, ZombieKind};
+use crate::k8s;
 use crate::metrics::Series;
-use crate::translate;
 
+pub use crate::k8s::instance_id;
 pub(crate) use cache::reflect;
-pub use cache::{PodCache, Stores, instance_id, node_store, strip_node, strip_pdb, strip_pod};
+pub use cache::{PodCache, Stores, node_store, strip_node, strip_pdb, strip_pod};
 use cache::{release_freed_memory, watch_pods};
 use consolidate::pass;
 pub use settings::{Settings, batch_limit, parse_duration, settings};

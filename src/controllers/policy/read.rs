@@ -36,10 +36,7 @@ impl Inputs {
 
 /// The instance id of a Node (its providerID).
 pub(super) fn node_instance(node: &Arc<Node>) -> Option<&str> {
-    node.spec
-        .as_ref()
-        .and_then(|s| s.provider_id.as_deref())
-        .and_then(instance_id)
+    crate::k8s::node_instance_id(node)
 }
 
 /// The templates this policy acts on, or a conflict with another policy.
@@ -115,7 +112,7 @@ pub(super) async fn read<C: Cloud>(
         .collect();
     let mut snapshot = assemble(pctx, &scope)?;
     let catalog = ctx.catalog.snapshot(&ctx.cloud).await?;
-    translate::apply_prices(&mut snapshot, &*catalog.catalog);
+    k8s::apply_prices(&mut snapshot, &*catalog.catalog);
     let in_use: BTreeSet<String> = snapshot
         .nodes
         .iter()
@@ -160,7 +157,7 @@ fn assemble<C: Cloud>(pctx: &PolicyContext<C>, scope: &[Arc<Node>]) -> Result<Sn
             Err(message) => return Err(Error::Snapshot(message.clone())),
         }
     }
-    translate::assemble(scope.iter().map(|n| &**n), pods, pdbs.iter().map(|p| &**p))
+    k8s::assemble(scope.iter().map(|n| &**n), pods, pdbs.iter().map(|p| &**p))
         .map(|t| t.snapshot)
         .map_err(|e| Error::Snapshot(e.to_string()))
 }

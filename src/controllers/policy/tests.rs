@@ -133,7 +133,7 @@ fn stripped_pods_keep_what_the_planner_reads_and_drop_the_rest() {
     );
     assert!(pod.status.as_ref().is_some_and(|s| s.conditions.is_none()));
     // The stripped pod still translates.
-    let (node, _) = translate::engine_pod(&pod)
+    let (node, _) = k8s::engine_pod(&pod)
         .expect("translates")
         .expect("a scheduled pod counts");
     assert_eq!(node, "node-1");
