@@ -16,7 +16,7 @@ use aws_types::request_id::RequestId;
 use super::rate::{Ec2Limits, TokenBucket};
 use super::{
     AutoScalingGroup, Cloud, CloudError, CloudResult, GroupSelector, GroupUpdate, Instance,
-    InstanceTypeInfo, MixedInstances, OnDemandPrices, QueueMessage, SpotPrice, SpotPricePoint,
+    LiveInstanceType, MixedInstances, OnDemandPrices, QueueMessage, SpotPrice, SpotPricePoint,
     Volume,
 };
 use crate::fence::{AwsFence, Fence};
@@ -356,7 +356,7 @@ fn policy_for(update: &GroupUpdate, mixed: &MixedInstances) -> asg::MixedInstanc
 }
 
 impl Cloud for AwsCloud {
-    async fn instance_types(&self) -> CloudResult<Vec<InstanceTypeInfo>> {
+    async fn instance_types(&self) -> CloudResult<Vec<LiveInstanceType>> {
         const OP: &str = "DescribeInstanceTypes";
         self.limits.describe.acquire().await;
         let pages: Result<Vec<_>, _> = self
@@ -371,7 +371,7 @@ impl Cloud for AwsCloud {
                 .iter()
                 .flat_map(|p| p.instance_types())
                 .filter_map(|t| {
-                    Some(InstanceTypeInfo {
+                    Some(LiveInstanceType {
                         name: t.instance_type()?.as_str().to_string(),
                         vcpu: t
                             .v_cpu_info()

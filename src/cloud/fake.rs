@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use super::{
     AutoScalingGroup, Cloud, CloudError, CloudResult, GroupSelector, GroupUpdate, Instance,
-    InstanceTypeInfo, OnDemandPrices, QueueMessage, SpotPrice, SpotPricePoint, Volume,
+    LiveInstanceType, OnDemandPrices, QueueMessage, SpotPrice, SpotPricePoint, Volume,
 };
 
 /// State of the fake cloud; tests arrange it directly.
 #[derive(Debug, Default)]
 pub struct FakeState {
     /// Instance types.
-    pub instance_types: Vec<InstanceTypeInfo>,
+    pub instance_types: Vec<LiveInstanceType>,
     /// Spot prices.
     pub spot_prices: Vec<SpotPrice>,
     /// Spot price history records (DescribeSpotPriceHistory with a start time).
@@ -74,7 +74,7 @@ impl FakeCloud {
 }
 
 impl Cloud for FakeCloud {
-    async fn instance_types(&self) -> CloudResult<Vec<InstanceTypeInfo>> {
+    async fn instance_types(&self) -> CloudResult<Vec<LiveInstanceType>> {
         self.call(None, |s| Ok(s.instance_types.clone()))
     }
 

@@ -80,22 +80,9 @@ pub type CloudResult<T> = Result<T, CloudError>;
 /// Nothing without it (with this cluster's name as value) is ever terminated or deleted.
 pub use crate::names::CLUSTER_TAG;
 
-/// An EC2 instance type as DescribeInstanceTypes reports it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct InstanceTypeInfo {
-    /// e.g. `m5.large`.
-    pub name: String,
-    /// vCPUs.
-    pub vcpu: u32,
-    /// Memory, MiB.
-    pub memory_mib: u64,
-    /// `x86_64` or `arm64`.
-    pub arch: String,
-    /// GPUs.
-    pub gpu: u32,
-    /// Whether AWS lists it as current generation.
-    pub current_generation: bool,
-}
+/// An EC2 instance type as DescribeInstanceTypes reports it: the engine's own type, so the live
+/// catalog takes it as it comes.
+pub use crate::engine::catalog::LiveInstanceType;
 
 /// The latest Spot price of a type in a zone.
 #[derive(Debug, Clone, PartialEq)]
@@ -230,7 +217,7 @@ pub struct QueueMessage {
 /// callers pass the tag and implementations filter by it, so nothing untagged is ever returned.
 pub trait Cloud: Send + Sync + 'static {
     /// DescribeInstanceTypes (all pages).
-    fn instance_types(&self) -> impl Future<Output = CloudResult<Vec<InstanceTypeInfo>>> + Send;
+    fn instance_types(&self) -> impl Future<Output = CloudResult<Vec<LiveInstanceType>>> + Send;
     /// DescribeSpotPriceHistory for the last hour, Linux/UNIX; the latest price per (zone, type).
     fn spot_prices(
         &self,

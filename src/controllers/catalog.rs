@@ -17,7 +17,7 @@ pub use on_demand::{OnDemandCache, PriceSource};
 pub use spot_history::{Averages, HistoryError, SpotHistoryCache};
 
 use crate::cloud::spot_advisor::{AdvisorCache, Freshness};
-use crate::cloud::{Cloud, CloudError, InstanceTypeInfo, SpotPrice};
+use crate::cloud::{Cloud, CloudError, SpotPrice};
 use crate::engine::catalog::{Catalog, LiveData, LiveInstanceType};
 use crate::metrics::Metrics;
 
@@ -31,12 +31,12 @@ pub struct LiveCatalog {
     advisor: AdvisorCache,
     on_demand: OnDemandCache,
     spot_history: SpotHistoryCache,
-    types: Mutex<Option<(Instant, Arc<Vec<InstanceTypeInfo>>)>>,
+    types: Mutex<Option<(Instant, Arc<Vec<LiveInstanceType>>)>>,
     prices: Mutex<Option<(Instant, Arc<Vec<SpotPrice>>)>>,
 }
 
 /// A catalog ready for ranking, and how fresh its Spot Advisor data and on-demand prices are.
-pub struct Snapshot {
+pub struct CatalogView {
     /// The merged catalog.
     pub catalog: Arc<Catalog>,
     /// Freshness of the interruption buckets.
@@ -109,23 +109,13 @@ impl LiveCatalog {
     }
 
     /// The merged catalog, refreshing whatever is due.
-    pub async fn snapshot<C: Cloud>(&self, cloud: &C) -> Result<Snapshot, CloudError> {
+    pub async fn view<C: Cloud>(&self, cloud: &C) -> Result<CatalogView, CloudError> {
         let types = Self::cached(&self.types, TYPES_TTL, cloud.instance_types()).await?;
         let prices = Self::cached(&self.prices, PRICES_TTL, cloud.spot_prices(&[])).await?;
         let (advisor, freshness) = self.advisor.get().await;
         let (on_demand, prices_source) = self.on_demand.get(cloud).await;
         let live = LiveData {
-            instance_types: types
-                .iter()
-                .map(|t| LiveInstanceType {
-                    name: t.name.clone(),
-                    vcpu: t.vcpu,
-                    memory_mib: t.memory_mib,
-                    arch: t.arch.clone(),
-                    gpu: t.gpu,
-                    current_generation: t.current_generation,
-                })
-                .collect(),
+            instance_types: types.to_vec(),
             spot_prices: prices
                 .iter()
                 .map(|p| (p.zone.clone(), p.instance_type.clone(), p.price))
@@ -133,7 +123,7 @@ impl LiveCatalog {
             advisor: advisor.as_deref().cloned(),
             on_demand: on_demand.as_deref().cloned(),
         };
-        Ok(Snapshot {
+        Ok(CatalogView {
             catalog: Arc::new(self.base.with_live(&self.region, &live)),
             advisor: freshness,
             prices: prices_source,
@@ -172,7 +162,7 @@ mod tests {
             },
         );
 
-        let snapshot = live_catalog().snapshot(&cloud).await.expect("snapshot");
+        let snapshot = live_catalog().view(&cloud).await.expect("snapshot");
 
         assert_eq!(
             snapshot.catalog.on_demand_price(REGION, "m5.large"),
@@ -190,7 +180,7 @@ mod tests {
     async fn without_live_prices_the_embedded_table_prices_and_the_snapshot_says_embedded() {
         let cloud = FakeCloud::default();
 
-        let snapshot = live_catalog().snapshot(&cloud).await.expect("snapshot");
+        let snapshot = live_catalog().view(&cloud).await.expect("snapshot");
 
         assert_eq!(
             snapshot.catalog.on_demand_price(REGION, "m5.large"),

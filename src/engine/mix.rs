@@ -8,7 +8,7 @@ pub const SPOT_ALLOCATION_STRATEGY: &str = "capacity-optimized-prioritized";
 
 /// The desired mix of one group.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mix {
+pub struct GroupMix {
     /// Instance types, best first.
     pub overrides: Vec<String>,
     /// Instances that are always on-demand.
@@ -47,13 +47,13 @@ pub fn desired_mix(
     spot_percentage: u32,
     group_base: u32,
     allowed: Allowed,
-) -> Mix {
+) -> GroupMix {
     let spot = match allowed {
         Allowed::Both => spot_percentage.min(100),
         Allowed::SpotOnly => 100,
         Allowed::OnDemandOnly => 0,
     };
-    Mix {
+    GroupMix {
         overrides: ranked_types.iter().map(|t| t.to_string()).collect(),
         on_demand_base: if allowed == Allowed::SpotOnly {
             0
@@ -70,8 +70,8 @@ pub fn keep_split(
     ranked_types: &[&str],
     on_demand_base: i32,
     on_demand_percentage_above_base: i32,
-) -> Mix {
-    Mix {
+) -> GroupMix {
+    GroupMix {
         overrides: ranked_types.iter().map(|t| t.to_string()).collect(),
         on_demand_base,
         on_demand_percentage_above_base,

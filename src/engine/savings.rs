@@ -28,7 +28,7 @@ pub struct SpotTarget {
 
 /// Node counts and hourly cost by capacity type.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Mix {
+pub struct CapacityMix {
     /// Spot nodes.
     pub spot_nodes: usize,
     /// On-demand nodes.
@@ -39,7 +39,7 @@ pub struct Mix {
     pub on_demand_hourly: f64,
 }
 
-impl Mix {
+impl CapacityMix {
     /// Hourly cost of all nodes.
     pub fn hourly(&self) -> f64 {
         self.spot_hourly + self.on_demand_hourly
@@ -87,9 +87,9 @@ pub struct CostReport {
     /// Part of the savings from moving kept on-demand nodes to spot.
     pub spot_mix_hourly: f64,
     /// Current nodes by capacity type.
-    pub current_mix: Mix,
+    pub current_mix: CapacityMix,
     /// Kept nodes by capacity type, after the spot mix.
-    pub optimized_mix: Mix,
+    pub optimized_mix: CapacityMix,
     /// The current nodes if all were on demand, per hour.
     pub on_demand_equivalent_hourly: f64,
     /// Optimised cost vs the on-demand equivalent, as a percentage saved.
@@ -140,8 +140,8 @@ pub fn estimate(
     };
     let is_removed = flags(removed);
     let is_pinned = flags(pinned);
-    let mut current_mix = Mix::default();
-    let mut kept_mix = Mix::default();
+    let mut current_mix = CapacityMix::default();
+    let mut kept_mix = CapacityMix::default();
     let mut on_demand_equivalent = 0.0;
     let mut unpriced_nodes = Vec::new();
     for (i, node) in snapshot.nodes.iter().enumerate() {
@@ -193,9 +193,9 @@ fn apply_spot_target(
     snapshot: &Snapshot,
     is_removed: &[bool],
     is_pinned: &[bool],
-    kept: Mix,
+    kept: CapacityMix,
     target: Option<SpotTarget>,
-) -> (Vec<NodeId>, f64, Mix) {
+) -> (Vec<NodeId>, f64, CapacityMix) {
     let Some(target) = target else {
         return (Vec::new(), 0.0, kept);
     };

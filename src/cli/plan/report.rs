@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use serde_json::{Value, json};
 
 use crate::engine::consolidation::Kept;
-use crate::engine::savings::{HOURS_PER_MONTH, Mix};
+use crate::engine::savings::{CapacityMix, HOURS_PER_MONTH};
 use crate::engine::snapshot::{Node, NodeId, Snapshot};
 
 use super::Analysis;
@@ -52,7 +52,7 @@ fn price(node: &Node) -> String {
         .map_or_else(|| "?".to_owned(), |p| format!("{p:.4}"))
 }
 
-fn mix_text(mix: &Mix) -> String {
+fn mix_text(mix: &CapacityMix) -> String {
     format!(
         "{} ({} spot / {} on-demand)",
         mix.spot_nodes + mix.on_demand_nodes,
@@ -334,7 +334,7 @@ fn percent_json(value: f64) -> f64 {
     (value * 100.0).round() / 100.0
 }
 
-fn mix_json(mix: &Mix) -> Value {
+fn mix_json(mix: &CapacityMix) -> Value {
     json!({
         "spotNodes": mix.spot_nodes,
         "onDemandNodes": mix.on_demand_nodes,

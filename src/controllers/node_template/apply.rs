@@ -49,7 +49,7 @@ pub(super) async fn plan_and_apply<C: Cloud>(
         .with_label_values(&["local"])
         .set(local_flags(&read.flags, now));
     // plan
-    let snapshot = ctx.catalog.snapshot(&ctx.cloud).await?;
+    let snapshot = ctx.catalog.view(&ctx.cloud).await?;
     let requirements = engine_requirements(&template.spec.requirements);
     let ranking = ranking::rank(
         &snapshot.catalog,

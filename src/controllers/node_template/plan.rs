@@ -308,7 +308,7 @@ pub(super) fn note(
     top: &[&str],
     governing: Option<&Governing>,
     process_dry_run: bool,
-    snapshot: &crate::controllers::catalog::Snapshot,
+    snapshot: &crate::controllers::catalog::CatalogView,
     fallbacks: &[(String, i64)],
 ) -> String {
     use crate::cloud::spot_advisor::Freshness;

@@ -111,7 +111,7 @@ pub(super) async fn read<C: Cloud>(
         .filter(|n| node_instance(n).is_some_and(|id| owners.contains_key(id)))
         .collect();
     let mut snapshot = assemble(pctx, &scope)?;
-    let catalog = ctx.catalog.snapshot(&ctx.cloud).await?;
+    let catalog = ctx.catalog.view(&ctx.cloud).await?;
     k8s::apply_prices(&mut snapshot, &*catalog.catalog);
     let in_use: BTreeSet<String> = snapshot
         .nodes
