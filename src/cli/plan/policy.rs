@@ -1,20 +1,24 @@
-//! The parts of an OptimizationPolicy (`--policy FILE`) that `plan` uses, read into a small private
-//! struct (camelCase, defaults per DESIGN.md 3.2) so the command does not depend on the CRD types.
+//! `--policy FILE`: the OptimizationPolicy read into the CRD's own type (so its defaults are the CRD's)
+//! and checked by the controller's own validate step ([`crate::controllers::policy::settings`]), so
+//! `plan` and the operator cannot disagree about one policy.
 
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 
-use crate::engine::budgets::{self, Budget, BudgetSpec, DisruptionReason};
+use crate::api::OptimizationPolicy;
+use crate::api::policy::OptimizationPolicySpec;
+use crate::controllers::policy::{Settings, batch_limit, settings};
 use crate::engine::consolidation::{Mode, Options};
 use crate::engine::savings::SpotTarget;
 
 /// What `plan` takes from a policy, checked.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub(super) struct Policy {
     /// Where it came from ("defaults" or the file).
     pub(super) source: String,
+    /// The settings the controller would run with.
+    pub(super) settings: Settings,
     pub(super) mode: Mode,
     pub(super) utilization_threshold: f64,
     pub(super) aggressiveness: u8,
@@ -22,178 +26,25 @@ pub(super) struct Policy {
     pub(super) max_nodes: Option<usize>,
     pub(super) spot: SpotTarget,
     pub(super) excluded_namespaces: Vec<String>,
-    /// `None`: the policy gave no budgets, so the default 10% applies.
-    pub(super) budgets: Option<Vec<Budget>>,
     /// The budget text, for the report.
     pub(super) budget_text: Vec<String>,
 }
 
 impl Default for Policy {
     fn default() -> Self {
-        let options = Options::default();
-        Policy {
-            source: "defaults".to_owned(),
-            mode: options.mode,
-            utilization_threshold: options.utilization_threshold,
-            aggressiveness: options.aggressiveness,
-            min_nodes: 0,
-            max_nodes: None,
-            spot: SpotTarget {
-                percentage: 70,
-                on_demand_base: 0,
-            },
-            excluded_namespaces: options.excluded_namespaces,
-            budgets: None,
-            budget_text: vec!["10%".to_owned()],
-        }
+        // An empty spec takes the CRD's defaults, which always pass the checks (a unit test says so).
+        parse("spec: {}").unwrap_or_else(|e| unreachable!("CRD defaults are valid: {e}"))
     }
 }
 
 impl Policy {
     /// Planner options for a snapshot of `nodes` nodes at `at` (budgets with schedules are evaluated then).
     pub(super) fn options(&self, nodes: usize, at: DateTime<Utc>) -> Options {
-        let defaults = budgets::default_budgets();
-        let budgets = self.budgets.as_deref().unwrap_or(&defaults);
-        let allowed = |reason| budgets::allowed_disruptions(budgets, nodes, at, reason);
-        let limit = match self.mode {
-            Mode::WhenEmpty => allowed(DisruptionReason::Empty),
-            _ => match (
-                allowed(DisruptionReason::Empty),
-                allowed(DisruptionReason::Underutilized),
-            ) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            },
-        };
         Options {
-            mode: self.mode,
-            utilization_threshold: self.utilization_threshold,
-            aggressiveness: self.aggressiveness,
-            min_nodes: self.min_nodes,
-            excluded_namespaces: self.excluded_namespaces.clone(),
-            // No applicable budget: nothing limits the batch size.
-            budget: Some(limit.unwrap_or(nodes.max(1))),
+            budget: Some(batch_limit(&self.settings, nodes, at)),
+            ..self.settings.options.clone()
         }
     }
-}
-
-#[derive(Debug, Deserialize)]
-struct Document {
-    #[serde(default)]
-    kind: Option<String>,
-    #[serde(default)]
-    spec: Spec,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Spec {
-    #[serde(default)]
-    spot: Spot,
-    #[serde(default)]
-    nodes: Nodes,
-    #[serde(default)]
-    consolidation: Consolidation,
-    #[serde(default)]
-    disruption: Disruption,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Spot {
-    #[serde(default = "seventy")]
-    percentage: u32,
-    #[serde(default)]
-    on_demand_base: u32,
-}
-
-impl Default for Spot {
-    fn default() -> Self {
-        Spot {
-            percentage: 70,
-            on_demand_base: 0,
-        }
-    }
-}
-
-fn seventy() -> u32 {
-    70
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct Nodes {
-    #[serde(default)]
-    min: Option<u32>,
-    #[serde(default)]
-    max: Option<u32>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Consolidation {
-    #[serde(default)]
-    mode: ModeDoc,
-    #[serde(default = "half")]
-    utilization_threshold: f64,
-    #[serde(default = "forty")]
-    aggressiveness: u32,
-}
-
-impl Default for Consolidation {
-    fn default() -> Self {
-        Consolidation {
-            mode: ModeDoc::default(),
-            utilization_threshold: 0.5,
-            aggressiveness: 40,
-        }
-    }
-}
-
-fn half() -> f64 {
-    0.5
-}
-
-fn forty() -> u32 {
-    40
-}
-
-#[derive(Debug, Default, Deserialize)]
-enum ModeDoc {
-    Off,
-    WhenEmpty,
-    #[default]
-    WhenUnderutilized,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Disruption {
-    #[serde(default)]
-    budgets: Option<Vec<BudgetDoc>>,
-    #[serde(default)]
-    exclude_namespaces: Option<Vec<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct BudgetDoc {
-    nodes: NodesValue,
-    #[serde(default)]
-    schedule: Option<String>,
-    #[serde(default)]
-    duration: Option<String>,
-    #[serde(default)]
-    time_zone: Option<String>,
-    #[serde(default)]
-    reasons: Vec<String>,
-}
-
-/// `nodes: 3` and `nodes: "3"` both mean three nodes.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum NodesValue {
-    Count(u64),
-    Text(String),
 }
 
 /// Read and check `--policy FILE`. Errors name the file and the field.
@@ -203,17 +54,33 @@ pub(super) fn load(path: &Path) -> Result<Policy, String> {
     parse(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Parse a policy document (the OptimizationPolicy object).
+/// Parse a policy document (the OptimizationPolicy object): the CRD's schema for the shape, then the
+/// checks the API server's admission makes (ranges), then the controller's.
 pub(super) fn parse(text: &str) -> Result<Policy, String> {
-    let document: Document = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+    let document: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
     if let Some(kind) = document
-        .kind
-        .as_deref()
+        .get("kind")
+        .and_then(|k| k.as_str())
         .filter(|k| *k != "OptimizationPolicy")
     {
         return Err(format!("kind: expected OptimizationPolicy, found {kind}"));
     }
-    let spec = document.spec;
+    let name = document
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(|n| n.as_str())
+        .unwrap_or("policy");
+    let spec = document
+        .get("spec")
+        .cloned()
+        .unwrap_or(serde_yaml::Value::Mapping(Default::default()));
+    let spec: OptimizationPolicySpec = serde_path_to_error::deserialize(spec)
+        .map_err(|e| format!("spec.{}: {}", e.path(), e.inner()))?;
+    from_crd(&OptimizationPolicy::new(name, spec))
+}
+
+/// The checks admission makes with the CRD's schema, for a file that never met the API server.
+fn admission(spec: &OptimizationPolicySpec) -> Result<(), String> {
     if spec.spot.percentage > 100 {
         return Err(format!(
             "spec.spot.percentage: {} is above 100",
@@ -227,66 +94,38 @@ pub(super) fn parse(text: &str) -> Result<Policy, String> {
         ));
     }
     let aggressiveness = spec.consolidation.aggressiveness;
-    let aggressiveness = u8::try_from(aggressiveness)
-        .ok()
-        .filter(|a| *a <= 100)
-        .ok_or_else(|| {
-            format!("spec.consolidation.aggressiveness: {aggressiveness} is outside 0..100")
-        })?;
-    if let (Some(min), Some(max)) = (spec.nodes.min, spec.nodes.max)
-        && min > max
-    {
-        return Err(format!("spec.nodes: min {min} is above max {max}"));
+    if aggressiveness > 100 {
+        return Err(format!(
+            "spec.consolidation.aggressiveness: {aggressiveness} is outside 0..100"
+        ));
     }
-    let (budgets, budget_text) = match spec.disruption.budgets {
-        None => (None, vec!["10%".to_owned()]),
-        Some(docs) => {
-            let mut budgets = Vec::new();
-            let mut texts = Vec::new();
-            for (i, doc) in docs.into_iter().enumerate() {
-                let nodes = match doc.nodes {
-                    NodesValue::Count(n) => n.to_string(),
-                    NodesValue::Text(t) => t,
-                };
-                let spec = BudgetSpec {
-                    nodes: nodes.clone(),
-                    schedule: doc.schedule.clone(),
-                    duration: doc.duration.clone(),
-                    time_zone: doc.time_zone,
-                    reasons: doc.reasons,
-                };
-                let budget = Budget::try_from(&spec)
-                    .map_err(|e| format!("spec.disruption.budgets[{i}].{e}"))?;
-                budgets.push(budget);
-                texts.push(match (doc.schedule, doc.duration) {
-                    (Some(s), Some(d)) => format!("{nodes} during {d} after \"{s}\""),
-                    _ => nodes,
-                });
-            }
-            (Some(budgets), texts)
-        }
-    };
+    Ok(())
+}
+
+fn from_crd(policy: &OptimizationPolicy) -> Result<Policy, String> {
+    admission(&policy.spec)?;
+    let settings = settings(policy).map_err(|e| e.to_string())?;
+    let budget_text = policy
+        .spec
+        .disruption
+        .budgets
+        .iter()
+        .map(|b| match (&b.schedule, &b.duration) {
+            (Some(s), Some(d)) => format!("{} during {d} after \"{s}\"", b.nodes),
+            _ => b.nodes.clone(),
+        })
+        .collect();
     Ok(Policy {
-        source: String::new(),
-        mode: match spec.consolidation.mode {
-            ModeDoc::Off => Mode::Off,
-            ModeDoc::WhenEmpty => Mode::WhenEmpty,
-            ModeDoc::WhenUnderutilized => Mode::WhenUnderutilized,
-        },
-        utilization_threshold: threshold,
-        aggressiveness,
-        min_nodes: spec.nodes.min.unwrap_or(0) as usize,
-        max_nodes: spec.nodes.max.map(|m| m as usize),
-        spot: SpotTarget {
-            percentage: spec.spot.percentage,
-            on_demand_base: spec.spot.on_demand_base as usize,
-        },
-        excluded_namespaces: spec
-            .disruption
-            .exclude_namespaces
-            .unwrap_or_else(|| Options::default().excluded_namespaces),
-        budgets,
+        source: "defaults".to_owned(),
+        mode: settings.options.mode,
+        utilization_threshold: settings.options.utilization_threshold,
+        aggressiveness: settings.options.aggressiveness,
+        min_nodes: settings.options.min_nodes,
+        max_nodes: settings.max_nodes,
+        spot: settings.spot,
+        excluded_namespaces: settings.options.excluded_namespaces.clone(),
         budget_text,
+        settings,
     })
 }
 
@@ -332,7 +171,7 @@ mod tests {
         let p = parse(
             "kind: OptimizationPolicy\nspec:\n  spot: {percentage: 90, onDemandBase: 2}\n  nodes: {min: 3, max: 50}\n\
              \n  consolidation: {mode: WhenEmpty, utilizationThreshold: 0.3, aggressiveness: 100}\n\
-             \n  disruption:\n    excludeNamespaces: [ops]\n    budgets:\n    - nodes: 2\n    - nodes: \"0\"\n      schedule: \"0 9 * * mon-fri\"\n      duration: 8h\n",
+             \n  disruption:\n    excludeNamespaces: [ops]\n    budgets:\n    - nodes: \"2\"\n    - nodes: \"0\"\n      schedule: \"0 9 * * mon-fri\"\n      duration: 8h\n",
         )
         .unwrap();
         assert_eq!(p.mode, Mode::WhenEmpty);
@@ -390,6 +229,15 @@ mod tests {
                 "spec.consolidation.mode",
             ),
             ("kind: NodeTemplate", "kind: expected OptimizationPolicy"),
+            // Checked by the controller's validate step, which `plan` shares.
+            (
+                "spec: {interruptions: {drainDeadline: soon}}",
+                "spec.interruptions.drainDeadline",
+            ),
+            (
+                "spec: {zombies: {gracePeriod: 1x}}",
+                "spec.zombies.gracePeriod",
+            ),
         ];
         for (text, expected) in cases {
             let message = parse(text).unwrap_err();
