@@ -9,6 +9,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 
 pub mod common;
+pub mod file;
 pub mod hibernation;
 pub mod node_template;
 pub mod policy;

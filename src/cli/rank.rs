@@ -12,10 +12,11 @@ use clap::Args;
 use serde::Deserialize;
 
 use super::{CliError, OutputFormat};
-use crate::engine::catalog::{Arch, Catalog};
+use crate::api::{NodeTemplate, NodeTemplateSpec};
+use crate::controllers::node_template::ranking_inputs;
+use crate::engine::catalog::Catalog;
 use crate::engine::ranking::{
-    CapacityType, FlaggedPair, RankError, RankedCandidate, Ranking, Requirements, Strategy,
-    Weights, rank,
+    CapacityType, FlaggedPair, RankError, RankedCandidate, Ranking, Requirements, Weights, rank,
 };
 
 /// Rows shown by the table output when `--limit` is not given.
@@ -64,7 +65,7 @@ pub fn run(args: &RankArgs) -> Result<(), CliError> {
     }
     let template = match &args.template {
         Some(path) => load_template(path)?,
-        None => Template::default(),
+        None => Template::defaults()?,
     };
     let flags = match &args.flags {
         Some(path) => load_flags(path, &args.region, Utc::now())?,
@@ -118,74 +119,11 @@ struct Template {
     weights_source: String,
 }
 
-impl Default for Template {
-    fn default() -> Self {
-        Template {
-            requirements: Requirements::default(),
-            weights: Strategy::default().weights(),
-            weights_source: format!("strategy {:?}", Strategy::default()),
-        }
+impl Template {
+    /// What an empty NodeTemplate asks for: the CRD's defaults.
+    fn defaults() -> Result<Template, CliError> {
+        template_from_text("kind: NodeTemplate\nspec: {}", None)
     }
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct TemplateDoc {
-    #[serde(default)]
-    api_version: Option<String>,
-    #[serde(default)]
-    kind: Option<String>,
-    #[serde(default)]
-    spec: TemplateSpec,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct TemplateSpec {
-    #[serde(default)]
-    requirements: RequirementsDoc,
-    #[serde(default)]
-    strategy: Option<Strategy>,
-    #[serde(default)]
-    weights: Option<WeightsDoc>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RequirementsDoc {
-    #[serde(default)]
-    families: Vec<String>,
-    #[serde(default)]
-    exclude_types: Vec<String>,
-    #[serde(default)]
-    architectures: Vec<Arch>,
-    #[serde(default)]
-    min_vcpu: Option<u32>,
-    #[serde(default)]
-    max_vcpu: Option<u32>,
-    #[serde(default, rename = "minMemoryGiB")]
-    min_memory_gib: Option<f64>,
-    #[serde(default, rename = "maxMemoryGiB")]
-    max_memory_gib: Option<f64>,
-    #[serde(default)]
-    min_gpus: Option<u32>,
-    #[serde(default)]
-    max_gpus: Option<u32>,
-    #[serde(default)]
-    zones: Vec<String>,
-    #[serde(default)]
-    capacity_types: Vec<CapacityType>,
-    #[serde(default)]
-    current_generation_only: Option<bool>,
-    #[serde(default)]
-    max_types: Option<u32>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WeightsDoc {
-    price: f64,
-    risk: f64,
 }
 
 fn read(path: &Path, flag: &str) -> Result<String, CliError> {
@@ -194,48 +132,23 @@ fn read(path: &Path, flag: &str) -> Result<String, CliError> {
 }
 
 fn load_template(path: &Path) -> Result<Template, CliError> {
-    let bad = |what: String| CliError::BadInput(format!("{}: {what}", path.display()));
-    let doc: TemplateDoc =
-        serde_yaml::from_str(&read(path, "--template")?).map_err(|e| bad(e.to_string()))?;
-    match doc.kind.as_deref() {
-        Some("NodeTemplate") => {}
-        Some(other) => return Err(bad(format!("kind: expected NodeTemplate, found {other}"))),
-        None => return Err(bad("kind: missing; expected NodeTemplate".into())),
-    }
-    if let Some(api_version) = doc.api_version.filter(|v| !v.starts_with("cloudoptim.io/")) {
-        return Err(bad(format!(
-            "apiVersion: expected cloudoptim.io/v1alpha1, found {api_version}"
-        )));
-    }
-    let r = doc.spec.requirements;
-    let defaults = Requirements::default();
-    let requirements = Requirements {
-        families: r.families,
-        exclude_types: r.exclude_types,
-        architectures: r.architectures,
-        min_vcpu: r.min_vcpu,
-        max_vcpu: r.max_vcpu,
-        min_memory_gib: r.min_memory_gib,
-        max_memory_gib: r.max_memory_gib,
-        min_gpus: r.min_gpus,
-        max_gpus: r.max_gpus,
-        zones: r.zones,
-        capacity_types: r.capacity_types,
-        current_generation_only: r
-            .current_generation_only
-            .unwrap_or(defaults.current_generation_only),
-        max_types: r.max_types.unwrap_or(defaults.max_types),
-    };
-    requirements
-        .validate()
-        .map_err(|e| rank_error(e, Some(path)))?;
-    let strategy = doc.spec.strategy.unwrap_or_default();
-    let (weights, weights_source) = match doc.spec.weights {
-        Some(w) => {
-            let weights = Weights::new(w.price, w.risk).map_err(|e| rank_error(e, Some(path)))?;
-            (weights, "spec.weights".to_string())
-        }
-        None => (strategy.weights(), format!("strategy {strategy:?}")),
+    template_from_text(&read(path, "--template")?, Some(path))
+}
+
+/// A NodeTemplate's ranking inputs, read and checked as the controller reads and checks them
+/// ([`crate::api::file`], [`crate::controllers::node_template::ranking_inputs`]). `rank` needs no
+/// groups, so a file without `spec.autoScalingGroups` is taken as if it named none.
+fn template_from_text(text: &str, path: Option<&Path>) -> Result<Template, CliError> {
+    let shown = path.map_or_else(|| "--template".into(), |p| p.display().to_string());
+    let file = crate::api::file::read::<NodeTemplate, NodeTemplateSpec>(text, |spec| {
+        spec.entry("autoScalingGroups")
+            .or_insert_with(|| serde_json::json!({}));
+    })
+    .map_err(|e| CliError::BadInput(format!("{shown}: {e}")))?;
+    let (requirements, weights) = ranking_inputs(&file.spec).map_err(|e| rank_error(e, path))?;
+    let weights_source = match file.spec.weights {
+        Some(_) => "spec.weights".to_string(),
+        None => format!("strategy {:?}", file.spec.strategy),
     };
     Ok(Template {
         requirements,
@@ -450,6 +363,8 @@ impl Report<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::catalog::Arch;
+    use crate::engine::ranking::Strategy;
 
     fn temp_file(name: &str, content: &str) -> PathBuf {
         let path =

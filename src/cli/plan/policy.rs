@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use crate::api::OptimizationPolicy;
 use crate::api::policy::OptimizationPolicySpec;
 use crate::controllers::policy::{Settings, batch_limit, settings};
-use crate::engine::consolidation::{Mode, Options};
+use crate::engine::consolidation::Options;
 use crate::engine::savings::SpotTarget;
 
 /// What `plan` takes from a policy, checked.
@@ -19,13 +19,11 @@ pub(super) struct Policy {
     pub(super) source: String,
     /// The settings the controller would run with.
     pub(super) settings: Settings,
-    pub(super) mode: Mode,
     pub(super) utilization_threshold: f64,
     pub(super) aggressiveness: u8,
     pub(super) min_nodes: usize,
     pub(super) max_nodes: Option<usize>,
     pub(super) spot: SpotTarget,
-    pub(super) excluded_namespaces: Vec<String>,
     /// The budget text, for the report.
     pub(super) budget_text: Vec<String>,
 }
@@ -33,7 +31,8 @@ pub(super) struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         // An empty spec takes the CRD's defaults, which always pass the checks (a unit test says so).
-        parse("spec: {}").unwrap_or_else(|e| unreachable!("CRD defaults are valid: {e}"))
+        parse("kind: OptimizationPolicy\nspec: {}")
+            .unwrap_or_else(|e| unreachable!("CRD defaults are valid: {e}"))
     }
 }
 
@@ -57,26 +56,8 @@ pub(super) fn load(path: &Path) -> Result<Policy, String> {
 /// Parse a policy document (the OptimizationPolicy object): the CRD's schema for the shape, then the
 /// checks the API server's admission makes (ranges), then the controller's.
 pub(super) fn parse(text: &str) -> Result<Policy, String> {
-    let document: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
-    if let Some(kind) = document
-        .get("kind")
-        .and_then(|k| k.as_str())
-        .filter(|k| *k != "OptimizationPolicy")
-    {
-        return Err(format!("kind: expected OptimizationPolicy, found {kind}"));
-    }
-    let name = document
-        .get("metadata")
-        .and_then(|m| m.get("name"))
-        .and_then(|n| n.as_str())
-        .unwrap_or("policy");
-    let spec = document
-        .get("spec")
-        .cloned()
-        .unwrap_or(serde_yaml::Value::Mapping(Default::default()));
-    let spec: OptimizationPolicySpec = serde_path_to_error::deserialize(spec)
-        .map_err(|e| format!("spec.{}: {}", e.path(), e.inner()))?;
-    from_crd(&OptimizationPolicy::new(name, spec))
+    let file = crate::api::file::read::<OptimizationPolicy, OptimizationPolicySpec>(text, |_| {})?;
+    from_crd(&OptimizationPolicy::new(&file.name, file.spec))
 }
 
 /// The checks admission makes with the CRD's schema, for a file that never met the API server.
@@ -117,13 +98,11 @@ fn from_crd(policy: &OptimizationPolicy) -> Result<Policy, String> {
         .collect();
     Ok(Policy {
         source: "defaults".to_owned(),
-        mode: settings.options.mode,
         utilization_threshold: settings.options.utilization_threshold,
         aggressiveness: settings.options.aggressiveness,
         min_nodes: settings.options.min_nodes,
         max_nodes: settings.max_nodes,
         spot: settings.spot,
-        excluded_namespaces: settings.options.excluded_namespaces.clone(),
         budget_text,
         settings,
     })
@@ -132,6 +111,7 @@ fn from_crd(policy: &OptimizationPolicy) -> Result<Policy, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::consolidation::Mode;
 
     fn at() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2025-01-06T10:00:00Z")
@@ -144,7 +124,11 @@ mod tests {
         let p = parse("apiVersion: cloudoptim.io/v1alpha1\nkind: OptimizationPolicy\nmetadata: {name: p}\nspec: {}\n")
             .unwrap();
         assert_eq!(
-            (p.mode, p.utilization_threshold, p.aggressiveness),
+            (
+                p.settings.options.mode,
+                p.utilization_threshold,
+                p.aggressiveness
+            ),
             (Mode::WhenUnderutilized, 0.5, 40)
         );
         assert_eq!(
@@ -155,7 +139,7 @@ mod tests {
             }
         );
         assert_eq!(
-            p.excluded_namespaces,
+            p.settings.options.excluded_namespaces,
             ["kube-system", "kube-public", "kube-node-lease"]
         );
         assert_eq!(
@@ -174,7 +158,7 @@ mod tests {
              \n  disruption:\n    excludeNamespaces: [ops]\n    budgets:\n    - nodes: \"2\"\n    - nodes: \"0\"\n      schedule: \"0 9 * * mon-fri\"\n      duration: 8h\n",
         )
         .unwrap();
-        assert_eq!(p.mode, Mode::WhenEmpty);
+        assert_eq!(p.settings.options.mode, Mode::WhenEmpty);
         assert_eq!((p.min_nodes, p.max_nodes), (3, Some(50)));
         assert_eq!(
             p.spot,
@@ -183,7 +167,7 @@ mod tests {
                 on_demand_base: 2
             }
         );
-        assert_eq!(p.excluded_namespaces, ["ops"]);
+        assert_eq!(p.settings.options.excluded_namespaces, ["ops"]);
         assert_eq!(
             p.options(40, at()).budget,
             Some(0),
@@ -240,7 +224,12 @@ mod tests {
             ),
         ];
         for (text, expected) in cases {
-            let message = parse(text).unwrap_err();
+            let text = if text.starts_with("kind:") {
+                text.to_string()
+            } else {
+                format!("kind: OptimizationPolicy\n{text}")
+            };
+            let message = parse(&text).unwrap_err();
             assert!(message.contains(expected), "{text}: {message}");
         }
     }

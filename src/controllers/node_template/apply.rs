@@ -39,7 +39,7 @@ pub(super) async fn plan_and_apply<C: Cloud>(
     let read = read(template, ctx).await?;
     // validate
     let governing = policy_for(template, &read.policies)?;
-    let weights = weights(template)?;
+    let (requirements, weights) = ranking_inputs(&template.spec).map_err(Error::Requirements)?;
     // Dry run (the process flag, or the governing policy's) writes nothing into the groups.
     let dry_run = ctx.config.dry_run || governing.as_ref().is_some_and(|g| g.dry_run);
     let now = chrono::Utc::now().timestamp();
@@ -50,7 +50,6 @@ pub(super) async fn plan_and_apply<C: Cloud>(
         .set(local_flags(&read.flags, now));
     // plan
     let snapshot = ctx.catalog.view(&ctx.cloud).await?;
-    let requirements = engine_requirements(&template.spec.requirements);
     let ranking = ranking::rank(
         &snapshot.catalog,
         &ctx.config.region,

@@ -102,6 +102,7 @@ impl Error {
 }
 
 use apply::plan_and_apply;
+pub use plan::ranking_inputs;
 use plan::*;
 
 /// What one reconcile decided.

@@ -54,16 +54,23 @@ pub(super) fn engine_requirements(spec: &crate::api::node_template::Requirements
     }
 }
 
-pub(super) fn weights(template: &NodeTemplate) -> Result<Weights, Error> {
-    match template.spec.weights {
-        Some(w) => Weights::new(w.price, w.risk).map_err(Error::Requirements),
-        None => Ok(match template.spec.strategy {
+/// validate: what a template asks of the ranking, checked: its requirements and its weights (given, or
+/// its strategy's). `cloudoptim rank --template` runs this same step.
+pub fn ranking_inputs(
+    spec: &crate::api::NodeTemplateSpec,
+) -> Result<(Requirements, Weights), RankError> {
+    let requirements = engine_requirements(&spec.requirements);
+    requirements.validate()?;
+    let weights = match spec.weights {
+        Some(w) => Weights::new(w.price, w.risk)?,
+        None => match spec.strategy {
             Strategy::Cheapest => ranking::Strategy::Cheapest,
             Strategy::Balanced => ranking::Strategy::Balanced,
             Strategy::Stable => ranking::Strategy::Stable,
         }
-        .weights()),
-    }
+        .weights(),
+    };
+    Ok((requirements, weights))
 }
 
 pub(super) fn allowed(spec: &crate::api::node_template::Requirements) -> Allowed {
