@@ -25,4 +25,10 @@ rm -rf "$used"
 cargo test --locked "$@"
 if [[ $# -eq 0 ]]; then
     cargo test --locked --test e2e_rbac -- --ignored
+    # Alerts, chart toggles, dashboard, Argo CD health scripts (needs helm and lua-health, built from Go).
+    if command -v go >/dev/null 2>&1 || [[ "${CLOUDOPTIM_E2E_REQUIRED:-0}" == 1 ]]; then
+        scripts/check-observability.sh
+    else
+        echo "scripts/test.sh: no Go toolchain: scripts/check-observability.sh skipped" >&2
+    fi
 fi

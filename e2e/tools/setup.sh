@@ -2,6 +2,7 @@
 # Builds (once) and caches the real peers used by CloudOptim's e2e tests:
 #   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl  (k8s/go.mod)
 #   etcd (etcd/go.mod), kwok (kwok/go.mod), helm (helm/go.mod)
+#   lua-health (lua-health/: Argo CD's Lua interpreter, gopher-lua, running health scripts)
 #   moto_server (a Python venv), prometheus + promtool (Debian package, optional)
 #
 # Everything goes to ${CLOUDOPTIM_E2E_CACHE:-$HOME/.cache/cloudoptim-e2e}/<component>-<version>/.
@@ -15,7 +16,7 @@
 # Knobs:
 #   CLOUDOPTIM_E2E_CACHE     cache root (default $HOME/.cache/cloudoptim-e2e)
 #   CLOUDOPTIM_E2E_REQUIRED  1 = a missing optional peer (prometheus) is an error
-#   CLOUDOPTIM_E2E_SKIP      space-separated components not to build: k8s etcd kwok helm moto prometheus
+#   CLOUDOPTIM_E2E_SKIP      space-separated components not to build: k8s etcd kwok helm lua moto prometheus
 #   CLOUDOPTIM_<NAME>        a pre-set path to an executable wins over the cache (e.g. CLOUDOPTIM_ETCD)
 #   KUBEBUILDER_ASSETS       a dir holding kube-apiserver / etcd / kubectl is used for those
 set -euo pipefail
@@ -169,6 +170,20 @@ build_helm() {
     go_build_tool "$moddir" helm.sh/helm/v3/cmd/helm "$dir/helm" "$ld"
 }
 
+# --- lua-health (Argo CD health scripts under gopher-lua) ------------------------------------
+build_lua() {
+    preset CLOUDOPTIM_LUA_HEALTH && return 0
+    local moddir="$HERE/lua-health" ver sum dir
+    ver=$(gomod_version "$moddir" github.com/yuin/gopher-lua)
+    # The runner is ours, so its source is part of the cache key, beside gopher-lua's version.
+    sum=$(cat "$moddir/go.mod" "$moddir/go.sum" "$moddir/main.go" | sha256sum | cut -c1-12)
+    dir="$CACHE/lua-health-$ver-$sum/bin"
+    RESOLVED[CLOUDOPTIM_LUA_HEALTH]="$dir/lua-health"
+    [[ -x "$dir/lua-health" ]] && return 0
+    mkdir -p "$dir"
+    go_build_tool "$moddir" . "$dir/lua-health" ""
+}
+
 # --- moto (AWS fake) -------------------------------------------------------------------------
 build_moto() {
     preset CLOUDOPTIM_MOTO_SERVER && return 0
@@ -219,7 +234,7 @@ build_prometheus() {
 # --- main ------------------------------------------------------------------------------------
 T0=$(date +%s)
 # A skipped component is not built, but an already cached copy is still exported.
-for comp in k8s etcd kwok helm moto prometheus; do
+for comp in k8s etcd kwok helm lua moto prometheus; do
     NOBUILD=0
     skipped "$comp" && NOBUILD=1
     if ((!NOBUILD)) && [[ $comp != moto && $comp != prometheus ]]; then
@@ -233,7 +248,7 @@ ENV_FILE="$CACHE/env.sh"
     echo "# written by e2e/tools/setup.sh"
     for var in CLOUDOPTIM_KUBE_APISERVER CLOUDOPTIM_KUBE_CONTROLLER_MANAGER CLOUDOPTIM_KUBE_SCHEDULER \
                CLOUDOPTIM_KUBECTL CLOUDOPTIM_ETCD CLOUDOPTIM_KWOK CLOUDOPTIM_KWOK_STAGES CLOUDOPTIM_HELM \
-               CLOUDOPTIM_MOTO_SERVER CLOUDOPTIM_PROMETHEUS CLOUDOPTIM_PROMTOOL; do
+               CLOUDOPTIM_LUA_HEALTH CLOUDOPTIM_MOTO_SERVER CLOUDOPTIM_PROMETHEUS CLOUDOPTIM_PROMTOOL; do
         [[ -n "${RESOLVED[$var]:-}" && -e "${RESOLVED[$var]}" ]] && printf 'export %s=%q\n' "$var" "${RESOLVED[$var]}"
     done
     printf 'export %s=%q\n' CLOUDOPTIM_E2E_CACHE "$CACHE"
