@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: the same command CI runs (`.ci/run` calls it after the lint checks).
 #
-#   scripts/test.sh            build/find the real test peers (API server, etcd, kwok, moto, helm) and
-#                              run every unit, property, CLI and end-to-end test
+#   scripts/test.sh            build/find the real test peers (API server, etcd, kwok, moto, helm,
+#                              cfn-lint) and run every unit, property, CLI and end-to-end test, then
+#                              scripts/check-chart.sh (the charts and the CloudFormation template)
 #   scripts/test.sh <filter>   the same, passing <filter> to `cargo test` (e.g. `api::`, `e2e_proofs`)
 #
 # Without a Go toolchain the peers cannot be built: the end-to-end tests then report that they were
@@ -30,5 +31,14 @@ if [[ $# -eq 0 ]]; then
         scripts/check-observability.sh
     else
         echo "scripts/test.sh: no Go toolchain: scripts/check-observability.sh skipped" >&2
+    fi
+    # The charts and the CloudFormation template (helm lint/template, schema, cfn-lint, policy check).
+    if [[ -n "${CLOUDOPTIM_HELM:-}" && -n "${CLOUDOPTIM_CFN_LINT:-}" ]]; then
+        scripts/check-chart.sh
+    elif [[ "${CLOUDOPTIM_E2E_REQUIRED:-0}" == 1 ]]; then
+        echo "scripts/test.sh: helm or cfn-lint missing (e2e/tools/setup.sh) and CLOUDOPTIM_E2E_REQUIRED=1" >&2
+        exit 1
+    else
+        echo "scripts/test.sh: no helm or cfn-lint: scripts/check-chart.sh skipped" >&2
     fi
 fi

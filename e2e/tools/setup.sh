@@ -3,7 +3,8 @@
 #   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl  (k8s/go.mod)
 #   etcd (etcd/go.mod), kwok (kwok/go.mod), helm (helm/go.mod)
 #   lua-health (lua-health/: Argo CD's Lua interpreter, gopher-lua, running health scripts)
-#   moto_server (a Python venv), prometheus + promtool (Debian package, optional)
+#   moto_server (a Python venv), cfn-lint (a Python venv: scripts/check-chart.sh lints the
+#   CloudFormation template with it), prometheus + promtool (Debian package, optional)
 #
 # Everything goes to ${CLOUDOPTIM_E2E_CACHE:-$HOME/.cache/cloudoptim-e2e}/<component>-<version>/.
 # A warm run only checks that the binaries exist and takes about a second.
@@ -16,7 +17,7 @@
 # Knobs:
 #   CLOUDOPTIM_E2E_CACHE     cache root (default $HOME/.cache/cloudoptim-e2e)
 #   CLOUDOPTIM_E2E_REQUIRED  1 = a missing optional peer (prometheus) is an error
-#   CLOUDOPTIM_E2E_SKIP      space-separated components not to build: k8s etcd kwok helm lua moto prometheus
+#   CLOUDOPTIM_E2E_SKIP      space-separated components not to build: k8s etcd kwok helm lua moto cfnlint prometheus
 #   CLOUDOPTIM_<NAME>        a pre-set path to an executable wins over the cache (e.g. CLOUDOPTIM_ETCD)
 #   KUBEBUILDER_ASSETS       a dir holding kube-apiserver / etcd / kubectl is used for those
 set -euo pipefail
@@ -27,6 +28,7 @@ REQUIRED=${CLOUDOPTIM_E2E_REQUIRED:-0}
 SKIP=" ${CLOUDOPTIM_E2E_SKIP:-} "
 MOTO_VERSION=5.2.5
 MOTO_EXTRAS="server,ec2,autoscaling,sqs,events,sts"
+CFN_LINT_VERSION=1.58.0
 
 export GOTOOLCHAIN=local      # never download a Go toolchain
 export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
@@ -205,6 +207,26 @@ build_moto() {
     log "moto venv ready in $(( $(date +%s) - t0 ))s"
 }
 
+# --- cfn-lint (CloudFormation linter for deploy/cloudformation) -----------------------------
+build_cfnlint() {
+    preset CLOUDOPTIM_CFN_LINT && return 0
+    local dir="$CACHE/cfn-lint-$CFN_LINT_VERSION" py t0
+    RESOLVED[CLOUDOPTIM_CFN_LINT]="$dir/venv/bin/cfn-lint"
+    [[ -f "$dir/.complete" && -x "$dir/venv/bin/cfn-lint" ]] && return 0
+    if ((NOBUILD)); then log "not installing cfn-lint (CLOUDOPTIM_E2E_SKIP)"; return 0; fi
+    t0=$(date +%s)
+    py=$(command -v python3) || die "python3 not found (needed for cfn-lint)"
+    log "creating cfn-lint $CFN_LINT_VERSION venv in $dir/venv ..."
+    rm -rf "$dir/venv" "$dir/.complete"
+    mkdir -p "$dir"
+    "$py" -m venv "$dir/venv"
+    nice -n 10 "$dir/venv/bin/pip" install --quiet --disable-pip-version-check \
+        "cfn-lint==$CFN_LINT_VERSION" >&2 || die "pip install cfn-lint failed"
+    "$dir/venv/bin/cfn-lint" --version >/dev/null || die "cfn-lint does not run"
+    touch "$dir/.complete"
+    log "cfn-lint venv ready in $(( $(date +%s) - t0 ))s"
+}
+
 # --- prometheus + promtool (optional; Debian package) ----------------------------------------
 build_prometheus() {
     local p t
@@ -234,10 +256,10 @@ build_prometheus() {
 # --- main ------------------------------------------------------------------------------------
 T0=$(date +%s)
 # A skipped component is not built, but an already cached copy is still exported.
-for comp in k8s etcd kwok helm lua moto prometheus; do
+for comp in k8s etcd kwok helm lua moto cfnlint prometheus; do
     NOBUILD=0
     skipped "$comp" && NOBUILD=1
-    if ((!NOBUILD)) && [[ $comp != moto && $comp != prometheus ]]; then
+    if ((!NOBUILD)) && [[ $comp != moto && $comp != cfnlint && $comp != prometheus ]]; then
         command -v go >/dev/null || die "go not found in PATH (needed to build $comp)"
     fi
     "build_$comp"
@@ -248,7 +270,7 @@ ENV_FILE="$CACHE/env.sh"
     echo "# written by e2e/tools/setup.sh"
     for var in CLOUDOPTIM_KUBE_APISERVER CLOUDOPTIM_KUBE_CONTROLLER_MANAGER CLOUDOPTIM_KUBE_SCHEDULER \
                CLOUDOPTIM_KUBECTL CLOUDOPTIM_ETCD CLOUDOPTIM_KWOK CLOUDOPTIM_KWOK_STAGES CLOUDOPTIM_HELM \
-               CLOUDOPTIM_LUA_HEALTH CLOUDOPTIM_MOTO_SERVER CLOUDOPTIM_PROMETHEUS CLOUDOPTIM_PROMTOOL; do
+               CLOUDOPTIM_LUA_HEALTH CLOUDOPTIM_MOTO_SERVER CLOUDOPTIM_CFN_LINT CLOUDOPTIM_PROMETHEUS CLOUDOPTIM_PROMTOOL; do
         [[ -n "${RESOLVED[$var]:-}" && -e "${RESOLVED[$var]}" ]] && printf 'export %s=%q\n' "$var" "${RESOLVED[$var]}"
     done
     printf 'export %s=%q\n' CLOUDOPTIM_E2E_CACHE "$CACHE"
