@@ -409,6 +409,22 @@ async fn interruption_notices_taint_cordon_drain_and_flag() {
     ] {
         assert_eq!(count(kind), 1.0, "{kind}");
     }
+    // moto stamps each message's SentTimestamp; the operator measured its age and the cordon latency.
+    for kind in ["spot_interruption", "rebalance", "state_change"] {
+        assert_eq!(
+            operator.metric(&format!(
+                "cloudoptim_interruption_message_age_seconds_count{{kind=\"{kind}\"}}"
+            )),
+            1.0,
+            "{kind}"
+        );
+    }
+    assert_eq!(
+        operator.metric(
+            "cloudoptim_interruption_cordon_latency_seconds_count{kind=\"spot_interruption\"}"
+        ),
+        1.0
+    );
 
     // Forged or stale messages: refused by origin and time, counted, deleted, and nothing touched.
     let bystander = format!("{pool}-bystander");

@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+mod process;
+
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -96,10 +98,27 @@ pub struct Metrics {
     pub interruption_held_oldest: IntGaugeVec,
     /// `cloudoptim_interruption_releases_total{kind}`: held nodes uncordoned once healthy again.
     pub interruption_releases: IntCounterVec,
+    /// `cloudoptim_build_info{version,commit}`: always 1.
+    pub build_info: IntGaugeVec,
+    /// `cloudoptim_interruption_message_age_seconds{kind}`: from SQS receiving a notice (its
+    /// `SentTimestamp`) to CloudOptim receiving it.
+    pub interruption_message_age: HistogramVec,
+    /// `cloudoptim_interruption_cordon_latency_seconds{kind}`: from a notice's event time to its
+    /// node's cordon.
+    pub interruption_cordon_latency: HistogramVec,
     /// The per-node and per-policy series each policy exported last, so that series of nodes and
     /// policies that are gone are removed instead of being reported forever.
     owned: Arc<Mutex<BTreeMap<String, BTreeSet<Series>>>>,
 }
+
+/// The `kind` label of the interruption metrics: every notice kind the intake reads.
+pub const NOTICE_KINDS: [&str; 5] = [
+    "spot_interruption",
+    "rebalance",
+    "state_change",
+    "scheduled_change",
+    "launch_failed",
+];
 
 /// One labelled series a policy's reconcile exports.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -151,6 +170,14 @@ impl Metrics {
         };
         let fast = vec![0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
         let slow = vec![1.0, 5.0, 10.0, 30.0, 60.0, 90.0, 120.0, 300.0, 600.0];
+        // Notices give two minutes: the buckets resolve that window.
+        let notice = vec![
+            0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 90.0, 120.0, 300.0,
+        ];
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        registry.register(Box::new(process::ProcessCollector::new(started)?))?;
         Ok(Metrics {
             nodes: int_gauge(
                 "nodes",
@@ -325,9 +352,54 @@ impl Metrics {
                 "Nodes cordoned for an interruption notice and uncordoned once healthy again.",
                 &["kind"],
             )?,
+            build_info: int_gauge(
+                "build_info",
+                "Always 1: the version and commit this binary was built from.",
+                &["version", "commit"],
+            )?,
+            interruption_message_age: histogram(
+                "interruption_message_age_seconds",
+                "Seconds from SQS receiving an interruption notice to CloudOptim receiving it.",
+                &["kind"],
+                notice.clone(),
+            )?,
+            interruption_cordon_latency: histogram(
+                "interruption_cordon_latency_seconds",
+                "Seconds from an interruption notice's event time to its node's cordon.",
+                &["kind"],
+                notice,
+            )?,
             owned: Arc::default(),
             registry,
-        })
+        }
+        .initialised())
+    }
+
+    /// Series that exist from the start, at zero, so that `rate()` and `increase()` see the first
+    /// event and dashboards show 0 rather than "no data".
+    fn initialised(self) -> Metrics {
+        self.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("CLOUDOPTIM_COMMIT_TEXT")])
+            .set(1);
+        for kind in NOTICE_KINDS {
+            self.interruptions.with_label_values(&[kind]);
+            self.interruption_message_age.with_label_values(&[kind]);
+            self.interruption_cordon_latency.with_label_values(&[kind]);
+        }
+        for kind in ["spot_interruption", "rebalance"] {
+            self.interruption_releases.with_label_values(&[kind]);
+        }
+        for result in ["ok", "blocked", "failed", "error"] {
+            self.drains.with_label_values(&[result]);
+        }
+        self.evictions.with_label_values(&["evicted"]);
+        for controller in ["policy", "node_template", "hibernation"] {
+            self.reconcile_duration.with_label_values(&[controller]);
+        }
+        for target in ["kubernetes", "aws"] {
+            self.fenced_writes.with_label_values(&[target]);
+        }
+        self
     }
 
     /// Record that `owner` (a policy) now exports exactly `series`; every series no owner exports any
@@ -416,6 +488,35 @@ impl Drop for ReconcileTimer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The value of the sample line that starts with `series` (name and labels).
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    }
+
+    #[test]
+    fn build_info_process_metrics_and_zeroed_series_exist_before_any_event() {
+        let text = Metrics::new().expect("registry builds").render();
+        let build = format!(
+            "cloudoptim_build_info{{commit=\"{}\",version=\"{}\"}}",
+            env!("CLOUDOPTIM_COMMIT_TEXT"),
+            env!("CARGO_PKG_VERSION")
+        );
+        assert_eq!(sample(&text, &build), Some(1.0), "{text}");
+        assert!(sample(&text, "process_resident_memory_bytes").is_some_and(|b| b > 1e6));
+        assert!(sample(&text, "process_open_fds").is_some_and(|n| n >= 3.0));
+        assert!(sample(&text, "process_start_time_seconds").is_some_and(|s| s > 1.7e9));
+        assert!(text.contains("# TYPE process_cpu_seconds_total counter"));
+        for zero in [
+            "cloudoptim_drains_total{result=\"failed\"}",
+            "cloudoptim_interruptions_total{kind=\"spot_interruption\"}",
+            "cloudoptim_interruption_message_age_seconds_count{kind=\"rebalance\"}",
+            "cloudoptim_interruption_cordon_latency_seconds_count{kind=\"spot_interruption\"}",
+        ] {
+            assert_eq!(sample(&text, zero), Some(0.0), "{zero} in\n{text}");
+        }
+    }
 
     #[test]
     fn every_metric_is_exported_with_the_prefix_once_touched() {

@@ -24,7 +24,7 @@ pub const EXIT_NOT_IMPLEMENTED: i32 = 3;
 
 /// CloudOptim: run AWS Kubernetes clusters on Spot capacity cheaply and safely.
 #[derive(Debug, Parser)]
-#[command(name = "cloudoptim", version, about, long_about = None)]
+#[command(name = "cloudoptim", version = env!("CLOUDOPTIM_VERSION_TEXT"), about, long_about = None)]
 pub struct Cli {
     /// Log format: `pretty` for people, `json` for log pipelines.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty, env = "CLOUDOPTIM_LOG_FORMAT")]

@@ -847,6 +847,7 @@ impl Cloud for AwsCloud {
             .queue_url(queue_url)
             .max_number_of_messages(max.clamp(1, 10))
             .wait_time_seconds(wait_seconds.clamp(0, 20))
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::SentTimestamp)
             .send()
             .await
             .map_err(|e| classify(OP, e))
@@ -858,6 +859,12 @@ impl Cloud for AwsCloud {
                             id: m.message_id()?.to_string(),
                             receipt: m.receipt_handle()?.to_string(),
                             body: m.body().unwrap_or_default().to_string(),
+                            sent_millis: m
+                                .attributes()
+                                .and_then(|a| {
+                                    a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::SentTimestamp)
+                                })
+                                .and_then(|t| t.parse().ok()),
                         })
                     })
                     .collect()

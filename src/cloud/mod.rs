@@ -211,6 +211,8 @@ pub struct QueueMessage {
     pub receipt: String,
     /// Body (EventBridge JSON).
     pub body: String,
+    /// When SQS received it (its `SentTimestamp`), Unix milliseconds.
+    pub sent_millis: Option<i64>,
 }
 
 /// Exactly the AWS calls CloudOptim makes. Every instance or volume acted on must carry the cluster tag:

@@ -13,6 +13,14 @@ impl<C: Cloud> Intake<C> {
     ) -> Option<FollowUp> {
         let notice = self.believe(queue, &message, &settings).await?;
         self.count(notice.kind.metric_label());
+        if let Some(sent) = message.sent_millis {
+            let age = (chrono::Utc::now().timestamp_millis() - sent).max(0) as f64 / 1000.0;
+            self.ctx
+                .metrics
+                .interruption_message_age
+                .with_label_values(&[notice.kind.metric_label()])
+                .observe(age);
+        }
         if let NoticeKind::LaunchFailed {
             group,
             spot_capacity,
@@ -139,6 +147,15 @@ impl<C: Cloud> Intake<C> {
                     tracing::warn!(node = %name, error = %e, "could not cordon an interrupted node; the message stays for a retry");
                     durable = false;
                     continue;
+                }
+                if let Some(at) = notice.time_millis {
+                    let latency =
+                        (chrono::Utc::now().timestamp_millis() - at).max(0) as f64 / 1000.0;
+                    self.ctx
+                        .metrics
+                        .interruption_cordon_latency
+                        .with_label_values(&[notice.kind.metric_label()])
+                        .observe(latency);
                 }
             }
             tracing::info!(node = %name, instance = %id, kind = notice.kind.metric_label(), response = ?response, dry_run = settings.dry_run, "interruption notice");
