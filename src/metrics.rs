@@ -399,6 +399,28 @@ impl Metrics {
         for target in ["kubernetes", "aws"] {
             self.fenced_writes.with_label_values(&[target]);
         }
+        for result in ["ok", "error"] {
+            self.consolidation_actions
+                .with_label_values(&["terminate", result]);
+            for op in ["apply", "delete"] {
+                self.hub_flag_writes.with_label_values(&[op, result]);
+            }
+        }
+        for result in [
+            "created",
+            "merged",
+            "duplicate",
+            "stale",
+            "invalid",
+            "unauthorized",
+            "forbidden",
+            "too_large",
+        ] {
+            self.hub_reports.with_label_values(&[result]);
+        }
+        for limit in ["report_rate", "requests", "watches", "flags", "connections"] {
+            self.hub_limited.with_label_values(&[limit]);
+        }
         self
     }
 
