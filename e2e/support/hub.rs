@@ -239,6 +239,15 @@ impl Hub {
         }
     }
 
+    /// Port of the hub's /metrics (from its `--metrics-addr`).
+    pub fn metrics_port(&self) -> u16 {
+        self.args
+            .iter()
+            .find_map(|a| a.strip_prefix("--metrics-addr=127.0.0.1:")?.parse().ok())
+            .expect("the hub is started with --metrics-addr")
+    }
+
+    /// The hub's URL.
     pub fn url(&self) -> String {
         let scheme = if self.ca.is_some() { "https" } else { "http" };
         format!("{scheme}://127.0.0.1:{}", self.port)

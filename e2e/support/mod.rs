@@ -30,6 +30,7 @@ pub mod hub;
 pub mod nodes;
 pub mod operator;
 pub mod pricing;
+pub mod prometheus;
 pub mod proxy;
 pub mod rbac;
 
@@ -43,7 +44,7 @@ fn required() -> bool {
 }
 
 /// Skip (return `None`) or fail, depending on `CLOUDOPTIM_E2E_REQUIRED`, when a peer is missing.
-fn missing<T>(what: &str) -> Option<T> {
+pub(crate) fn missing<T>(what: &str) -> Option<T> {
     if required() {
         panic!("e2e peer unavailable: {what} (CLOUDOPTIM_E2E_REQUIRED=1); run e2e/tools/setup.sh");
     }
