@@ -135,6 +135,7 @@ if [[ ! -f "$BASE_DIR/base.tar" ]]; then
     deb=$(ls "$tmp"/ca-certificates_*.deb)
     mkdir -p "$tmp/ca"
     dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$tmp/ca" ./usr/share/ca-certificates/mozilla ./usr/share/doc/ca-certificates/copyright
+    # shellcheck disable=SC1003  # sed's `$a\`: end the file with a newline, as update-ca-certificates
     find "$tmp/ca/usr/share/ca-certificates/mozilla" -name '*.crt' -print0 | LC_ALL=C sort -z \
         | while IFS= read -r -d '' crt; do sed -e '$a\' "$crt"; done > "$rootfs/etc/ssl/certs/ca-certificates.crt"
     mkdir -p "$rootfs/usr/share/doc/ca-certificates"

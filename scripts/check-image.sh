@@ -180,10 +180,9 @@ fi
 CHROOT=$(command -v chroot)
 # Only the image's own environment (its config's Env), nothing of this machine's.
 mapfile -t image_env < <(python3 -c 'import json,sys; [print(e) for e in json.load(open(sys.argv[1]))["config"].get("Env") or []]' "$work/config.json")
-run() { env -i "${image_env[@]}" "$@" "$CHROOT" --userspec=65532:65532 "$rootfs" /cloudoptim "${RUN_ARGS[@]}"; }
+run() { env -i "${image_env[@]}" "$CHROOT" --userspec=65532:65532 "$rootfs" /cloudoptim "$@"; }
 
-RUN_ARGS=(--version)
-out=$(run 2>&1) || fail "/cloudoptim --version in the image failed: $out"
+out=$(run --version 2>&1) || fail "/cloudoptim --version in the image failed: $out"
 want="cloudoptim $VERSION (commit ${COMMIT:-unknown})"
 [[ "$out" == "$want" ]] || fail "/cloudoptim --version printed '$out', want '$want' (was the binary built with this CLOUDOPTIM_COMMIT?)"
 ok "chroot --userspec=65532:65532 ROOTFS /cloudoptim --version: $out"
@@ -198,8 +197,7 @@ for lib in $libs; do
 done
 ok "libraries loaded (all from the image's filesystem):$libs"
 
-RUN_ARGS=(plan)
-out=$(run 2>&1) || fail "/cloudoptim plan in the image failed: $out"
+out=$(run plan 2>&1) || fail "/cloudoptim plan in the image failed: $out"
 grep -q "^CloudOptim plan for" <<< "$out" || fail "/cloudoptim plan printed no 'CloudOptim plan for': $out"
 grep -q "^COST " <<< "$out" || fail "/cloudoptim plan printed no COST table: $out"
 ok "chroot --userspec=65532:65532 ROOTFS /cloudoptim plan: $(head -1 <<< "$out"); $(grep -m1 'per hour' <<< "$out" | tr -s ' ')"
