@@ -3,7 +3,8 @@
 #
 #   scripts/test.sh            build/find the real test peers (API server, etcd, kwok, moto, helm,
 #                              cfn-lint) and run every unit, property, CLI and end-to-end test, then
-#                              scripts/check-chart.sh (the charts and the CloudFormation template)
+#                              scripts/check-chart.sh (the charts and the CloudFormation template) and
+#                              scripts/check-image.sh (the container image, the release workflow)
 #   scripts/test.sh <filter>   the same, passing <filter> to `cargo test` (e.g. `api::`, `e2e_proofs`)
 #
 # Without a Go toolchain the peers cannot be built: the end-to-end tests then report that they were
@@ -41,4 +42,8 @@ if [[ $# -eq 0 ]]; then
     else
         echo "scripts/test.sh: no helm or cfn-lint: scripts/check-chart.sh skipped" >&2
     fi
+    # The container image: the Dockerfile's layout built without a daemon from the binary the tests
+    # above built, inspected with crane and run chrooted in its own read-only filesystem as 65532;
+    # and the release workflow linted (skips without root or Go, unless CLOUDOPTIM_E2E_REQUIRED=1).
+    scripts/check-image.sh "${CARGO_TARGET_DIR:-target}/debug/cloudoptim"
 fi

@@ -3,6 +3,8 @@
 #   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl  (k8s/go.mod)
 #   etcd (etcd/go.mod), kwok (kwok/go.mod), helm (helm/go.mod)
 #   lua-health (lua-health/: Argo CD's Lua interpreter, gopher-lua, running health scripts)
+#   crane (crane/go.mod: builds the container image without a daemon, scripts/build-image.sh)
+#   actionlint (actionlint/go.mod: lints .github/workflows, scripts/check-image.sh)
 #   moto_server (a Python venv), cfn-lint (a Python venv: scripts/check-chart.sh lints the
 #   CloudFormation template with it), prometheus + promtool (Debian package, optional)
 #
@@ -17,7 +19,8 @@
 # Knobs:
 #   CLOUDOPTIM_E2E_CACHE     cache root (default $HOME/.cache/cloudoptim-e2e)
 #   CLOUDOPTIM_E2E_REQUIRED  1 = a missing optional peer (prometheus) is an error
-#   CLOUDOPTIM_E2E_SKIP      space-separated components not to build: k8s etcd kwok helm lua moto cfnlint prometheus
+#   CLOUDOPTIM_E2E_SKIP      space-separated components not to build: k8s etcd kwok helm lua crane actionlint moto cfnlint
+#                            prometheus
 #   CLOUDOPTIM_<NAME>        a pre-set path to an executable wins over the cache (e.g. CLOUDOPTIM_ETCD)
 #   KUBEBUILDER_ASSETS       a dir holding kube-apiserver / etcd / kubectl is used for those
 set -euo pipefail
@@ -186,6 +189,31 @@ build_lua() {
     go_build_tool "$moddir" . "$dir/lua-health" ""
 }
 
+# --- crane (go-containerregistry's registry client: daemonless image assembly) ---------------
+build_crane() {
+    preset CLOUDOPTIM_CRANE && return 0
+    local moddir="$HERE/crane" ver dir
+    ver=$(gomod_version "$moddir" github.com/google/go-containerregistry)
+    dir="$CACHE/crane-$ver/bin"
+    RESOLVED[CLOUDOPTIM_CRANE]="$dir/crane"
+    [[ -x "$dir/crane" ]] && return 0
+    mkdir -p "$dir"
+    # `crane version` reads the module version from the build info; nothing to stamp.
+    go_build_tool "$moddir" github.com/google/go-containerregistry/cmd/crane "$dir/crane" ""
+}
+
+# --- actionlint (GitHub Actions workflow linter) ---------------------------------------------
+build_actionlint() {
+    preset CLOUDOPTIM_ACTIONLINT && return 0
+    local moddir="$HERE/actionlint" ver dir
+    ver=$(gomod_version "$moddir" github.com/rhysd/actionlint)
+    dir="$CACHE/actionlint-$ver/bin"
+    RESOLVED[CLOUDOPTIM_ACTIONLINT]="$dir/actionlint"
+    [[ -x "$dir/actionlint" ]] && return 0
+    mkdir -p "$dir"
+    go_build_tool "$moddir" github.com/rhysd/actionlint/cmd/actionlint "$dir/actionlint" ""
+}
+
 # --- moto (AWS fake) -------------------------------------------------------------------------
 build_moto() {
     preset CLOUDOPTIM_MOTO_SERVER && return 0
@@ -256,7 +284,7 @@ build_prometheus() {
 # --- main ------------------------------------------------------------------------------------
 T0=$(date +%s)
 # A skipped component is not built, but an already cached copy is still exported.
-for comp in k8s etcd kwok helm lua moto cfnlint prometheus; do
+for comp in k8s etcd kwok helm lua crane actionlint moto cfnlint prometheus; do
     NOBUILD=0
     skipped "$comp" && NOBUILD=1
     if ((!NOBUILD)) && [[ $comp != moto && $comp != cfnlint && $comp != prometheus ]]; then
@@ -270,7 +298,7 @@ ENV_FILE="$CACHE/env.sh"
     echo "# written by e2e/tools/setup.sh"
     for var in CLOUDOPTIM_KUBE_APISERVER CLOUDOPTIM_KUBE_CONTROLLER_MANAGER CLOUDOPTIM_KUBE_SCHEDULER \
                CLOUDOPTIM_KUBECTL CLOUDOPTIM_ETCD CLOUDOPTIM_KWOK CLOUDOPTIM_KWOK_STAGES CLOUDOPTIM_HELM \
-               CLOUDOPTIM_LUA_HEALTH CLOUDOPTIM_MOTO_SERVER CLOUDOPTIM_CFN_LINT CLOUDOPTIM_PROMETHEUS CLOUDOPTIM_PROMTOOL; do
+               CLOUDOPTIM_LUA_HEALTH CLOUDOPTIM_CRANE CLOUDOPTIM_ACTIONLINT CLOUDOPTIM_MOTO_SERVER CLOUDOPTIM_CFN_LINT CLOUDOPTIM_PROMETHEUS CLOUDOPTIM_PROMTOOL; do
         [[ -n "${RESOLVED[$var]:-}" && -e "${RESOLVED[$var]}" ]] && printf 'export %s=%q\n' "$var" "${RESOLVED[$var]}"
     done
     printf 'export %s=%q\n' CLOUDOPTIM_E2E_CACHE "$CACHE"
