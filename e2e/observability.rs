@@ -181,7 +181,7 @@ async fn prometheus_scrapes_operator_and_hub_every_dashboard_query_has_data_no_a
     let mut args = hub.member_args();
     args.extend(["--hub-token-file".into(), token.display().to_string()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let operator = Operator::start(&cp, &moto, CLUSTER, &args);
+    let operator = Operator::start(cp, &moto, CLUSTER, &args);
 
     // Prometheus scraping both, with the chart's alert rules.
     let rules = repo_root().join("charts/cloudoptim/files/alerts.yaml");

@@ -189,6 +189,7 @@ pub fn is_read_only_operation(name: &str) -> bool {
         .any(|prefix| name.starts_with(prefix))
 }
 
+#[cfg(feature = "aws")]
 impl aws_smithy_runtime_api::client::interceptors::Intercept for AwsFence {
     fn name(&self) -> &'static str {
         "CloudOptimLeaderFence"

@@ -7,12 +7,14 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::engine::catalog::{Catalog, CatalogError, name_a_few};
 
+#[cfg(feature = "aws")]
 pub mod catalog;
 pub mod crds;
 pub mod hub;
 pub mod iam;
 pub mod plan;
 pub mod rank;
+#[cfg(feature = "aws")]
 pub mod run;
 pub mod schedule;
 pub mod snapshot;
@@ -62,6 +64,7 @@ pub enum OutputFormat {
 pub enum Command {
     /// Run the operator: reconcile NodeTemplates, OptimizationPolicies and HibernationSchedules in the
     /// cluster of the current kubeconfig (or in-cluster config) and handle Spot interruptions.
+    #[cfg(feature = "aws")]
     Run(Box<run::RunArgs>),
     /// Run the multi-cluster hub that aggregates Spot risk flags reported by member clusters.
     Hub(hub::HubArgs),
@@ -71,6 +74,7 @@ pub enum Command {
     /// Rank Spot and on-demand candidates (instance type x zone) by risk-weighted price for a region.
     Rank(rank::RankArgs),
     /// Build a catalog directory for `--catalog` from the live AWS APIs (`catalog export`).
+    #[cfg(feature = "aws")]
     Catalog(catalog::CatalogArgs),
     /// Write the current cluster's nodes, pods and PodDisruptionBudgets as a List for `plan`.
     Snapshot(snapshot::SnapshotArgs),
@@ -150,10 +154,12 @@ pub fn catalog_covers(catalog: &Catalog, region: &str) -> bool {
 /// Dispatch a parsed command line.
 pub fn dispatch(command: Command) -> Result<(), CliError> {
     match command {
+        #[cfg(feature = "aws")]
         Command::Run(args) => run::run(&args),
         Command::Hub(args) => hub::run(&args),
         Command::Plan(args) => plan::run(&args),
         Command::Rank(args) => rank::run(&args),
+        #[cfg(feature = "aws")]
         Command::Catalog(args) => catalog::run(&args),
         Command::Snapshot(args) => snapshot::run(&args),
         Command::Schedule(args) => schedule::run(&args),

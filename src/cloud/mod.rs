@@ -10,6 +10,7 @@ use std::future::Future;
 pub use crate::engine::catalog::OnDemandPrices;
 pub use crate::engine::spot_average::SpotPricePoint;
 
+#[cfg(feature = "aws")]
 pub mod aws;
 pub mod fake;
 pub mod iam;
