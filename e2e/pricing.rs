@@ -25,14 +25,11 @@ const REGION: &str = "eu-west-3";
 async fn the_sdk_client_pages_retries_throttling_and_skips_malformed_products() {
     let endpoint = PricingEndpoint::start().await;
     let metrics = cloudoptim::metrics::Metrics::new().expect("metrics");
+    // Only the Price List API is called: every client may point at the recorded endpoint.
     let options = AwsOptions {
         region: REGION.into(),
         pricing_endpoint_url: Some(endpoint.url.clone()),
-        static_credentials: Some((
-            support::aws::ACCESS_KEY.into(),
-            support::aws::SECRET_KEY.into(),
-        )),
-        ..AwsOptions::default()
+        ..support::aws::options(&endpoint.url)
     };
     let cloud = AwsCloud::connect(&options, metrics.clone()).await;
 

@@ -386,7 +386,7 @@ async fn evicted_deployment_pod_is_rescheduled_onto_another_kwok_node() {
 
 #[tokio::test]
 async fn the_aws_sdk_creates_a_group_in_moto_and_cloudoptim_sees_its_instances() {
-    use cloudoptim::cloud::aws::{AwsCloud, AwsOptions};
+    use cloudoptim::cloud::aws::AwsCloud;
     use cloudoptim::cloud::{Cloud, GroupSelector};
     let Some(moto) = support::Moto::start() else {
         return;
@@ -397,15 +397,7 @@ async fn the_aws_sdk_creates_a_group_in_moto_and_cloudoptim_sees_its_instances()
     support::aws::create_group(&sdk, "proof-asg", &template, 2, &tags).await;
 
     let metrics = cloudoptim::metrics::Metrics::new().expect("metrics");
-    let options = AwsOptions {
-        region: support::aws::REGION.into(),
-        endpoint_url: Some(moto.endpoint.clone()),
-        static_credentials: Some((
-            support::aws::ACCESS_KEY.into(),
-            support::aws::SECRET_KEY.into(),
-        )),
-        ..AwsOptions::default()
-    };
+    let options = support::aws::options(&moto.endpoint);
     let cloud = AwsCloud::connect(&options, metrics.clone()).await;
     let groups = cloud
         .groups(&GroupSelector::Tags(tags.clone()))
@@ -446,21 +438,13 @@ async fn the_aws_sdk_creates_a_group_in_moto_and_cloudoptim_sees_its_instances()
 #[tokio::test]
 async fn the_aws_sdk_reads_the_spot_price_history_of_only_the_types_asked_for_from_moto() {
     use cloudoptim::cloud::Cloud;
-    use cloudoptim::cloud::aws::{AwsCloud, AwsOptions};
+    use cloudoptim::cloud::aws::AwsCloud;
     use cloudoptim::engine::spot_average::{WINDOW_SECS, averages};
     let Some(moto) = support::Moto::start() else {
         return;
     };
     let metrics = cloudoptim::metrics::Metrics::new().expect("metrics");
-    let options = AwsOptions {
-        region: support::aws::REGION.into(),
-        endpoint_url: Some(moto.endpoint.clone()),
-        static_credentials: Some((
-            support::aws::ACCESS_KEY.into(),
-            support::aws::SECRET_KEY.into(),
-        )),
-        ..AwsOptions::default()
-    };
+    let options = support::aws::options(&moto.endpoint);
     let cloud = AwsCloud::connect(&options, metrics.clone()).await;
     let now = chrono::Utc::now().timestamp();
 

@@ -114,17 +114,11 @@ async fn assume_role_goes_through_sts_with_the_external_id() {
     };
     let (proxy, address) = start_proxy(&moto.endpoint, 0).await;
     let options = AwsOptions {
-        region: support::aws::REGION.into(),
-        endpoint_url: Some(format!("http://{address}")),
-        static_credentials: Some((
-            support::aws::ACCESS_KEY.into(),
-            support::aws::SECRET_KEY.into(),
-        )),
         assume_role: Some(AssumeRole {
             role_arn: "arn:aws:iam::123456789012:role/cloudoptim".into(),
             external_id: Some("fleet-42".into()),
         }),
-        ..AwsOptions::default()
+        ..support::aws::options(&format!("http://{address}"))
     };
     let metrics = cloudoptim::metrics::Metrics::new().expect("metrics");
     let cloud = AwsCloud::connect(&options, metrics).await;
@@ -160,15 +154,7 @@ async fn throttled_calls_are_retried_and_counted() {
     };
     let (proxy, address) = start_proxy(&moto.endpoint, 2).await;
     let metrics = cloudoptim::metrics::Metrics::new().expect("metrics");
-    let options = AwsOptions {
-        region: support::aws::REGION.into(),
-        endpoint_url: Some(format!("http://{address}")),
-        static_credentials: Some((
-            support::aws::ACCESS_KEY.into(),
-            support::aws::SECRET_KEY.into(),
-        )),
-        ..AwsOptions::default()
-    };
+    let options = support::aws::options(&format!("http://{address}"));
     let cloud = AwsCloud::connect(&options, metrics.clone()).await;
     let selector = GroupSelector::Names(vec!["none".into()]);
 

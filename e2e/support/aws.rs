@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_autoscaling::types::{LaunchTemplateSpecification, Tag};
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+use cloudoptim::cloud::aws::AwsOptions;
 
 /// The region every e2e test uses.
 pub const REGION: &str = "us-east-1";
@@ -27,6 +28,17 @@ pub async fn sdk_config(endpoint: &str) -> SdkConfig {
         ))
         .load()
         .await
+}
+
+/// CloudOptim's own AWS options for `endpoint` (a moto server, or a proxy in front of one): the e2e
+/// region and the dummy credentials, every SDK client pointed at `endpoint`.
+pub fn options(endpoint: &str) -> AwsOptions {
+    AwsOptions {
+        region: REGION.into(),
+        endpoint_url: Some(endpoint.into()),
+        static_credentials: Some((ACCESS_KEY.into(), SECRET_KEY.into())),
+        ..AwsOptions::default()
+    }
 }
 
 /// The first image moto knows (any will do for its instances).

@@ -1,7 +1,9 @@
 //! `cloudoptim schedule`: transitions of a HibernationSchedule, or its state at an instant.
 //!
-//! The file is read with a private serde view of just the fields that decide *when* (not the CRD type):
-//! the CLI then needs nothing from the Kubernetes types and can name the exact field in every error.
+//! The file is read as the controller reads the object: into the CRD's own spec type
+//! ([`crate::api::file`]), then compiled by the controller's own step
+//! ([`crate::controllers::hibernation::compile`]), so the CLI and the operator refuse the same
+//! schedules with the same messages, each naming the field.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -9,12 +11,13 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use clap::Args;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::{CliError, OutputFormat};
-use crate::engine::schedule::{
-    self, CompiledSchedule, DEFAULT_PREWARM_MINUTES, ScheduleSpec, Transition,
-};
+use crate::api::file::read;
+use crate::api::{HibernationSchedule, HibernationScheduleSpec};
+use crate::controllers::hibernation;
+use crate::engine::schedule::{CompiledSchedule, Transition};
 
 /// The longest listing `--days` accepts (ten years).
 const MAX_DAYS: u32 = 3660;
@@ -70,89 +73,39 @@ pub(super) struct Loaded {
     pub(super) notes: Vec<String>,
 }
 
-/// What kind of object the file holds.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Header {
-    api_version: Option<String>,
-    kind: Option<String>,
-}
-
-/// The parts of a HibernationSchedule that `schedule` reads; everything else is ignored.
-#[derive(Debug, Deserialize)]
-struct Document {
-    spec: SpecFields,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SpecFields {
-    time_zone: String,
-    #[serde(default)]
-    weekly_matrix: Option<Vec<u8>>,
-    #[serde(default)]
-    awake: Option<Vec<String>>,
-    #[serde(default = "default_prewarm")]
-    prewarm_minutes: u32,
-    #[serde(default)]
-    suspend: bool,
-    #[serde(default, rename = "override")]
-    override_: Option<OverrideFields>,
-}
-
-#[derive(Debug, Deserialize)]
-struct OverrideFields {
-    state: String,
-    until: String,
-}
-
-fn default_prewarm() -> u32 {
-    DEFAULT_PREWARM_MINUTES
-}
-
-const API_VERSION: &str = "cloudoptim.io/v1alpha1";
-const KIND: &str = "HibernationSchedule";
-
+/// Read and check `--file FILE`. Errors name the file and the field.
 pub(super) fn load(path: &Path) -> Result<Loaded, CliError> {
     let shown = path.display();
-    let bad = |message: String| CliError::BadInput(format!("{shown}: {message}"));
-    let text = std::fs::read_to_string(path).map_err(|err| bad(format!("cannot read: {err}")))?;
-    // The kind first, so that another kind of object is not reported as a schedule with bad fields.
-    let header: Header = serde_yaml::from_str(&text).map_err(|err| bad(err.to_string()))?;
-    for (field, found, expected) in [
-        ("kind", &header.kind, KIND),
-        ("apiVersion", &header.api_version, API_VERSION),
-    ] {
-        match found.as_deref() {
-            Some(found) if found == expected => {}
-            Some(found) => {
-                return Err(bad(format!(
-                    "{field}: expected {expected}, found \"{found}\""
-                )));
-            }
-            None => return Err(bad(format!("{field}: missing; expected {expected}"))),
-        }
-    }
-    let document: Document = serde_yaml::from_str(&text).map_err(|err| bad(err.to_string()))?;
-    let spec = document.spec;
-    let schedule = schedule::compile(&ScheduleSpec {
-        time_zone: spec.time_zone,
-        weekly_matrix: spec.weekly_matrix,
-        awake: spec.awake,
-        prewarm_minutes: spec.prewarm_minutes,
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| CliError::BadInput(format!("{shown}: cannot read: {err}")))?;
+    parse(&text).map_err(|err| CliError::BadInput(format!("{shown}: {err}")))
+}
+
+/// A HibernationSchedule document, read into the CRD's spec and compiled by the controller's step.
+fn parse(text: &str) -> Result<Loaded, String> {
+    let file = read::<HibernationSchedule, HibernationScheduleSpec>(text, |_| {})?;
+    let object = HibernationSchedule::new(&file.name, file.spec);
+    // The controller's messages name the field relative to `spec`.
+    let schedule = hibernation::compile(&object).map_err(|err| format!("spec.{err}"))?;
+    Ok(Loaded {
+        schedule,
+        notes: notes(&object.spec),
     })
-    .map_err(|err| bad(format!("spec.{err}")))?;
+}
+
+/// What the timetable listing leaves out: `suspend` and an `override`.
+fn notes(spec: &HibernationScheduleSpec) -> Vec<String> {
     let mut notes = Vec::new();
     if spec.suspend {
         notes.push("spec.suspend is true: the operator does not act on this schedule; shown is its timetable".into());
     }
-    if let Some(held) = spec.override_ {
+    if let Some(held) = &spec.override_ {
         notes.push(format!(
-            "spec.override holds {} until {}; shown is the timetable without it",
-            held.state, held.until
+            "spec.override holds {:?} until {}; shown is the timetable without it",
+            held.state, held.until.0
         ));
     }
-    Ok(Loaded { schedule, notes })
+    notes
 }
 
 fn parse_instant(flag: &str, text: &str) -> Result<DateTime<Utc>, CliError> {
@@ -245,4 +198,69 @@ fn json(transitions: &[Transition]) -> Result<String, CliError> {
         serde_json::to_string_pretty(&rows).map_err(|err| CliError::Failed(err.to_string()))?;
     text.push('\n');
     Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str = "apiVersion: cloudoptim.io/v1alpha1\nkind: HibernationSchedule\n";
+
+    fn parsed(spec: &str) -> Result<Loaded, String> {
+        parse(&format!("{HEAD}spec: {spec}\n"))
+    }
+
+    #[test]
+    fn a_schedule_without_prewarm_takes_the_crd_default() {
+        let loaded = parsed("{timeZone: UTC, awake: ['Mon-Fri 08:00-18:00']}").unwrap();
+        assert_eq!(loaded.schedule.prewarm_minutes(), 30);
+        assert!(loaded.notes.is_empty());
+    }
+
+    #[test]
+    fn suspend_and_override_become_notes() {
+        let loaded = parsed(
+            "{timeZone: UTC, awake: ['Mon 08:00-18:00'], suspend: true, \
+             override: {state: Awake, until: '2024-04-01T18:00:00Z'}}",
+        )
+        .unwrap();
+        assert_eq!(loaded.notes.len(), 2, "{:?}", loaded.notes);
+        assert!(loaded.notes[0].starts_with("spec.suspend is true"));
+        assert!(
+            loaded.notes[1].contains("holds Awake until 2024-04-01T18:00:00Z"),
+            "{}",
+            loaded.notes[1]
+        );
+    }
+
+    #[test]
+    fn the_wrong_kind_an_unknown_field_and_a_bad_timetable_name_the_field() {
+        for (text, expected) in [
+            (
+                "kind: NodeTemplate\n".to_string(),
+                "kind: expected HibernationSchedule, found NodeTemplate",
+            ),
+            (
+                format!("{HEAD}spec: {{timeZone: UTC, awake: ['Mon 08:00-18:00'], prewarm: 5}}"),
+                "spec.prewarm: unknown field",
+            ),
+            (
+                format!("{HEAD}spec: {{awake: ['Mon 08:00-18:00']}}"),
+                "missing field `timeZone`",
+            ),
+            (
+                format!(
+                    "{HEAD}spec: {{timeZone: UTC, awake: ['Mon 08:00-18:00'], prewarmMinutes: 61}}"
+                ),
+                "spec.prewarmMinutes: 61 is more than 60",
+            ),
+            (
+                format!("{HEAD}spec: {{timeZone: UTC}}"),
+                "spec.awake: neither awake nor weeklyMatrix is set",
+            ),
+        ] {
+            let err = parse(&text).err().unwrap_or_default();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+    }
 }

@@ -22,6 +22,9 @@ pub struct FakeState {
     pub spot_history: Vec<SpotPricePoint>,
     /// The instance types each Spot price history call asked for (failed calls included).
     pub spot_history_requests: Vec<Vec<String>>,
+    /// When set, each Spot price history call waits for a permit of this before it answers (tests
+    /// of callers running during a slow fetch; the test decides when the answer comes).
+    pub spot_history_gate: Option<Arc<tokio::sync::Notify>>,
     /// On-demand prices by region (the Price List API).
     pub on_demand: BTreeMap<String, OnDemandPrices>,
     /// How long each Price List call takes before it answers (tests of deadlines, with paused time).
@@ -96,9 +99,14 @@ impl Cloud for FakeCloud {
         if instance_types.is_empty() {
             return Ok(Vec::new());
         }
-        self.state()
-            .spot_history_requests
-            .push(instance_types.to_vec());
+        let gate = {
+            let mut state = self.state();
+            state.spot_history_requests.push(instance_types.to_vec());
+            state.spot_history_gate.clone()
+        };
+        if let Some(gate) = gate {
+            gate.notified().await;
+        }
         self.call(None, |s| {
             // Like EC2: the records from `since` on, and the latest one before it (in effect at `since`).
             let mut records: Vec<SpotPricePoint> = Vec::new();

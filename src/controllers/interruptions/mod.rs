@@ -13,6 +13,8 @@
 mod flags;
 mod handle;
 mod release;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
