@@ -269,8 +269,7 @@ async fn the_workload_guard_lets_the_operator_scale_but_never_rewrite_a_workload
     let Some(cp) = ControlPlane::shared() else {
         return;
     };
-    if support::chart::helm().is_none() {
-        eprintln!("SKIPPED: no helm binary");
+    if support::chart::require_helm().is_none() {
         return;
     }
     let admin = cp.client().await;

@@ -17,7 +17,7 @@ use kube::runtime::wait::{await_condition, conditions};
 use serde_json::json;
 use support::{ControlPlane, repo_root, unique};
 
-use support::chart::{helm, helm_run};
+use support::chart::helm_run;
 
 fn render(namespace: &str, values: &[&str]) -> Vec<serde_json::Value> {
     support::chart::render("cloudoptim", namespace, values)
@@ -36,12 +36,7 @@ async fn chart_lints_renders_and_every_object_is_accepted_by_the_api_server() {
     let Some(cp) = ControlPlane::shared() else {
         return;
     };
-    if helm().is_none() {
-        assert!(
-            std::env::var("CLOUDOPTIM_E2E_REQUIRED").as_deref() != Ok("1"),
-            "helm is required in CI"
-        );
-        eprintln!("SKIPPED: no helm binary");
+    if support::chart::require_helm().is_none() {
         return;
     }
     let chart = repo_root().join("charts/cloudoptim");
@@ -336,12 +331,7 @@ async fn crd_upgrade_keeps_objects_and_serves_new_fields() {
     let Some(cp) = ControlPlane::shared() else {
         return;
     };
-    if helm().is_none() {
-        assert!(
-            std::env::var("CLOUDOPTIM_E2E_REQUIRED").as_deref() != Ok("1"),
-            "helm is required in CI"
-        );
-        eprintln!("SKIPPED: no helm binary");
+    if support::chart::require_helm().is_none() {
         return;
     }
     let client = cp.client().await;

@@ -367,7 +367,17 @@ async fn do_not_disrupt_pod_blocks_the_drain_and_nothing_is_evicted() {
     let node = s.get_node(&first).await;
     assert!(!unschedulable(&node) && marked(&node, DISRUPTED_TAINT).is_none());
     assert_eq!(s.metric("cloudoptim_drains_total{result=\"blocked\"}"), 1.0);
-    assert!(!s.metrics.render().contains("cloudoptim_evictions_total{"));
+    // No eviction was even requested: every evictions_total series (they start at 0) is still 0.
+    let text = s.metrics.render();
+    let requested: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("cloudoptim_evictions_total{") && !l.ends_with(" 0"))
+        .collect();
+    assert!(requested.is_empty(), "{requested:?}");
+    assert_eq!(
+        s.metric("cloudoptim_evictions_total{result=\"evicted\"}"),
+        0.0
+    );
 }
 
 #[tokio::test]

@@ -80,20 +80,6 @@ fn instance_id(n: usize) -> String {
     format!("i-0{:08x}{:08x}", std::process::id(), n)
 }
 
-async fn queue(sdk: &aws_config::SdkConfig) -> (aws_sdk_sqs::Client, String) {
-    let sqs = aws_sdk_sqs::Client::new(sdk);
-    let url = sqs
-        .create_queue()
-        .queue_name(unique("cloudoptim-interruptions"))
-        .send()
-        .await
-        .expect("create queue")
-        .queue_url()
-        .expect("queue url")
-        .to_string();
-    (sqs, url)
-}
-
 async fn send(sqs: &aws_sdk_sqs::Client, url: &str, body: String) {
     sqs.send_message()
         .queue_url(url)
@@ -270,7 +256,7 @@ async fn interruption_notices_taint_cordon_drain_and_flag() {
     let Some(moto) = Moto::start() else { return };
     let client = cp.client().await;
     let sdk = aws::sdk_config(&moto.endpoint).await;
-    let (sqs, url) = queue(&sdk).await;
+    let (sqs, url) = aws::queue(&sdk, "cloudoptim-interruptions").await;
     let pool = unique("pool");
     let zones = ["a", "b", "c", "a"].map(|z| format!("{}{z}", aws::REGION));
     let mut names = Vec::new();
@@ -546,7 +532,7 @@ async fn interruption_burst() {
     let Some(moto) = Moto::start() else { return };
     let client = cp.client().await;
     let sdk = aws::sdk_config(&moto.endpoint).await;
-    let (sqs, url) = queue(&sdk).await;
+    let (sqs, url) = aws::queue(&sdk, "cloudoptim-interruptions").await;
     let count: usize = std::env::var("CLOUDOPTIM_BURST")
         .ok()
         .and_then(|v| v.parse().ok())

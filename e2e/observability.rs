@@ -51,20 +51,6 @@ fn dashboard_queries() -> Vec<(String, String)> {
         .collect()
 }
 
-async fn queue(sdk: &aws_config::SdkConfig) -> (aws_sdk_sqs::Client, String) {
-    let sqs = aws_sdk_sqs::Client::new(sdk);
-    let url = sqs
-        .create_queue()
-        .queue_name(unique("obs-interruptions"))
-        .send()
-        .await
-        .expect("create queue")
-        .queue_url()
-        .expect("queue url")
-        .to_string();
-    (sqs, url)
-}
-
 fn spot_warning(instance: &str, zone: &str) -> String {
     json!({
         "version": "0", "id": unique("evt-obs"), "detail-type": "EC2 Spot Instance Interruption Warning",
@@ -134,7 +120,7 @@ async fn prometheus_scrapes_operator_and_hub_every_dashboard_query_has_data_no_a
         node.labels.insert("e2e-pool".into(), pool.clone());
         node.create(&client).await;
     }
-    let (sqs, url) = queue(&sdk).await;
+    let (sqs, url) = aws::queue(&sdk, "obs-interruptions").await;
 
     // The custom resources: a template over the group, a policy with the queue (consolidation off,
     // zombies reported), a schedule awake all week for an empty namespace.

@@ -81,8 +81,7 @@ fn check(mode: Mode) {
 #[test]
 #[ignore = "run by scripts/test.sh after every other end-to-end test"]
 fn the_chart_grants_exactly_the_verbs_the_operator_uses() {
-    if support::chart::helm().is_none() {
-        eprintln!("SKIP: no helm binary");
+    if support::chart::require_helm().is_none() {
         return;
     }
     check(Mode::Operator);
@@ -91,8 +90,7 @@ fn the_chart_grants_exactly_the_verbs_the_operator_uses() {
 #[test]
 #[ignore = "run by scripts/test.sh after every other end-to-end test"]
 fn the_chart_grants_exactly_the_verbs_the_hub_uses() {
-    if support::chart::helm().is_none() {
-        eprintln!("SKIP: no helm binary");
+    if support::chart::require_helm().is_none() {
         return;
     }
     check(Mode::Hub);

@@ -276,3 +276,69 @@ fn a_hibernation_schedule_adds_its_savings_on_top_of_the_optimised_cost() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("spec.timeZone"), "{}", stderr(&out));
 }
+
+/// Three on-demand m5.4xlarge, each 56% requested (six 1.5-vCPU pods of a Deployment): no node can be
+/// removed (two nodes' pods do not fit into one), but one cheaper new node holds all eighteen pods.
+fn three_busy_m5_4xlarge() -> String {
+    let mut items = Vec::new();
+    for n in 0..3 {
+        items.push(serde_json::json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": format!("busy-{n}"), "labels": {
+                "node.kubernetes.io/instance-type": "m5.4xlarge",
+                "topology.kubernetes.io/zone": "us-east-1a",
+                "kubernetes.io/arch": "amd64",
+                "eks.amazonaws.com/capacityType": "ON_DEMAND"}},
+            "status": {"allocatable": {"cpu": "15890m", "memory": "62Gi", "pods": "110"}}
+        }));
+        for p in 0..6 {
+            items.push(serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": format!("web-{n}-{p}"), "namespace": "shop", "labels": {"app": "web"},
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1", "uid": "u", "controller": true}]},
+                "spec": {"nodeName": format!("busy-{n}"), "containers": [{"name": "c", "image": "web",
+                    "resources": {"requests": {"cpu": "1500m", "memory": "2Gi"}}}]},
+                "status": {"phase": "Running"}
+            }));
+        }
+    }
+    serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string()
+}
+
+#[test]
+fn three_busy_on_demand_nodes_are_replaced_by_one_cheaper_node() {
+    let snapshot = temp_file("three-busy.json", &three_busy_m5_4xlarge());
+    let v = json(&["-o", "json", "--snapshot", snapshot.to_str().unwrap()]);
+    assert_eq!(v["removeNodes"].as_array().map(Vec::len), Some(0), "{v}");
+    let replacements = v["replacements"].as_array().expect("replacements");
+    assert_eq!(replacements.len(), 1, "{v}");
+    let r = &replacements[0];
+    let replaced: BTreeSet<&str> = r["replace"]
+        .as_array()
+        .expect("replace")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(replaced, BTreeSet::from(["busy-0", "busy-1", "busy-2"]));
+    assert_eq!(r["podsMoved"], 18);
+    // The default policy's 70% Spot above no base allows no Spot node out of one: on-demand.
+    assert_eq!(r["with"]["capacityType"], "on-demand");
+    let new = r["with"]["hourly"].as_f64().expect("hourly");
+    let was = r["replacedHourly"].as_f64().expect("replaced");
+    assert!((was - 3.0 * 0.768).abs() < 1e-6, "three m5.4xlarge: {was}");
+    assert!(
+        new <= 0.9 * was,
+        "cheaper by the 10% margin: {new} vs {was}"
+    );
+    // Counted once: the optimised cost is the new node's price.
+    let cost = &v["cost"];
+    assert!(
+        (cost["optimizedHourly"].as_f64().unwrap() - new).abs() < 1e-3,
+        "{cost}"
+    );
+    assert!((cost["replacementHourly"].as_f64().unwrap() - (was - new)).abs() < 1e-3);
+    assert!((cost["savingsHourly"].as_f64().unwrap() - (was - new)).abs() < 1e-3);
+    // And the text report says so.
+    let text = stdout(&plan(&["--snapshot", snapshot.to_str().unwrap()]));
+    assert!(text.contains("REPLACE 3 NODES WITH 1"), "{text}");
+}

@@ -14,6 +14,21 @@ pub const ACCESS_KEY: &str = "testing";
 /// Dummy secret.
 pub const SECRET_KEY: &str = "testing";
 
+/// A new SQS queue named `<prefix>-<unique>`: the client and the queue URL.
+pub async fn queue(sdk: &SdkConfig, prefix: &str) -> (aws_sdk_sqs::Client, String) {
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let url = sqs
+        .create_queue()
+        .queue_name(super::unique(prefix))
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url()
+        .expect("queue url")
+        .to_string();
+    (sqs, url)
+}
+
 /// SDK config for `endpoint` (a moto server).
 pub async fn sdk_config(endpoint: &str) -> SdkConfig {
     let http = aws_smithy_http_client::Builder::new()

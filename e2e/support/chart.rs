@@ -13,6 +13,11 @@ pub fn helm() -> Option<String> {
     std::path::Path::new(&path).exists().then_some(path)
 }
 
+/// The helm binary, or skip (`None`) / fail with `CLOUDOPTIM_E2E_REQUIRED=1` when it is not built.
+pub fn require_helm() -> Option<String> {
+    helm().or_else(|| super::missing("CLOUDOPTIM_HELM (helm)"))
+}
+
 /// Run helm with `args` (its cache and config kept out of the user's home).
 pub fn helm_run(args: &[&str]) -> std::process::Output {
     let helm = helm().expect("helm available");

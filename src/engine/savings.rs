@@ -84,6 +84,9 @@ pub struct CostReport {
     pub savings_percent: f64,
     /// Part of the savings from removing nodes.
     pub consolidation_hourly: f64,
+    /// Part of the savings from replacing nodes with cheaper new ones (their price minus the new
+    /// nodes').
+    pub replacement_hourly: f64,
     /// Part of the savings from moving kept on-demand nodes to spot.
     pub spot_mix_hourly: f64,
     /// Current nodes by capacity type.
@@ -119,6 +122,56 @@ pub fn estimate_plan(
         .map(|k| k.node)
         .collect();
     estimate(snapshot, &removed, &pinned, target)
+}
+
+/// [`estimate_plan`] with `replacements` carried out too: the replaced nodes go, the new nodes come (as
+/// offered: the Spot mix is not applied to them), each saving counted once.
+pub fn estimate_with_replacements(
+    snapshot: &Snapshot,
+    plan: &crate::engine::consolidation::Plan,
+    replacements: &[crate::engine::consolidation::Replacement],
+    target: Option<SpotTarget>,
+) -> CostReport {
+    let removed: Vec<NodeId> = plan.removals.iter().map(|r| r.node).collect();
+    let replaced: Vec<NodeId> = replacements
+        .iter()
+        .flat_map(|r| r.replace.iter().copied())
+        .collect();
+    let pinned: Vec<NodeId> = plan
+        .kept
+        .iter()
+        .filter(|k| k.reason.pins_node())
+        .map(|k| k.node)
+        .collect();
+    let gone: Vec<NodeId> = removed.iter().chain(&replaced).copied().collect();
+    let mut report = estimate(snapshot, &gone, &pinned, target);
+    let replaced_hourly: f64 = replaced
+        .iter()
+        .filter_map(|id| price(snapshot.nodes.get(id.index())?.hourly_price))
+        .sum();
+    let added: f64 = replacements.iter().map(|r| r.with.hourly).sum();
+    for r in replacements {
+        report
+            .optimized_mix
+            .add(r.with.capacity_type, r.with.hourly);
+    }
+    report.consolidation_hourly = (report.consolidation_hourly - replaced_hourly).max(0.0);
+    report.replacement_hourly = replaced_hourly - added;
+    report.optimized_hourly = report.optimized_mix.hourly();
+    report.savings_hourly = (report.current_hourly - report.optimized_hourly).max(0.0);
+    report.savings_monthly = report.savings_hourly * HOURS_PER_MONTH;
+    report.savings_percent = if report.current_hourly > 0.0 {
+        100.0 * report.savings_hourly / report.current_hourly
+    } else {
+        0.0
+    };
+    report.savings_vs_on_demand_percent = if report.on_demand_equivalent_hourly > 0.0 {
+        100.0 * (report.on_demand_equivalent_hourly - report.optimized_hourly).max(0.0)
+            / report.on_demand_equivalent_hourly
+    } else {
+        0.0
+    };
+    report
 }
 
 /// Cost of `snapshot` now and once `removed` are gone and the kept nodes (except `pinned` ones) follow
@@ -175,6 +228,7 @@ pub fn estimate(
         savings_monthly: savings_hourly * HOURS_PER_MONTH,
         savings_percent: percent(savings_hourly, current_hourly),
         consolidation_hourly: (current_hourly - kept_mix.hourly()).max(0.0),
+        replacement_hourly: 0.0,
         spot_mix_hourly,
         current_mix,
         optimized_mix,

@@ -16,8 +16,8 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 
 use super::{CliError, OutputFormat};
-use crate::engine::catalog::Catalog;
-use crate::engine::consolidation::{self, Options, Plan};
+use crate::engine::catalog::{Arch, Catalog};
+use crate::engine::consolidation::{self, Offer, Options, Plan, ReplaceOptions, Replacement};
 use crate::engine::ranking::{self, CapacityType, RankedCandidate, Requirements, Strategy};
 use crate::engine::savings::{self, CostReport};
 use crate::k8s::{self, Translated};
@@ -95,6 +95,7 @@ struct Analysis<'c> {
     options: Options,
     translated: Translated,
     plan: Plan,
+    replacements: Vec<Replacement>,
     cost: CostReport,
     region: Option<String>,
     ranking: Vec<RankedCandidate<'c>>,
@@ -181,8 +182,21 @@ fn analyse<'c>(
     let snapshot = &translated.snapshot;
     let options = policy.options(snapshot.nodes.len(), now);
     let plan = consolidation::plan(snapshot, &options).map_err(|e| format!("{source}: {e}"))?;
-    let cost = savings::estimate_plan(snapshot, &plan, Some(policy.spot));
     let region = main_region(&translated);
+    let replacements = match &region {
+        Some(region) => consolidation::plan_replacements(
+            snapshot,
+            &plan,
+            &options,
+            &ReplaceOptions {
+                spot: Some(policy.spot),
+                ..ReplaceOptions::with_offers(replacement_offers(catalog, region, &translated))
+            },
+        ),
+        None => Vec::new(),
+    };
+    let cost =
+        savings::estimate_with_replacements(snapshot, &plan, &replacements, Some(policy.spot));
     let (ranking, ranking_note) = match &region {
         Some(region) => top_spot_per_zone(catalog, region, &translated),
         None => (
@@ -198,6 +212,7 @@ fn analyse<'c>(
         options,
         translated,
         plan,
+        replacements,
         cost,
         region,
         ranking,
@@ -218,6 +233,95 @@ fn main_region(translated: &Translated) -> Option<String> {
         .into_iter()
         .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))
         .map(|(r, _)| r.to_owned())
+}
+
+/// Pod slots of a new node in the replacement estimate (kubelet's default; the EKS AMI's ENI-based
+/// limit is at least this for the sizes a replacement uses).
+const NEW_NODE_PODS: u32 = 110;
+
+/// What a replacement may launch: the region's current-generation, non-burstable types in the cluster's
+/// zones and architectures, Spot and on-demand, ranked with Balanced weights (as a NodeTemplate with
+/// default requirements would), each with the labels a node of it carries.
+fn replacement_offers(catalog: &Catalog, region: &str, translated: &Translated) -> Vec<Offer> {
+    let nodes = &translated.snapshot.nodes;
+    let mut zones: Vec<String> = nodes.iter().filter_map(|n| n.zone.clone()).collect();
+    zones.sort_unstable();
+    zones.dedup();
+    let mut architectures: Vec<Arch> = nodes
+        .iter()
+        .filter_map(|n| catalog.instance_type(n.instance_type.as_deref()?))
+        .map(|t| t.arch)
+        .collect();
+    architectures.sort_unstable_by_key(|a| a.to_string());
+    architectures.dedup();
+    let mut families: Vec<String> = catalog
+        .instance_types()
+        .filter(|t| !t.family.starts_with('t'))
+        .map(|t| t.family.clone())
+        .collect();
+    families.sort_unstable();
+    families.dedup();
+    let requirements = Requirements {
+        families,
+        zones,
+        architectures,
+        min_vcpu: Some(2),
+        max_types: 40,
+        ..Requirements::default()
+    };
+    let Ok(ranked) = ranking::rank(
+        catalog,
+        region,
+        &requirements,
+        Strategy::Balanced.weights(),
+        &[],
+    ) else {
+        return Vec::new();
+    };
+    ranked
+        .candidates
+        .iter()
+        .filter_map(|c| {
+            let t = catalog.instance_type(c.instance_type)?;
+            let capacity = match c.capacity_type {
+                CapacityType::Spot => "spot",
+                CapacityType::OnDemand => "on-demand",
+            };
+            // Kubernetes names x86_64 `amd64`.
+            let arch = match t.arch {
+                Arch::X86_64 => "amd64",
+                Arch::Arm64 => "arm64",
+            };
+            let labels = [
+                ("node.kubernetes.io/instance-type", c.instance_type),
+                ("topology.kubernetes.io/zone", c.zone),
+                ("topology.kubernetes.io/region", region),
+                ("kubernetes.io/arch", arch),
+                ("kubernetes.io/os", "linux"),
+                ("karpenter.sh/capacity-type", capacity),
+                (
+                    "eks.amazonaws.com/capacityType",
+                    &capacity.replace('-', "_").to_uppercase(),
+                ),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            Some(Offer {
+                instance_type: c.instance_type.to_string(),
+                zone: c.zone.to_string(),
+                capacity_type: c.capacity_type,
+                hourly: c.price_per_hour,
+                allocatable: consolidation::kubelet_allocatable(
+                    t.vcpu,
+                    t.memory_mib,
+                    NEW_NODE_PODS,
+                ),
+                labels,
+                taints: Vec::new(),
+            })
+        })
+        .collect()
 }
 
 /// The best spot candidates of each zone the cluster uses, in rank order: Balanced weights over

@@ -116,6 +116,7 @@ pub(super) fn write_table(a: &Analysis<'_>, out: &mut impl Write) -> io::Result<
     )?;
     write_cost(a, out)?;
     write_removals(a, out)?;
+    write_replacements(a, out)?;
     write_moves(a, out)?;
     write_kept(a, out)?;
     write_ranking(a, out)
@@ -154,9 +155,15 @@ fn write_cost(a: &Analysis<'_>, out: &mut impl Write) -> io::Result<()> {
     )?;
     writeln!(
         out,
-        "  from consolidation: {} nodes removed, {}/h; from the spot mix: {} on-demand nodes to spot, {}/h",
+        "  from consolidation: {} nodes removed, {}/h; {} replaced by {} cheaper, {}/h; from the spot mix: {} on-demand nodes to spot, {}/h",
         a.plan.removals.len(),
         dollars(c.consolidation_hourly, 4),
+        a.replacements
+            .iter()
+            .map(|r| r.replace.len())
+            .sum::<usize>(),
+        a.replacements.len(),
+        dollars(c.replacement_hourly, 4),
         c.spot_conversions.len(),
         dollars(c.spot_mix_hourly, 4)
     )?;
@@ -239,6 +246,40 @@ fn write_removals(a: &Analysis<'_>, out: &mut impl Write) -> io::Result<()> {
                 r.describe()
             )?;
         }
+    }
+    Ok(())
+}
+
+fn write_replacements(a: &Analysis<'_>, out: &mut impl Write) -> io::Result<()> {
+    let s = &a.translated.snapshot;
+    if a.replacements.is_empty() {
+        return Ok(());
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "REPLACE {} NODES WITH {} (each new node is launched and Ready before the ones it replaces drain)",
+        a.replacements
+            .iter()
+            .map(|r| r.replace.len())
+            .sum::<usize>(),
+        a.replacements.len()
+    )?;
+    for r in &a.replacements {
+        let replaced: Vec<&str> = r.replace.iter().map(|id| node_name(s, *id)).collect();
+        writeln!(
+            out,
+            "  {} -> 1 {} {} {} at {}/h (was {}/h), saving {}/h; {} pods move: {}",
+            replaced.len(),
+            r.with.instance_type,
+            r.with.zone,
+            r.with.capacity_type.as_str(),
+            dollars(r.with.hourly, 4),
+            dollars(r.replaced_hourly, 4),
+            dollars(r.savings_hourly, 4),
+            r.pods.len(),
+            replaced.join(", ")
+        )?;
     }
     Ok(())
 }
@@ -409,6 +450,7 @@ pub(super) fn write_json(a: &Analysis<'_>, out: &mut impl Write) -> io::Result<(
             "currentMonthly": dollars_json(c.current_hourly * HOURS_PER_MONTH),
             "optimizedMonthly": dollars_json(c.optimized_hourly * HOURS_PER_MONTH),
             "consolidationHourly": dollars_json(c.consolidation_hourly),
+            "replacementHourly": dollars_json(c.replacement_hourly),
             "spotMixHourly": dollars_json(c.spot_mix_hourly),
             "onDemandEquivalentHourly": dollars_json(c.on_demand_equivalent_hourly),
             "savingsVsOnDemandPercent": percent_json(c.savings_vs_on_demand_percent),
@@ -416,6 +458,18 @@ pub(super) fn write_json(a: &Analysis<'_>, out: &mut impl Write) -> io::Result<(
         "mix": { "current": mix_json(&c.current_mix), "optimized": mix_json(&c.optimized_mix) },
         "removeNodes": names(&a.plan.removals.iter().map(|r| r.node).collect::<Vec<_>>()),
         "removals": removals,
+        "replacements": a.replacements.iter().map(|r| json!({
+            "replace": names(&r.replace),
+            "with": {
+                "instanceType": r.with.instance_type,
+                "zone": r.with.zone,
+                "capacityType": r.with.capacity_type.as_str(),
+                "hourly": dollars_json(r.with.hourly),
+            },
+            "replacedHourly": dollars_json(r.replaced_hourly),
+            "savingsHourly": dollars_json(r.savings_hourly),
+            "podsMoved": r.pods.len(),
+        })).collect::<Vec<_>>(),
         "keptNodes": a.plan.kept.iter().map(|k| json!({
             "name": node_name(s, k.node),
             "reason": k.reason.describe(s),

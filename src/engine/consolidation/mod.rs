@@ -35,8 +35,11 @@
 //! incrementally per (namespace, selector). The same driver with linear scans is [`plan_naive`], the
 //! benchmark baseline and the property tests' oracle.
 //!
+//! Replacement (k kept nodes replaced by one cheaper new node) is a second pass over the plan:
+//! [`plan_replacements`].
+//!
 //! # Not modelled
-//! Replacement (one cheaper node replacing several) is not planned; preferred affinities and
+//! Preferred affinities and
 //! `ScheduleAnyway` spreads are ignored (safe); pod priorities and preemption; volume topology (pods with
 //! persistent volumes pin their node through [`Pod::unmodelled`]); the final skew of spreads after later
 //! moves (kube-scheduler only checks at placement too); kube-scheduler may choose other destinations than
@@ -52,6 +55,7 @@ mod indexed;
 mod naive;
 #[doc(hidden)]
 pub mod packer;
+mod replace;
 #[doc(hidden)]
 pub mod scenario;
 mod tree;
@@ -67,6 +71,7 @@ use crate::engine::budgets::BudgetNodes;
 use crate::engine::snapshot::{NodeId, Pod, PodId, Snapshot, SnapshotError};
 
 use context::Context;
+pub use replace::{Offer, ReplaceOptions, Replacement, kubelet_allocatable, plan_replacements};
 
 /// When the planner may remove nodes (`spec.consolidation.mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -1,0 +1,615 @@
+//! Replacement: after the removal plan, nodes it keeps for a reason that does not pin them (above the
+//! threshold, a pod with no room elsewhere, not empty in `WhenEmpty` mode) may be replaced, k at a time,
+//! by one new node of a type the caller offers (the NodeTemplate's ranking, best first), when the new
+//! node is cheaper than the k it replaces by a margin and every pod of theirs provably fits on it.
+//!
+//! # Rules
+//! - Candidates: priced, not removed, not a destination of the removal plan (its pods are in motion),
+//!   kept for [`KeepReason::AboveThreshold`], [`KeepReason::NotEmpty`] or [`KeepReason::NoRoom`]. They
+//!   are taken in the removal plan's own order: lowest utilization first, then the dearer first.
+//! - A set of k candidates (prefixes of that order, the largest first: more nodes per new node saves
+//!   more) is replaced by the first offer, in the caller's order, whose node would cost at most
+//!   `(1 - margin)` of the k nodes together and on which every movable pod of the k fits:
+//!   - the pods' requests plus the DaemonSet pods of the fullest replaced node (DaemonSets run on the
+//!     new node too) within `max_fill` of the offer's allocatable CPU and memory, and its pod slots;
+//!   - each pod's node selector, required node affinity and tolerations accept the offer's labels and
+//!     taints;
+//!   - no required hostname anti-affinity between two of the pods (they would share one node);
+//!   - no pod with a `DoNotSchedule` topology spread (not modelled for a new node: such a pod pins its
+//!     node for replacement, which is safe).
+//! - Every moved pod uses its PDBs' allowances left after the removal plan; a set needing more is not
+//!   replaced. The node count never goes below `nodes.min`. k is not bounded by the disruption budget:
+//!   the new node is Ready before any replaced node is touched, and the replaced nodes then drain in
+//!   batches of the budget, like removals.
+//! - A Spot offer is taken only while the end state's Spot nodes stay within the policy's split: at
+//!   most `percentage`% of the nodes above the on-demand base, or no more Spot nodes than before.
+//! - Savings are counted once: the removed nodes' prices (the plan) plus, per replacement, the replaced
+//!   nodes' prices minus the new node's.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{KeepReason, Options, Plan};
+use crate::engine::savings::SpotTarget;
+use crate::engine::snapshot::{
+    CapacityType, Labels, NodeId, OwnerKind, PodId, Resources, Snapshot, Taint,
+};
+
+/// A node the caller can launch: one (instance type, zone, capacity type) of the ranking.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Offer {
+    /// e.g. `m6i.2xlarge`.
+    pub instance_type: String,
+    /// Availability zone.
+    pub zone: String,
+    /// Spot or on-demand.
+    pub capacity_type: CapacityType,
+    /// USD per hour.
+    pub hourly: f64,
+    /// What pods may request on it (capacity minus the kubelet's reservations).
+    pub allocatable: Resources,
+    /// The labels a node of this offer carries (zone, instance type, capacity type, architecture, the
+    /// template's labels); not the hostname, which a new node does not have yet.
+    pub labels: Labels,
+    /// The taints it is registered with (the template's).
+    pub taints: Vec<Taint>,
+}
+
+/// What replacement may use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplaceOptions {
+    /// Offers in the caller's preference order (the ranking: price and interruption risk).
+    pub offers: Vec<Offer>,
+    /// The new node must cost at most `(1 - margin)` of the nodes it replaces (default 0.10).
+    pub margin: f64,
+    /// The most nodes one new node replaces.
+    pub max_nodes: usize,
+    /// The policy's Spot split; `None`: Spot offers are not limited.
+    pub spot: Option<SpotTarget>,
+}
+
+impl ReplaceOptions {
+    /// The defaults with these offers: a 10% margin, up to 5 nodes per replacement, no Spot limit.
+    pub fn with_offers(offers: Vec<Offer>) -> ReplaceOptions {
+        ReplaceOptions {
+            offers,
+            margin: 0.10,
+            max_nodes: 5,
+            spot: None,
+        }
+    }
+}
+
+/// k nodes replaced by one new node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replacement {
+    /// The nodes replaced, in plan order.
+    pub replace: Vec<NodeId>,
+    /// The new node.
+    pub with: Offer,
+    /// The pods that move to it.
+    pub pods: Vec<PodId>,
+    /// What the replaced nodes cost together, USD per hour.
+    pub replaced_hourly: f64,
+    /// `replaced_hourly - with.hourly`.
+    pub savings_hourly: f64,
+}
+
+/// The replacements for `plan` of `snapshot` (see the module docs). Pure and deterministic.
+pub fn plan_replacements(
+    snapshot: &Snapshot,
+    plan: &Plan,
+    options: &Options,
+    replace: &ReplaceOptions,
+) -> Vec<Replacement> {
+    let mut state = State::new(snapshot, plan, options, replace);
+    let mut candidates = state.candidates(plan);
+    let mut replacements = Vec::new();
+    while !candidates.is_empty() {
+        let most = candidates
+            .len()
+            .min(replace.max_nodes)
+            .min(state.removable());
+        let found = (1..=most)
+            .rev()
+            .find_map(|k| state.try_replace(&candidates[..k]).map(|r| (k, r)));
+        match found {
+            Some((k, replacement)) => {
+                state.commit(&replacement);
+                candidates.drain(..k);
+                replacements.push(replacement);
+            }
+            // The first candidate cannot be replaced, alone or with the next ones: go on without it.
+            None => {
+                candidates.remove(0);
+            }
+        }
+    }
+    replacements
+}
+
+/// What the plan left: PDB allowances, node counts, Spot nodes.
+struct State<'a> {
+    snapshot: &'a Snapshot,
+    replace: &'a ReplaceOptions,
+    max_fill: f64,
+    min_nodes: usize,
+    /// Allowance left per PDB after the removal plan (and earlier replacements).
+    pdb_left: Vec<u32>,
+    /// Nodes in the end state.
+    nodes: usize,
+    /// Spot nodes in the end state.
+    spot_nodes: usize,
+    /// Pods per node (movable ones and DaemonSet ones).
+    movable: BTreeMap<NodeId, Vec<PodId>>,
+    daemons: BTreeMap<NodeId, Resources>,
+}
+
+impl<'a> State<'a> {
+    fn new(
+        snapshot: &'a Snapshot,
+        plan: &Plan,
+        options: &Options,
+        replace: &'a ReplaceOptions,
+    ) -> State<'a> {
+        let removed: BTreeSet<NodeId> = plan.removals.iter().map(|r| r.node).collect();
+        let mut pdb_left: Vec<u32> = snapshot
+            .pdbs
+            .iter()
+            .map(|p| p.disruptions_allowed)
+            .collect();
+        for m in &plan.moves {
+            let pod = &snapshot.pods[m.pod.index()];
+            for (i, pdb) in snapshot.pdbs.iter().enumerate() {
+                if pdb.covers(pod) {
+                    pdb_left[i] = pdb_left[i].saturating_sub(1);
+                }
+            }
+        }
+        let mut movable: BTreeMap<NodeId, Vec<PodId>> = BTreeMap::new();
+        let mut daemons: BTreeMap<NodeId, Resources> = BTreeMap::new();
+        for (i, pod) in snapshot.pods.iter().enumerate() {
+            match pod.owner {
+                OwnerKind::DaemonSet | OwnerKind::Static => {
+                    let d = daemons.entry(pod.node).or_default();
+                    *d = d.saturating_add(pod.requests);
+                }
+                _ => movable.entry(pod.node).or_default().push(PodId(i as u32)),
+            }
+        }
+        let live = |id: &NodeId| !removed.contains(id);
+        let nodes = (0..snapshot.nodes.len())
+            .map(|i| NodeId(i as u32))
+            .filter(live)
+            .count();
+        let spot_nodes = (0..snapshot.nodes.len())
+            .map(|i| NodeId(i as u32))
+            .filter(|id| live(id) && snapshot.nodes[id.index()].capacity_type == CapacityType::Spot)
+            .count();
+        State {
+            snapshot,
+            replace,
+            max_fill: options.max_fill(),
+            min_nodes: options.min_nodes,
+            pdb_left,
+            nodes,
+            spot_nodes,
+            movable,
+            daemons,
+        }
+    }
+
+    /// Candidates in the removal plan's order of ease: lowest utilization, then the dearer node.
+    fn candidates(&self, plan: &Plan) -> Vec<NodeId> {
+        let requested = self.snapshot.requested_per_node();
+        let mut candidates: Vec<(f64, f64, NodeId)> = plan
+            .kept
+            .iter()
+            .filter(|k| {
+                matches!(
+                    k.reason,
+                    KeepReason::AboveThreshold { .. }
+                        | KeepReason::NotEmpty { .. }
+                        | KeepReason::NoRoom { .. }
+                )
+            })
+            .filter_map(|k| {
+                let node = &self.snapshot.nodes[k.node.index()];
+                let price = node.hourly_price?;
+                let used = requested[k.node.index()];
+                let utilization = ratio(used.cpu_millis, node.allocatable.cpu_millis)
+                    .max(ratio(used.memory_bytes, node.allocatable.memory_bytes));
+                Some((utilization, price, k.node))
+            })
+            .collect();
+        candidates.sort_by(|a, b| {
+            a.0.total_cmp(&b.0)
+                .then(b.1.total_cmp(&a.1))
+                .then(a.2.cmp(&b.2))
+        });
+        candidates.into_iter().map(|(_, _, id)| id).collect()
+    }
+
+    /// How many nodes may go (k nodes replaced by one removes k - 1) before `nodes.min`.
+    fn removable(&self) -> usize {
+        self.nodes.saturating_sub(self.min_nodes) + 1
+    }
+
+    fn try_replace(&self, nodes: &[NodeId]) -> Option<Replacement> {
+        let replaced_hourly: f64 = nodes
+            .iter()
+            .filter_map(|id| self.snapshot.nodes[id.index()].hourly_price)
+            .sum();
+        let pods: Vec<PodId> = nodes
+            .iter()
+            .flat_map(|id| self.movable.get(id).cloned().unwrap_or_default())
+            .collect();
+        if !self.pods_may_share_a_new_node(&pods) || !self.pdbs_allow(&pods) {
+            return None;
+        }
+        let requests = pods.iter().fold(Resources::default(), |sum, id| {
+            sum.saturating_add(self.snapshot.pods[id.index()].requests)
+        });
+        let daemons = nodes
+            .iter()
+            .filter_map(|id| self.daemons.get(id))
+            .copied()
+            .max_by_key(|r| (r.cpu_millis, r.memory_bytes))
+            .unwrap_or_default();
+        let spot_before = nodes
+            .iter()
+            .filter(|id| self.snapshot.nodes[id.index()].capacity_type == CapacityType::Spot)
+            .count();
+        let offer = self.replace.offers.iter().find(|offer| {
+            offer.hourly <= replaced_hourly * (1.0 - self.replace.margin)
+                && self.fits(offer, &pods, requests.saturating_add(daemons))
+                && self.spot_allows(offer, nodes.len(), spot_before)
+        })?;
+        Some(Replacement {
+            replace: nodes.to_vec(),
+            with: offer.clone(),
+            pods,
+            replaced_hourly,
+            savings_hourly: replaced_hourly - offer.hourly,
+        })
+    }
+
+    fn fits(&self, offer: &Offer, pods: &[PodId], requests: Resources) -> bool {
+        let cap = |v: u64| (v as f64 * self.max_fill).floor() as u64;
+        requests.cpu_millis <= cap(offer.allocatable.cpu_millis)
+            && requests.memory_bytes <= cap(offer.allocatable.memory_bytes)
+            && requests.pods <= offer.allocatable.pods
+            && pods
+                .iter()
+                .all(|id| self.snapshot.pods[id.index()].accepts_node(&offer.labels, &offer.taints))
+    }
+
+    /// No pod with a spread constraint; no two pods kept apart by required hostname anti-affinity (the
+    /// only kind the snapshot carries).
+    fn pods_may_share_a_new_node(&self, pods: &[PodId]) -> bool {
+        let pod = |id: &PodId| &self.snapshot.pods[id.index()];
+        pods.iter().all(|a| {
+            let a = pod(a);
+            a.topology_spread.is_empty()
+                && a.anti_affinity.iter().all(|term| {
+                    pods.iter().map(pod).all(|b| {
+                        let in_scope = if term.namespaces.is_empty() {
+                            b.namespace == a.namespace
+                        } else {
+                            term.namespaces.contains(&b.namespace)
+                        };
+                        std::ptr::eq(a, b) || !(in_scope && term.selector.matches(&b.labels))
+                    })
+                })
+        })
+    }
+
+    fn pdbs_allow(&self, pods: &[PodId]) -> bool {
+        self.snapshot.pdbs.iter().enumerate().all(|(i, pdb)| {
+            let used = pods
+                .iter()
+                .filter(|id| pdb.covers(&self.snapshot.pods[id.index()]))
+                .count();
+            used as u64 <= u64::from(self.pdb_left[i])
+        })
+    }
+
+    fn spot_allows(&self, offer: &Offer, replaced: usize, spot_replaced: usize) -> bool {
+        let (CapacityType::Spot, Some(target)) = (offer.capacity_type, self.replace.spot) else {
+            return true;
+        };
+        let nodes_after = self.nodes + 1 - replaced;
+        let spot_after = self.spot_nodes + 1 - spot_replaced;
+        let allowed =
+            nodes_after.saturating_sub(target.on_demand_base) * target.percentage as usize / 100;
+        spot_after <= allowed || spot_after <= self.spot_nodes
+    }
+
+    fn commit(&mut self, replacement: &Replacement) {
+        for (i, pdb) in self.snapshot.pdbs.iter().enumerate() {
+            let used = replacement
+                .pods
+                .iter()
+                .filter(|id| pdb.covers(&self.snapshot.pods[id.index()]))
+                .count() as u32;
+            self.pdb_left[i] = self.pdb_left[i].saturating_sub(used);
+        }
+        let spot_replaced = replacement
+            .replace
+            .iter()
+            .filter(|id| self.snapshot.nodes[id.index()].capacity_type == CapacityType::Spot)
+            .count();
+        self.nodes = self.nodes + 1 - replacement.replace.len();
+        self.spot_nodes = self.spot_nodes
+            + usize::from(replacement.with.capacity_type == CapacityType::Spot)
+            - spot_replaced;
+    }
+}
+
+/// What pods may request on a new node of `vcpu` vCPUs and `memory_mib` MiB with `max_pods` pod slots:
+/// the EKS-optimized AMI's kubelet reservations (kube-reserved CPU: 6% of the first core, 1% of the
+/// second, 0.5% of the third and fourth, 0.25% of each further one; memory: 255 MiB + 11 MiB per pod;
+/// the eviction threshold of 100 MiB).
+pub fn kubelet_allocatable(vcpu: u32, memory_mib: u64, max_pods: u32) -> Resources {
+    let cores = u64::from(vcpu);
+    // Reserved millicores, in tenths of a millicore to keep the 0.25% steps exact.
+    let tenths = 600 * cores.min(1)
+        + 100 * cores.saturating_sub(1).min(1)
+        + 50 * cores.saturating_sub(2).min(2)
+        + 25 * cores.saturating_sub(4);
+    let reserved_mib = 255 + 11 * u64::from(max_pods) + 100;
+    Resources {
+        cpu_millis: (cores * 1000).saturating_sub(tenths.div_ceil(10)),
+        memory_bytes: memory_mib.saturating_sub(reserved_mib) * (1 << 20),
+        pods: max_pods,
+    }
+}
+
+fn ratio(used: u64, of: u64) -> f64 {
+    if of == 0 {
+        1.0
+    } else {
+        used as f64 / of as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::consolidation::{Mode, plan};
+    use crate::engine::snapshot::{AntiAffinityTerm, LabelSelector, Node, Pdb, Pod};
+
+    const GIB: u64 = 1 << 30;
+
+    /// `n` on-demand m5.4xlarge-sized nodes (16 vCPU, 64 GiB) at $0.768/h, each running `pods` pods of
+    /// 1.5 vCPU and 2 GiB (9 vCPU, 56%, with six: above the 0.5 threshold, and two such nodes do not
+    /// fit into one).
+    fn cluster(n: usize, pods: usize) -> Snapshot {
+        let mut s = Snapshot::default();
+        for i in 0..n {
+            let mut node = Node::new(
+                format!("n{i}"),
+                Resources {
+                    cpu_millis: 16_000,
+                    memory_bytes: 64 * GIB,
+                    pods: 110,
+                },
+            );
+            node.hourly_price = Some(0.768);
+            node.zone = Some("us-east-1a".into());
+            s.nodes.push(node);
+            for p in 0..pods {
+                let mut pod = Pod::new(
+                    "app",
+                    &format!("web-{i}-{p}"),
+                    NodeId(i as u32),
+                    Resources::pod(1500, 2 * GIB),
+                );
+                pod.labels = std::sync::Arc::new(Labels::from([("app".into(), "web".into())]));
+                s.pods.push(pod);
+            }
+        }
+        s
+    }
+
+    fn offer(name: &str, vcpu: u32, memory_gib: u64, hourly: f64, capacity: CapacityType) -> Offer {
+        Offer {
+            instance_type: name.into(),
+            zone: "us-east-1a".into(),
+            capacity_type: capacity,
+            hourly,
+            allocatable: kubelet_allocatable(vcpu, memory_gib * 1024, 110),
+            labels: Labels::from([("topology.kubernetes.io/zone".into(), "us-east-1a".into())]),
+            taints: Vec::new(),
+        }
+    }
+
+    fn offers() -> Vec<Offer> {
+        vec![
+            // Too small for three nodes' pods (27 vCPU), right for one or two.
+            offer("m5.2xlarge", 8, 32, 0.384, CapacityType::OnDemand),
+            offer("c6i.8xlarge", 32, 64, 1.36, CapacityType::OnDemand),
+            offer("m5.12xlarge", 48, 192, 2.304, CapacityType::OnDemand),
+        ]
+    }
+
+    fn replacements(s: &Snapshot, options: &Options, replace: &ReplaceOptions) -> Vec<Replacement> {
+        let plan = plan(s, options).expect("plan");
+        plan_replacements(s, &plan, options, replace)
+    }
+
+    fn names(s: &Snapshot, ids: &[NodeId]) -> Vec<String> {
+        ids.iter()
+            .map(|id| s.nodes[id.index()].name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn three_busy_nodes_become_one_cheaper_node_that_holds_all_their_pods() {
+        let s = cluster(3, 6);
+        let options = Options {
+            budget: Some(3),
+            ..Options::default()
+        };
+        let plan = plan(&s, &options).expect("plan");
+        assert!(plan.removals.is_empty(), "no node can be removed: {plan:?}");
+        let r = plan_replacements(&s, &plan, &options, &ReplaceOptions::with_offers(offers()));
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(names(&s, &r[0].replace), ["n0", "n1", "n2"]);
+        assert_eq!(r[0].with.instance_type, "c6i.8xlarge");
+        assert_eq!(r[0].pods.len(), 18);
+        assert!((r[0].savings_hourly - (3.0 * 0.768 - 1.36)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_margin_max_nodes_and_nodes_min_limit_what_is_replaced() {
+        let s = cluster(3, 6);
+        let options = Options {
+            budget: Some(3),
+            ..Options::default()
+        };
+        // 1.36 is 59% of 2.304: a 45% margin refuses it; two nodes ($1.536) fit m5.12xlarge? No: it is
+        // dearer. One node alone: m5.2xlarge is too small (9 vCPU). Nothing.
+        let strict = ReplaceOptions {
+            margin: 0.45,
+            ..ReplaceOptions::with_offers(offers())
+        };
+        assert!(replacements(&s, &options, &strict).is_empty());
+        // At most two nodes per new node (18 vCPU fits c6i.8xlarge, $1.36 < 0.9 x $1.536). The budget
+        // (1 node at a time) does not bound k: the replaced nodes drain one by one after the new node.
+        let one_at_a_time = Options {
+            budget: Some(1),
+            ..Options::default()
+        };
+        let two = ReplaceOptions {
+            max_nodes: 2,
+            ..ReplaceOptions::with_offers(offers())
+        };
+        let r = replacements(&s, &one_at_a_time, &two);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].replace.len(), 2);
+        assert_eq!(
+            replacements(&s, &one_at_a_time, &ReplaceOptions::with_offers(offers()))[0]
+                .replace
+                .len(),
+            3
+        );
+        // nodes.min 3: three nodes may not become one, nor two.
+        let min_three = Options {
+            budget: Some(3),
+            min_nodes: 3,
+            ..Options::default()
+        };
+        assert!(replacements(&s, &min_three, &ReplaceOptions::with_offers(offers())).is_empty());
+    }
+
+    #[test]
+    fn pods_must_accept_the_new_node_and_may_not_repel_each_other() {
+        // A node selector the offers do not carry.
+        let mut s = cluster(3, 6);
+        s.pods[0].node_selector = Labels::from([("pool".into(), "gpu".into())]);
+        let options = Options {
+            budget: Some(3),
+            ..Options::default()
+        };
+        let r = replacements(&s, &options, &ReplaceOptions::with_offers(offers()));
+        assert!(
+            r.iter().all(|r| !r.replace.contains(&NodeId(0))),
+            "n0's pod selects pool=gpu: {r:?}"
+        );
+        // Hostname anti-affinity between web pods: two of them cannot share the new node.
+        let mut s = cluster(3, 6);
+        s.pods[0].anti_affinity = vec![AntiAffinityTerm {
+            selector: LabelSelector::labels([("app", "web")]),
+            namespaces: Vec::new(),
+        }];
+        let r = replacements(&s, &options, &ReplaceOptions::with_offers(offers()));
+        assert!(r.iter().all(|r| !r.replace.contains(&NodeId(0))), "{r:?}");
+    }
+
+    #[test]
+    fn pdb_allowances_are_shared_with_the_removal_plan() {
+        let mut s = cluster(3, 6);
+        s.pdbs.push(Pdb {
+            namespace: "app".into(),
+            name: "web".into(),
+            selector: LabelSelector::labels([("app", "web")]),
+            disruptions_allowed: 12,
+        });
+        let options = Options {
+            budget: Some(3),
+            ..Options::default()
+        };
+        // 12 evictions allowed: two nodes (12 pods), not three (18).
+        let r = replacements(&s, &options, &ReplaceOptions::with_offers(offers()));
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].pods.len(), 12);
+    }
+
+    #[test]
+    fn a_spot_offer_is_taken_only_within_the_policys_spot_split() {
+        let s = cluster(3, 6);
+        let options = Options {
+            budget: Some(3),
+            ..Options::default()
+        };
+        let spot_first = vec![
+            offer("c6i.8xlarge", 32, 64, 0.6, CapacityType::Spot),
+            offer("c6i.8xlarge", 32, 64, 1.36, CapacityType::OnDemand),
+        ];
+        let with = |percentage| ReplaceOptions {
+            spot: Some(SpotTarget {
+                percentage,
+                on_demand_base: 0,
+            }),
+            ..ReplaceOptions::with_offers(spot_first.clone())
+        };
+        assert_eq!(
+            replacements(&s, &options, &with(100))[0].with.capacity_type,
+            CapacityType::Spot
+        );
+        // 0% Spot: the on-demand offer instead.
+        assert_eq!(
+            replacements(&s, &options, &with(0))[0].with.capacity_type,
+            CapacityType::OnDemand
+        );
+    }
+
+    #[test]
+    fn pinned_and_removed_nodes_are_never_replaced() {
+        let mut s = cluster(3, 6);
+        s.nodes[1].do_not_disrupt = true;
+        let options = Options {
+            budget: Some(3),
+            mode: Mode::WhenUnderutilized,
+            ..Options::default()
+        };
+        let r = replacements(&s, &options, &ReplaceOptions::with_offers(offers()));
+        assert!(r.iter().all(|r| !r.replace.contains(&NodeId(1))), "{r:?}");
+        // Light nodes: the removal plan takes one, the others receive its pods; nothing is replaced
+        // twice and no destination is replaced.
+        let s = cluster(3, 2);
+        let plan = plan(&s, &options).expect("plan");
+        let r = plan_replacements(&s, &plan, &options, &ReplaceOptions::with_offers(offers()));
+        let removed: Vec<NodeId> = plan.removals.iter().map(|r| r.node).collect();
+        for rep in &r {
+            for id in &rep.replace {
+                assert!(!removed.contains(id));
+                assert!(
+                    !plan.kept.iter().any(
+                        |k| k.node == *id && matches!(k.reason, KeepReason::Destination { .. })
+                    )
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn kubelet_reservations_follow_the_eks_ami() {
+        // m5.large: 2 vCPU, 8 GiB, 29 pods: 70m reserved; 255 + 11 x 29 + 100 = 674 MiB.
+        let a = kubelet_allocatable(2, 8192, 29);
+        assert_eq!(a.cpu_millis, 1930);
+        assert_eq!(a.memory_bytes, (8192 - 674) * (1 << 20));
+        // 16 vCPU: 60 + 10 + 2 x 5 + 12 x 2.5 = 110m.
+        assert_eq!(kubelet_allocatable(16, 65536, 110).cpu_millis, 15_890);
+    }
+}
