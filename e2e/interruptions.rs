@@ -1,7 +1,9 @@
 //! Spot interruption intake end to end: EventBridge-shaped messages (the real shapes) sent to a moto SQS
 //! queue are read by the real `cloudoptim run` binary, which taints, cordons and drains the named kwok
 //! nodes through the real API server and scheduler, raises SpotRiskFlags, handles a duplicate once, and
-//! deletes (and counts) malformed and unknown messages.
+//! deletes (and counts) malformed and unknown messages. Auto Scaling lifecycle hooks: a terminating
+//! instance's node is drained before the hook is completed with CONTINUE (the operator reaches AWS
+//! through [`support::hooks::HookEndpoint`], which answers the two lifecycle calls moto lacks).
 //!
 //! `interruption_burst` (ignored; run by `bench/interruptions.sh`) sends 200 warnings at once and prints
 //! the p50/p99 time from sending to the node being cordoned. It prints; it asserts only that all were
@@ -21,6 +23,7 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
+use support::hooks::{Call, HookEndpoint};
 use support::nodes::FakeNode;
 use support::operator::{Operator, eventually};
 use support::{ControlPlane, Moto, aws, create_namespace, unique};
@@ -248,6 +251,220 @@ async fn rebalance_cordon_released_when_healthy(
     );
 }
 
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// An EventBridge `EC2 Instance-terminate Lifecycle Action` (the user guide's shape).
+fn terminate_action(token: &str, group: &str, hook: &str, instance: &str) -> String {
+    json!({
+        "version": "0", "id": unique("evt-lifecycle"),
+        "detail-type": "EC2 Instance-terminate Lifecycle Action", "source": "aws.autoscaling",
+        "account": "123456789012", "time": now(), "region": aws::REGION,
+        "resources": [format!("arn:aws:autoscaling:{}:123456789012:autoScalingGroup:59fcbb81-bd5f-4e0a-b8ef-6e8e36a7b5c8:autoScalingGroupName/{group}", aws::REGION)],
+        "detail": {"LifecycleActionToken": token, "AutoScalingGroupName": group,
+            "LifecycleHookName": hook, "EC2InstanceId": instance,
+            "LifecycleTransition": "autoscaling:EC2_INSTANCE_TERMINATING",
+            "Origin": "AutoScalingGroup", "Destination": "EC2"}
+    })
+    .to_string()
+}
+
+/// The CompleteLifecycleAction the hook endpoint answered for `token`, once it came.
+async fn completion(hooks: &HookEndpoint, token: &str) -> Call {
+    eventually(
+        WAIT,
+        &format!("CompleteLifecycleAction {token}"),
+        || async {
+            hooks.calls().into_iter().find(|c| {
+                c.action == "CompleteLifecycleAction"
+                    && c.params.get("LifecycleActionToken").map(String::as_str) == Some(token)
+            })
+        },
+    )
+    .await
+}
+
+/// Auto Scaling lifecycle hooks (a phase of the test below): a group in moto with a terminate hook
+/// and a launch hook; its instance is a kwok node running pods. The terminate action (EventBridge
+/// form) gets the node cordoned and drained, and only then the action completed with CONTINUE (the
+/// endpoint looks at the node and its pods when the completion arrives, before answering). A launch
+/// action in Auto Scaling's own notification form is completed at once; the test notification is
+/// deleted and counted.
+async fn lifecycle_hooks_drain_before_completing(
+    client: &Client,
+    sdk: &aws_config::SdkConfig,
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    operator: &Operator,
+    hooks: &HookEndpoint,
+) {
+    let group = unique("hooked");
+    let template = aws::launch_template(sdk, &unique("lt-hooked")).await;
+    let tags = BTreeMap::from([("cloudoptim.io/cluster".to_string(), "e2e".to_string())]);
+    aws::create_group(sdk, &group, &template, 1, &tags).await;
+    let autoscaling = aws_sdk_autoscaling::Client::new(sdk);
+    for (hook, transition) in [
+        ("drain", "autoscaling:EC2_INSTANCE_TERMINATING"),
+        ("warm-up", "autoscaling:EC2_INSTANCE_LAUNCHING"),
+    ] {
+        autoscaling
+            .put_lifecycle_hook()
+            .auto_scaling_group_name(&group)
+            .lifecycle_hook_name(hook)
+            .lifecycle_transition(transition)
+            .heartbeat_timeout(300)
+            .default_result("CONTINUE")
+            .send()
+            .await
+            .expect("put lifecycle hook");
+    }
+    let instance = aws::describe_group(sdk, &group)
+        .await
+        .and_then(|g| g.instances().first()?.instance_id().map(str::to_string))
+        .expect("the group's instance");
+    let name = unique("hooked-node");
+    let mut fake = FakeNode::new(&name, &format!("{}a", aws::REGION), &instance);
+    fake.labels.insert("e2e-hooked".into(), name.clone());
+    fake.create(client).await;
+    let ns = create_namespace(client, "hook").await;
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "app"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "app"}},
+            "template": {"metadata": {"labels": {"app": "app"}}, "spec": {
+                "nodeSelector": {"e2e-hooked": name},
+                "terminationGracePeriodSeconds": 0,
+                "containers": [{"name": "c", "image": "pause"}]
+            }}
+        }
+    }))
+    .expect("deployment");
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &deployment)
+        .await
+        .expect("deployment created");
+    eventually(WAIT, "two pods on the hooked node", || async {
+        (pods_on(client, &ns, &name).await == 2).then_some(())
+    })
+    .await;
+    let (probe_client, probe_ns, probe_node) = (client.clone(), ns.clone(), name.clone());
+    hooks.set_probe(std::sync::Arc::new(move |_params| {
+        let (client, ns, name) = (probe_client.clone(), probe_ns.clone(), probe_node.clone());
+        Box::pin(async move {
+            format!(
+                "pods={} cordoned={}",
+                pods_on(&client, &ns, &name).await,
+                marked(&node(&client, &name).await)
+            )
+        })
+    }));
+
+    let token = unique("token-terminate");
+    send(
+        sqs,
+        url,
+        terminate_action(&token, &group, "drain", &instance),
+    )
+    .await;
+    let completed = completion(hooks, &token).await;
+    assert_eq!(
+        completed.probe.as_deref(),
+        Some("pods=0 cordoned=true"),
+        "the node was cordoned and drained before the hook was completed"
+    );
+    for (param, value) in [
+        ("AutoScalingGroupName", group.as_str()),
+        ("LifecycleHookName", "drain"),
+        ("LifecycleActionResult", "CONTINUE"),
+    ] {
+        assert_eq!(
+            completed.params.get(param).map(String::as_str),
+            Some(value),
+            "{param}"
+        );
+    }
+    eventually(WAIT, "the terminate action counted", || async {
+        (operator.metric("cloudoptim_lifecycle_actions_total{outcome=\"drained\"}") == 1.0
+            && operator.metric("cloudoptim_interruptions_total{kind=\"lifecycle_terminate\"}")
+                == 1.0)
+            .then_some(())
+    })
+    .await;
+    eventually(
+        WAIT,
+        "a LifecycleActionCompleted event on the node",
+        || async {
+            Api::<k8s_openapi::api::events::v1::Event>::all(client.clone())
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some("LifecycleActionCompleted")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref())
+                            == Some(name.as_str())
+                })
+        },
+    )
+    .await;
+
+    // Auto Scaling's own notification form: a launch action, completed at once.
+    let launch_token = unique("token-launch");
+    let direct = json!({
+        "Origin": "EC2", "LifecycleHookName": "warm-up", "Destination": "AutoScalingGroup",
+        "AccountId": "123456789012", "RequestId": unique("req"),
+        "LifecycleTransition": "autoscaling:EC2_INSTANCE_LAUNCHING",
+        "AutoScalingGroupName": group, "Service": "AWS Auto Scaling", "Time": now(),
+        "EC2InstanceId": instance_id(60), "LifecycleActionToken": launch_token
+    });
+    send(sqs, url, direct.to_string()).await;
+    let launched = completion(hooks, &launch_token).await;
+    assert_eq!(
+        launched
+            .params
+            .get("LifecycleActionResult")
+            .map(String::as_str),
+        Some("CONTINUE")
+    );
+    assert_eq!(
+        launched.params.get("LifecycleHookName").map(String::as_str),
+        Some("warm-up")
+    );
+
+    // The test notification Auto Scaling sends when a hook's notification target is set.
+    let test = json!({
+        "AccountId": "123456789012", "RequestId": unique("req"),
+        "AutoScalingGroupARN": format!("arn:aws:autoscaling:{}:123456789012:autoScalingGroup:042cba90-ad2f-431c-9b4d-6d9055bcc9fb:autoScalingGroupName/{group}", aws::REGION),
+        "AutoScalingGroupName": group, "Service": "AWS Auto Scaling",
+        "Event": "autoscaling:TEST_NOTIFICATION", "Time": now()
+    });
+    send(sqs, url, test.to_string()).await;
+    eventually(
+        WAIT,
+        "the test notification counted and every message deleted",
+        || async {
+            (operator.metric("cloudoptim_interruptions_total{kind=\"lifecycle_test\"}") == 1.0
+                && operator.metric("cloudoptim_lifecycle_actions_total{outcome=\"launch\"}") == 1.0
+                && queue_empty(sqs, url).await)
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        hooks
+            .calls()
+            .iter()
+            .filter(|c| c.action == "CompleteLifecycleAction")
+            .count(),
+        2,
+        "the test notification completes nothing: {:?}",
+        hooks.calls()
+    );
+}
+
 #[tokio::test]
 async fn interruption_notices_taint_cordon_drain_and_flag() {
     let Some(cp) = ControlPlane::shared() else {
@@ -301,8 +518,16 @@ async fn interruption_notices_taint_cordon_drain_and_flag() {
     .await;
     let fallback_pool = unique("fallback-pool");
     policy(&client, &url, &fallback_pool).await;
-    // The hold floor lowered (production: 3 min) so the release phase can see a cordon given back.
-    let operator = Operator::start(cp, &moto, "e2e", &["--interruption-hold-floor=0s"]);
+    // The hold floor lowered (production: 3 min) so the release phase can see a cordon given back;
+    // AWS through the hook endpoint in front of moto.
+    let hooks = HookEndpoint::start(&moto.endpoint).await;
+    let endpoint = format!("--aws-endpoint-url={}", hooks.url);
+    let operator = Operator::start(
+        cp,
+        &moto,
+        "e2e",
+        &["--interruption-hold-floor=0s", &endpoint],
+    );
 
     let spot_id = unique("evt-spot");
     send(&sqs, &url, spot_warning(&spot_id, &ids[0])).await;
@@ -521,6 +746,7 @@ async fn interruption_notices_taint_cordon_drain_and_flag() {
     );
 
     rebalance_cordon_released_when_healthy(&client, &sdk, &sqs, &url, &operator).await;
+    lifecycle_hooks_drain_before_completing(&client, &sdk, &sqs, &url, &operator, &hooks).await;
 }
 
 #[tokio::test]

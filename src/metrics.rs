@@ -98,6 +98,9 @@ pub struct Metrics {
     pub interruption_held_oldest: IntGaugeVec,
     /// `cloudoptim_interruption_releases_total{kind}`: held nodes uncordoned once healthy again.
     pub interruption_releases: IntCounterVec,
+    /// `cloudoptim_lifecycle_actions_total{outcome}`: Auto Scaling lifecycle actions completed with
+    /// CONTINUE, by what came before (see [`LIFECYCLE_OUTCOMES`]).
+    pub lifecycle_actions: IntCounterVec,
     /// `cloudoptim_build_info{version,commit}`: always 1.
     pub build_info: IntGaugeVec,
     /// `cloudoptim_interruption_message_age_seconds{kind}`: from SQS receiving a notice (its
@@ -112,12 +115,25 @@ pub struct Metrics {
 }
 
 /// The `kind` label of the interruption metrics: every notice kind the intake reads.
-pub const NOTICE_KINDS: [&str; 5] = [
+pub const NOTICE_KINDS: [&str; 8] = [
     "spot_interruption",
     "rebalance",
     "state_change",
     "scheduled_change",
     "launch_failed",
+    "lifecycle_terminate",
+    "lifecycle_launch",
+    "lifecycle_test",
+];
+
+/// The `outcome` label of `cloudoptim_lifecycle_actions_total`: how a lifecycle action ended.
+pub const LIFECYCLE_OUTCOMES: [&str; 6] = [
+    "drained",
+    "drain_failed",
+    "not_a_node",
+    "launch",
+    "dry_run",
+    "complete_failed",
 ];
 
 /// One labelled series a policy's reconcile exports.
@@ -352,6 +368,11 @@ impl Metrics {
                 "Nodes cordoned for an interruption notice and uncordoned once healthy again.",
                 &["kind"],
             )?,
+            lifecycle_actions: counter(
+                "lifecycle_actions_total",
+                "Auto Scaling lifecycle actions completed with CONTINUE, by outcome: drained, drain_failed, not_a_node, launch, dry_run; complete_failed when the completion itself failed.",
+                &["outcome"],
+            )?,
             build_info: int_gauge(
                 "build_info",
                 "Always 1: the version and commit this binary was built from.",
@@ -388,6 +409,9 @@ impl Metrics {
         }
         for kind in ["spot_interruption", "rebalance"] {
             self.interruption_releases.with_label_values(&[kind]);
+        }
+        for outcome in LIFECYCLE_OUTCOMES {
+            self.lifecycle_actions.with_label_values(&[outcome]);
         }
         for result in ["ok", "blocked", "failed", "error"] {
             self.drains.with_label_values(&[result]);

@@ -26,6 +26,7 @@ use kube::{Client, Config};
 
 pub mod aws;
 pub mod chart;
+pub mod hooks;
 pub mod hub;
 pub mod nodes;
 pub mod operator;

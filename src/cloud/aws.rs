@@ -16,8 +16,8 @@ use aws_types::request_id::RequestId;
 use super::rate::{Ec2Limits, TokenBucket};
 use super::{
     AutoScalingGroup, Cloud, CloudError, CloudResult, GroupSelector, GroupUpdate, Instance,
-    LiveInstanceType, MixedInstances, OnDemandPrices, QueueMessage, SpotPrice, SpotPricePoint,
-    Volume,
+    LifecycleAction, LifecycleResult, LiveInstanceType, MixedInstances, OnDemandPrices,
+    QueueMessage, SpotPrice, SpotPricePoint, Volume,
 };
 use crate::fence::{AwsFence, Fence};
 use crate::metrics::Metrics;
@@ -829,6 +829,39 @@ impl Cloud for AwsCloud {
                 .terminate_instance_in_auto_scaling_group()
                 .instance_id(instance_id)
                 .should_decrement_desired_capacity(decrement_desired)
+                .send(),
+        )
+        .await
+    }
+
+    async fn complete_lifecycle_action(
+        &self,
+        action: &LifecycleAction,
+        result: LifecycleResult,
+    ) -> CloudResult<()> {
+        self.act(
+            "CompleteLifecycleAction",
+            Some(&self.limits.mutating),
+            self.autoscaling
+                .complete_lifecycle_action()
+                .auto_scaling_group_name(&action.group)
+                .lifecycle_hook_name(&action.hook)
+                .lifecycle_action_token(&action.token)
+                .lifecycle_action_result(result.as_str())
+                .send(),
+        )
+        .await
+    }
+
+    async fn record_lifecycle_action_heartbeat(&self, action: &LifecycleAction) -> CloudResult<()> {
+        self.act(
+            "RecordLifecycleActionHeartbeat",
+            Some(&self.limits.mutating),
+            self.autoscaling
+                .record_lifecycle_action_heartbeat()
+                .auto_scaling_group_name(&action.group)
+                .lifecycle_hook_name(&action.hook)
+                .lifecycle_action_token(&action.token)
                 .send(),
         )
         .await

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use super::{
     AutoScalingGroup, Cloud, CloudError, CloudResult, GroupSelector, GroupUpdate, Instance,
-    LiveInstanceType, OnDemandPrices, QueueMessage, SpotPrice, SpotPricePoint, Volume,
+    LifecycleAction, LifecycleResult, LiveInstanceType, OnDemandPrices, QueueMessage, SpotPrice,
+    SpotPricePoint, Volume,
 };
 
 /// State of the fake cloud; tests arrange it directly.
@@ -271,6 +272,33 @@ impl Cloud for FakeCloud {
                 s.instances.retain(|i| i.id != instance_id);
                 Ok(())
             },
+        )
+    }
+
+    async fn complete_lifecycle_action(
+        &self,
+        action: &LifecycleAction,
+        result: LifecycleResult,
+    ) -> CloudResult<()> {
+        self.call(
+            Some(format!(
+                "CompleteLifecycleAction {} {} {} {}",
+                action.group,
+                action.hook,
+                action.token,
+                result.as_str()
+            )),
+            |_| Ok(()),
+        )
+    }
+
+    async fn record_lifecycle_action_heartbeat(&self, action: &LifecycleAction) -> CloudResult<()> {
+        self.call(
+            Some(format!(
+                "RecordLifecycleActionHeartbeat {} {} {}",
+                action.group, action.hook, action.token
+            )),
+            |_| Ok(()),
         )
     }
 

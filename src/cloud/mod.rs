@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 pub use crate::engine::catalog::OnDemandPrices;
+pub use crate::engine::lifecycle::LifecycleAction;
 pub use crate::engine::spot_average::SpotPricePoint;
 
 #[cfg(feature = "aws")]
@@ -216,6 +217,25 @@ pub struct QueueMessage {
     pub sent_millis: Option<i64>,
 }
 
+/// How a lifecycle action is completed (CompleteLifecycleAction's `LifecycleActionResult`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LifecycleResult {
+    /// `CONTINUE`: the group goes on launching or terminating the instance.
+    Continue,
+    /// `ABANDON`: a launching instance is terminated; a terminating one is terminated all the same.
+    Abandon,
+}
+
+impl LifecycleResult {
+    /// The API's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LifecycleResult::Continue => "CONTINUE",
+            LifecycleResult::Abandon => "ABANDON",
+        }
+    }
+}
+
 /// Exactly the AWS calls CloudOptim makes. Every instance or volume acted on must carry the cluster tag:
 /// callers pass the tag and implementations filter by it, so nothing untagged is ever returned.
 pub trait Cloud: Send + Sync + 'static {
@@ -286,6 +306,18 @@ pub trait Cloud: Send + Sync + 'static {
         &self,
         instance_id: &str,
         decrement_desired: bool,
+    ) -> impl Future<Output = CloudResult<()>> + Send;
+    /// CompleteLifecycleAction of the action's group and hook, naming the action by its token (the
+    /// instance id alone would name whatever action the instance is in now, perhaps a later one).
+    fn complete_lifecycle_action(
+        &self,
+        action: &LifecycleAction,
+        result: LifecycleResult,
+    ) -> impl Future<Output = CloudResult<()>> + Send;
+    /// RecordLifecycleActionHeartbeat: restart the hook's heartbeat timeout while the action runs.
+    fn record_lifecycle_action_heartbeat(
+        &self,
+        action: &LifecycleAction,
     ) -> impl Future<Output = CloudResult<()>> + Send;
     /// SQS ReceiveMessage (long poll).
     fn receive(

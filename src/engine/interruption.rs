@@ -8,11 +8,17 @@
 //! - `EC2 Instance State-change Notification`: `detail.instance-id`, `detail.state`.
 //! - `AWS Health Event` with `detail.eventTypeCategory: scheduledChange` (source `aws.health`):
 //!   instances in `detail.affectedEntities[].entityValue` or in `resources`.
+//! - `EC2 Instance Launch Unsuccessful` (source `aws.autoscaling`): `detail.AutoScalingGroupName`.
+//! - `EC2 Instance-terminate Lifecycle Action` / `EC2 Instance-launch Lifecycle Action` (source
+//!   `aws.autoscaling`): the action in `detail`; also Auto Scaling's own notification form, see
+//!   [`super::lifecycle`].
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use super::lifecycle::{self, LifecycleAction};
 
 /// What a notice announces.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +39,13 @@ pub enum NoticeKind {
         /// The failure is about Spot capacity.
         spot_capacity: bool,
     },
+    /// An Auto Scaling group is terminating an instance and waits on a lifecycle hook (scale-in, AZ
+    /// rebalance, capacity rebalance, instance refresh): drain it, then complete the action.
+    LifecycleTerminate(LifecycleAction),
+    /// An Auto Scaling group is launching an instance and waits on a lifecycle hook: completed at once.
+    LifecycleLaunch(LifecycleAction),
+    /// The `autoscaling:TEST_NOTIFICATION` Auto Scaling sends when a hook's notification target is set.
+    LifecycleTest,
 }
 
 impl NoticeKind {
@@ -44,6 +57,19 @@ impl NoticeKind {
             NoticeKind::StateChange(_) => "state_change",
             NoticeKind::ScheduledChange => "scheduled_change",
             NoticeKind::LaunchFailed { .. } => "launch_failed",
+            NoticeKind::LifecycleTerminate(_) => "lifecycle_terminate",
+            NoticeKind::LifecycleLaunch(_) => "lifecycle_launch",
+            NoticeKind::LifecycleTest => "lifecycle_test",
+        }
+    }
+
+    /// The lifecycle action the notice waits on, if any.
+    pub fn lifecycle_action(&self) -> Option<&LifecycleAction> {
+        match self {
+            NoticeKind::LifecycleTerminate(action) | NoticeKind::LifecycleLaunch(action) => {
+                Some(action)
+            }
+            _ => None,
         }
     }
 }
@@ -63,7 +89,7 @@ pub struct Notice {
     pub source: Option<String>,
     /// The envelope's `account`.
     pub account: Option<String>,
-    /// The envelope's `region`.
+    /// The envelope's `region` (`None` for Auto Scaling's own lifecycle notifications, which name none).
     pub region: Option<String>,
 }
 
@@ -169,6 +195,10 @@ fn provenance(kind: &NoticeKind) -> (&'static str, i64) {
         // Scheduled changes are announced days ahead; a day-old announcement still stands.
         NoticeKind::ScheduledChange => ("aws.health", 24 * 3600),
         NoticeKind::LaunchFailed { .. } => ("aws.autoscaling", 30 * 60),
+        // A hook holds the instance for its heartbeat timeout, 1 h by default.
+        NoticeKind::LifecycleTerminate(_) => ("aws.autoscaling", lifecycle::NOTICE_SECONDS),
+        NoticeKind::LifecycleLaunch(_) => ("aws.autoscaling", lifecycle::NOTICE_SECONDS),
+        NoticeKind::LifecycleTest => ("aws.autoscaling", lifecycle::NOTICE_SECONDS),
     }
 }
 
@@ -192,8 +222,16 @@ pub fn check(notice: &Notice, origin: &Origin, now_millis: i64) -> Result<(), Re
             });
         }
     }
+    // Auto Scaling's own lifecycle notifications name no region; every other kind must name this one.
+    let direct_lifecycle = notice.region.is_none()
+        && matches!(
+            notice.kind,
+            NoticeKind::LifecycleTerminate(_)
+                | NoticeKind::LifecycleLaunch(_)
+                | NoticeKind::LifecycleTest
+        );
     let region = notice.region.clone().unwrap_or_default();
-    if region != origin.region {
+    if region != origin.region && !direct_lifecycle {
         return Err(Refusal::Region {
             expected: origin.region.clone(),
             found: region,
@@ -231,9 +269,9 @@ pub enum NoticeError {
     /// Not JSON, or missing a field the kind requires.
     #[error("malformed interruption message: {0}")]
     Malformed(String),
-    /// Well-formed, but not one of the four kinds.
+    /// Well-formed, but not a kind CloudOptim reads.
     #[error(
-        "unknown event type {0:?}; only Spot interruption warnings, rebalance recommendations, instance state changes and AWS Health scheduled changes are handled"
+        "unknown event type {0:?}; only Spot interruption warnings, rebalance recommendations, instance state changes, AWS Health scheduled changes, Auto Scaling launch failures and lifecycle actions are handled"
     )]
     Unknown(String),
 }
@@ -266,6 +304,9 @@ fn instance(detail_id: Option<&str>) -> Result<Vec<String>, NoticeError> {
 pub fn parse(body: &str) -> Result<Notice, NoticeError> {
     let value: Value =
         serde_json::from_str(body).map_err(|e| NoticeError::Malformed(format!("not JSON: {e}")))?;
+    if lifecycle::is_direct(&value) {
+        return lifecycle::parse_direct(&value);
+    }
     let event_id = text(&value, "/id")
         .filter(|id| !id.is_empty())
         .ok_or_else(|| NoticeError::Malformed("id missing".into()))?
@@ -337,8 +378,22 @@ pub fn parse(body: &str) -> Result<Notice, NoticeError> {
                 Vec::new(),
             )
         }
+        "EC2 Instance-terminate Lifecycle Action" => {
+            let action = lifecycle_detail(&value, lifecycle::Transition::Terminating)?;
+            let instances = vec![action.instance.clone()];
+            (NoticeKind::LifecycleTerminate(action), instances)
+        }
+        "EC2 Instance-launch Lifecycle Action" => {
+            let action = lifecycle_detail(&value, lifecycle::Transition::Launching)?;
+            let instances = vec![action.instance.clone()];
+            (NoticeKind::LifecycleLaunch(action), instances)
+        }
         other => return Err(NoticeError::Unknown(other.to_string())),
     };
+    // A lifecycle action is known by its token, whichever path delivered it.
+    let event_id = kind
+        .lifecycle_action()
+        .map_or(event_id, lifecycle::event_id);
     Ok(Notice {
         event_id,
         kind,
@@ -348,6 +403,24 @@ pub fn parse(body: &str) -> Result<Notice, NoticeError> {
         account: text(&value, "/account").map(str::to_string),
         region: text(&value, "/region").map(str::to_string),
     })
+}
+
+/// The lifecycle action in an EventBridge event's `detail`, whose transition must be the one its
+/// detail-type names.
+fn lifecycle_detail(
+    value: &Value,
+    expected: lifecycle::Transition,
+) -> Result<LifecycleAction, NoticeError> {
+    let detail = value
+        .get("detail")
+        .ok_or_else(|| NoticeError::Malformed("detail missing".into()))?;
+    let (transition, action) = lifecycle::action(detail)?;
+    if transition != expected {
+        return Err(NoticeError::Malformed(format!(
+            "detail.LifecycleTransition is {transition:?}, the detail-type says {expected:?}"
+        )));
+    }
+    Ok(action)
 }
 
 /// Does an Auto Scaling launch failure message say Spot capacity was missing?
@@ -396,7 +469,11 @@ pub fn respond(kind: &NoticeKind, rebalance: RebalancePolicy) -> Response {
             RebalancePolicy::Cordon => Response::Cordon,
             RebalancePolicy::Drain => Response::Drain,
         },
-        NoticeKind::LaunchFailed { .. } => Response::Nothing,
+        NoticeKind::LaunchFailed { .. }
+        | NoticeKind::LifecycleLaunch(_)
+        | NoticeKind::LifecycleTest => Response::Nothing,
+        // The group terminates the instance once the hook is completed (or times out).
+        NoticeKind::LifecycleTerminate(_) => Response::Drain,
         NoticeKind::StateChange(state) => match state.as_str() {
             "stopping" | "stopped" | "shutting-down" | "terminated" => Response::Drain,
             _ => Response::Nothing,

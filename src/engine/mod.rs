@@ -8,6 +8,7 @@ pub mod consolidation;
 pub mod duration;
 pub mod hibernation;
 pub mod interruption;
+pub mod lifecycle;
 pub mod mix;
 pub mod ranking;
 pub mod release;

@@ -25,6 +25,9 @@ pub enum MarkKind {
     StateChange,
     /// An AWS Health scheduled change (reboot, retirement).
     ScheduledChange,
+    /// An Auto Scaling group terminating the instance (lifecycle hook): never released, the instance
+    /// goes once the hook is completed or times out.
+    LifecycleTerminate,
     /// A reason CloudOptim did not write (kept as it is).
     Unknown,
 }
@@ -37,6 +40,7 @@ impl MarkKind {
             Some("rebalance") => MarkKind::Rebalance,
             Some("state_change") => MarkKind::StateChange,
             Some("scheduled_change") => MarkKind::ScheduledChange,
+            Some("lifecycle_terminate") => MarkKind::LifecycleTerminate,
             _ => MarkKind::Unknown,
         }
     }
@@ -48,6 +52,7 @@ impl MarkKind {
             MarkKind::Rebalance => "rebalance",
             MarkKind::StateChange => "state_change",
             MarkKind::ScheduledChange => "scheduled_change",
+            MarkKind::LifecycleTerminate => "lifecycle_terminate",
             MarkKind::Unknown => "unknown",
         }
     }
@@ -80,6 +85,8 @@ pub enum Decision {
 pub enum KeepReason {
     /// The instance is not running (stopped, terminating, gone): the node is still away.
     InstanceNotRunning,
+    /// Its Auto Scaling group is terminating the instance: it is going, whatever EC2 says now.
+    GoingAway,
     /// The Node is not Ready yet.
     NodeNotReady,
     /// Younger than the hold.
@@ -94,8 +101,10 @@ pub fn decide(held: &Held<'_>, release_after: Duration, floor: Duration) -> Deci
     let Some(age) = held.age else {
         return Decision::Keep(KeepReason::NotOurs);
     };
-    if held.kind == MarkKind::Unknown {
-        return Decision::Keep(KeepReason::NotOurs);
+    match held.kind {
+        MarkKind::Unknown => return Decision::Keep(KeepReason::NotOurs),
+        MarkKind::LifecycleTerminate => return Decision::Keep(KeepReason::GoingAway),
+        _ => {}
     }
     if held.instance_state != Some("running") {
         return Decision::Keep(KeepReason::InstanceNotRunning);
@@ -183,6 +192,17 @@ mod tests {
             MarkKind::StateChange
         );
         assert_eq!(MarkKind::of_reason(Some("manual")), MarkKind::Unknown);
+        let terminating = MarkKind::of_reason(Some("lifecycle_terminate for i-1 (event e)"));
+        assert_eq!(terminating, MarkKind::LifecycleTerminate);
+        assert_eq!(
+            decide(
+                &held(terminating, 7200, Some("running"), true),
+                Duration::ZERO,
+                MIN_HOLD
+            ),
+            Decision::Keep(KeepReason::GoingAway),
+            "a group terminating the instance is never undone"
+        );
         assert_eq!(MarkKind::of_reason(None), MarkKind::Unknown);
     }
 }

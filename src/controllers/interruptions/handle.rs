@@ -30,6 +30,13 @@ impl<C: Cloud> Intake<C> {
                 .await;
             return None;
         }
+        if matches!(
+            notice.kind,
+            NoticeKind::LifecycleLaunch(_) | NoticeKind::LifecycleTest
+        ) {
+            self.lifecycle_at_once(queue, &message, &notice).await;
+            return None;
+        }
         let response = respond(&notice.kind, settings.rebalance);
         let Some(acted) = self.cordon_named(&notice, response, &settings).await else {
             // A cordon failed: the message stays for SQS to deliver again, and is handled again.
@@ -166,6 +173,11 @@ impl<C: Cloud> Intake<C> {
 
     /// Drain and flag what a handled message named.
     pub(super) async fn follow_up(self: &Arc<Self>, follow: FollowUp) {
+        if let NoticeKind::LifecycleTerminate(action) = &follow.notice.kind {
+            self.lifecycle_terminating(&follow.notice, action, &follow.nodes, &follow.settings)
+                .await;
+            return;
+        }
         for node in &follow.nodes {
             self.after_cordon(&follow.notice, node, follow.response, &follow.settings)
                 .await;

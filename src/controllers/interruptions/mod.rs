@@ -2,7 +2,9 @@
 //! names one, and for each EventBridge message: parse (engine) -> dedupe by event id (5 minutes) ->
 //! map the instance to its Node (providerID) -> taint `cloudoptim.io/interrupted` and cordon -> delete
 //! the message (only once the cordon is written) -> drain by the deadline (the node is going away) ->
-//! raise a SpotRiskFlag for the (zone, instance type) and report it to the hub.
+//! raise a SpotRiskFlag for the (zone, instance type) and report it to the hub. An Auto Scaling
+//! lifecycle hook's terminating instance is drained the same way, with heartbeats on the hook, and
+//! the action then completed (`lifecycle.rs`).
 //!
 //! Throughput: several receivers per queue and a bounded pool of handlers, so 200 simultaneous warnings
 //! are cordoned in parallel; each handler's critical path is one node write. Unknown and malformed
@@ -12,6 +14,7 @@
 
 mod flags;
 mod handle;
+mod lifecycle;
 mod release;
 #[cfg(test)]
 mod tests;

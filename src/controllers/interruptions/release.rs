@@ -143,6 +143,7 @@ fn export(
         MarkKind::Rebalance,
         MarkKind::StateChange,
         MarkKind::ScheduledChange,
+        MarkKind::LifecycleTerminate,
         MarkKind::Unknown,
     ]
     .into_iter()

@@ -295,3 +295,171 @@ async fn a_cordon_the_api_server_refuses_keeps_the_message_and_forgets_the_event
         "the redelivery is handled, not dropped as a duplicate"
     );
 }
+
+/// An EventBridge lifecycle action of group `asg-a`, hook `drain`, for `instance`, sent now.
+fn lifecycle(token: &str, transition: &str, instance: &str) -> String {
+    let detail_type = if transition.ends_with("TERMINATING") {
+        "EC2 Instance-terminate Lifecycle Action"
+    } else {
+        "EC2 Instance-launch Lifecycle Action"
+    };
+    json!({
+        "version": "0", "id": format!("evt-{token}"), "detail-type": detail_type,
+        "source": "aws.autoscaling", "account": "123456789012", "region": "us-east-1",
+        "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "resources": ["arn:aws:autoscaling:us-east-1:123456789012:autoScalingGroup:59fcbb81-bd5f-4e0a-b8ef-6e8e36a7b5c8:autoScalingGroupName/asg-a"],
+        "detail": {"LifecycleActionToken": token, "AutoScalingGroupName": "asg-a",
+            "LifecycleHookName": "drain", "EC2InstanceId": instance,
+            "LifecycleTransition": transition, "Origin": "AutoScalingGroup", "Destination": "EC2"}
+    })
+    .to_string()
+}
+
+const TERMINATING: &str = "autoscaling:EC2_INSTANCE_TERMINATING";
+
+impl Harness {
+    fn aws_calls(&self) -> Vec<String> {
+        self.cloud.state().calls.clone()
+    }
+
+    fn lifecycle_outcome(&self, outcome: &str) -> u64 {
+        self.intake
+            .ctx
+            .metrics
+            .lifecycle_actions
+            .with_label_values(&[outcome])
+            .get()
+    }
+
+    /// Handle `body`, then run its follow-up as the receiver does.
+    async fn handle_through(&self, id: &str, body: String, settings: QueueSettings) {
+        if let Some(follow) = self.handle(id, body, settings).await {
+            self.intake.follow_up(follow).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_launch_action_is_completed_at_once_and_its_message_deleted() {
+    let harness = Harness::with_nodes(vec![]);
+
+    let follow = harness
+        .handle(
+            "m1",
+            lifecycle("t1", "autoscaling:EC2_INSTANCE_LAUNCHING", "i-0new"),
+            settings(false),
+        )
+        .await;
+
+    assert!(follow.is_none());
+    assert!(harness.deleted());
+    assert_eq!(
+        harness.aws_calls(),
+        [
+            "CompleteLifecycleAction asg-a drain t1 CONTINUE",
+            "DeleteMessage r-m1"
+        ]
+    );
+    assert_eq!(harness.counted("lifecycle_launch"), 1);
+    assert_eq!(harness.lifecycle_outcome("launch"), 1);
+}
+
+#[tokio::test]
+async fn a_test_notification_is_deleted_and_counted_with_nothing_completed() {
+    let harness = Harness::with_nodes(vec![]);
+    let test = json!({"AccountId": "123456789012", "RequestId": "r-1",
+        "AutoScalingGroupARN": "arn:aws:autoscaling:us-east-1:123456789012:autoScalingGroup:042cba90-ad2f-431c-9b4d-6d9055bcc9fb:autoScalingGroupName/asg-a",
+        "AutoScalingGroupName": "asg-a", "Service": "AWS Auto Scaling",
+        "Event": "autoscaling:TEST_NOTIFICATION",
+        "Time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)});
+
+    harness
+        .handle_through("m1", test.to_string(), settings(false))
+        .await;
+
+    assert!(harness.deleted());
+    assert_eq!(harness.aws_calls(), ["DeleteMessage r-m1"]);
+    assert_eq!(harness.counted("lifecycle_test"), 1);
+}
+
+#[tokio::test]
+async fn a_terminating_instance_that_is_no_node_here_is_completed_at_once() {
+    let harness = Harness::with_nodes(vec![node("ip-10-0-1-5", INSTANCE)]);
+
+    harness
+        .handle_through(
+            "m1",
+            lifecycle("t1", TERMINATING, "i-0other"),
+            settings(false),
+        )
+        .await;
+
+    assert!(harness.deleted());
+    assert_eq!(
+        harness.aws_calls(),
+        [
+            "DeleteMessage r-m1",
+            "CompleteLifecycleAction asg-a drain t1 CONTINUE"
+        ]
+    );
+    assert_eq!(harness.lifecycle_outcome("not_a_node"), 1);
+    assert!(harness.api_requests().is_empty());
+}
+
+#[tokio::test]
+async fn in_dry_run_a_terminating_node_is_not_touched_but_the_action_is_completed() {
+    let harness = Harness::with_nodes(vec![node("ip-10-0-1-5", INSTANCE)]);
+
+    harness
+        .handle_through("m1", lifecycle("t1", TERMINATING, INSTANCE), settings(true))
+        .await;
+
+    assert!(
+        harness.api_requests().is_empty(),
+        "a dry run writes nothing"
+    );
+    assert_eq!(
+        harness.aws_calls(),
+        [
+            "DeleteMessage r-m1",
+            "CompleteLifecycleAction asg-a drain t1 CONTINUE"
+        ]
+    );
+    assert_eq!(harness.counted("lifecycle_terminate"), 1);
+    assert_eq!(harness.lifecycle_outcome("dry_run"), 1);
+}
+
+#[tokio::test]
+async fn a_terminating_node_whose_cordon_is_refused_keeps_the_message_and_the_action_open() {
+    let harness = Harness::with_nodes(vec![node("ip-10-0-1-5", INSTANCE)]);
+
+    harness
+        .handle_through(
+            "m1",
+            lifecycle("t1", TERMINATING, INSTANCE),
+            settings(false),
+        )
+        .await;
+
+    assert!(!harness.deleted(), "SQS delivers the message again");
+    assert!(
+        harness.aws_calls().is_empty(),
+        "nothing completed before the node is cordoned"
+    );
+}
+
+#[tokio::test]
+async fn an_action_delivered_twice_is_completed_once() {
+    let harness = Harness::with_nodes(vec![]);
+    let launch = || lifecycle("t1", "autoscaling:EC2_INSTANCE_LAUNCHING", "i-0new");
+
+    harness
+        .handle_through("m1", launch(), settings(false))
+        .await;
+    harness
+        .handle_through("m2", launch(), settings(false))
+        .await;
+
+    assert_eq!(harness.counted("duplicate"), 1);
+    assert_eq!(harness.lifecycle_outcome("launch"), 1);
+}

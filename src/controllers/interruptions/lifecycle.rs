@@ -1,0 +1,143 @@
+//! Auto Scaling lifecycle hooks: the group waits on CloudOptim before it launches or terminates an
+//! instance. A terminating instance's node was cordoned like a Spot warning's (and the message deleted
+//! once that was durable); here it is drained, with a heartbeat on the hook while the drain runs, and
+//! the action completed with CONTINUE however the drain ended (the instance goes either way). Launch
+//! actions, instances that are no node of this cluster and dry runs are completed at once.
+//!
+//! Dry run completes hooks too: CONTINUE is the result the group takes anyway (the hook's default
+//! result, as the README asks), only without waiting for the heartbeat timeout; holding it would make
+//! every scale-in and scale-out of the group wait because CloudOptim is only watching.
+
+use super::*;
+use crate::cloud::{LifecycleAction, LifecycleResult};
+use crate::drain::{DrainError, DrainReport};
+use crate::engine::lifecycle::{HEARTBEAT_INTERVAL, drain_timeout};
+
+impl<C: Cloud> Intake<C> {
+    /// A launch action or a test notification: nothing to drain. The action is completed, the
+    /// message deleted (also when the completion fails: the hook then ends at its timeout).
+    pub(super) async fn lifecycle_at_once(
+        &self,
+        queue: &str,
+        message: &QueueMessage,
+        notice: &Notice,
+    ) {
+        if let NoticeKind::LifecycleLaunch(action) = &notice.kind {
+            self.complete(action, "launch").await;
+        } else {
+            tracing::info!(message_id = %message.id, event_id = %notice.event_id, "Auto Scaling test notification acknowledged");
+        }
+        self.delete(queue, message).await;
+    }
+
+    /// A terminating instance whose message is handled: drain its node (if it is one and this is no
+    /// dry run) with heartbeats, then complete the action with CONTINUE.
+    pub(super) async fn lifecycle_terminating(
+        &self,
+        notice: &Notice,
+        action: &LifecycleAction,
+        nodes: &[Arc<Node>],
+        settings: &QueueSettings,
+    ) {
+        let Some(node) = nodes.first() else {
+            self.complete(action, "not_a_node").await;
+            return;
+        };
+        let name = node.name_any();
+        if settings.dry_run {
+            tracing::info!(node = %name, group = %action.group, instance = %action.instance, "dry run: would drain the node before its group terminates the instance");
+            self.complete(action, "dry_run").await;
+            return;
+        }
+        let elapsed = notice
+            .time_millis
+            .map(|t| chrono::Utc::now().timestamp_millis() - t)
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map_or(Duration::ZERO, Duration::from_millis);
+        let options = DrainOptions::new(drain_timeout(settings.deadline, elapsed), true);
+        let marker = Marker::interruption(format!(
+            "{} for {} (event {})",
+            notice.kind.metric_label(),
+            action.instance,
+            notice.event_id
+        ));
+        let drained = self
+            .drain_with_heartbeats(&name, &marker, &options, action)
+            .await;
+        let (outcome, summary) = match &drained {
+            Ok(report) if report.is_drained() => ("drained", report.to_string()),
+            Ok(report) => ("drain_failed", report.to_string()),
+            Err(e) => ("drain_failed", format!("the drain could not run: {e}")),
+        };
+        if outcome != "drained" {
+            tracing::warn!(node = %name, group = %action.group, instance = %action.instance, "{summary}; completing the lifecycle action anyway, the instance is going");
+        }
+        let completed = self.complete(action, outcome).await;
+        self.ctx
+            .event(
+                &node.object_ref(&()),
+                outcome != "drained" || !completed,
+                "LifecycleActionCompleted",
+                format!(
+                    "Auto Scaling group {} is terminating {}: {summary}; lifecycle hook {} {}",
+                    action.group,
+                    action.instance,
+                    action.hook,
+                    if completed {
+                        "completed with CONTINUE"
+                    } else {
+                        "could not be completed and ends at its heartbeat timeout"
+                    }
+                ),
+            )
+            .await;
+    }
+
+    /// Drain `node`, recording a heartbeat on the hook every [`HEARTBEAT_INTERVAL`] until it ends.
+    async fn drain_with_heartbeats(
+        &self,
+        node: &str,
+        marker: &Marker,
+        options: &DrainOptions,
+        action: &LifecycleAction,
+    ) -> Result<DrainReport, DrainError> {
+        let (ctx, beating) = (self.ctx.clone(), action.clone());
+        let heartbeat = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HEARTBEAT_INTERVAL).await;
+                if let Err(e) = ctx.cloud.record_lifecycle_action_heartbeat(&beating).await {
+                    tracing::warn!(group = %beating.group, instance = %beating.instance, error = %e, "lifecycle heartbeat failed; the hook ends at its heartbeat timeout unless a later one succeeds");
+                }
+            }
+        });
+        let result = self.drainer.drain(node, marker, options).await;
+        heartbeat.abort();
+        result
+    }
+
+    /// CompleteLifecycleAction CONTINUE, counted by `outcome` (or `complete_failed`); whether it was
+    /// completed.
+    async fn complete(&self, action: &LifecycleAction, outcome: &'static str) -> bool {
+        let result = self
+            .ctx
+            .cloud
+            .complete_lifecycle_action(action, LifecycleResult::Continue)
+            .await;
+        let label = match &result {
+            Ok(()) => {
+                tracing::info!(group = %action.group, hook = %action.hook, instance = %action.instance, outcome, "lifecycle action completed with CONTINUE");
+                outcome
+            }
+            Err(e) => {
+                tracing::warn!(group = %action.group, hook = %action.hook, instance = %action.instance, outcome, error = %e, "could not complete the lifecycle action; it ends at the hook's heartbeat timeout with its default result");
+                "complete_failed"
+            }
+        };
+        self.ctx
+            .metrics
+            .lifecycle_actions
+            .with_label_values(&[label])
+            .inc();
+        result.is_ok()
+    }
+}
