@@ -111,6 +111,28 @@ fn cases() -> Vec<Case> {
             Some("spec.weights: price + risk must sum to 1"),
         ),
         case("NodeTemplate", "{weights: {price: 0.25, risk: 0.75}}", None),
+        // Fields nothing acts on yet are refused with the reason, not silently kept.
+        case(
+            "NodeTemplate",
+            "{disk: {type: gp3, sizeGiB: 100}}",
+            Some(
+                "spec.disk: not supported: the root volume comes from the Auto Scaling group's launch template; remove spec.disk",
+            ),
+        ),
+        case(
+            "NodeTemplate",
+            "{labels: {team: a}}",
+            Some(
+                "spec.labels: not acted on yet (node replacement, issue #16): a node's labels come from its launch template; remove spec.labels",
+            ),
+        ),
+        case(
+            "NodeTemplate",
+            "{taints: [{key: gpu, effect: NoSchedule}]}",
+            Some(
+                "spec.taints: not acted on yet (node replacement, issue #16): a node's taints come from its launch template; remove spec.taints",
+            ),
+        ),
         // OptimizationPolicy
         case("OptimizationPolicy", "{}", None),
         case(
@@ -129,6 +151,14 @@ fn cases() -> Vec<Case> {
             "{rightsizing: {mode: Apply}}",
             Some("spec.rightsizing: mode Apply needs prometheusUrl"),
         ),
+        case(
+            "OptimizationPolicy",
+            "{rightsizing: {mode: Recommend, prometheusUrl: \"http://prometheus:9090\"}}",
+            Some(
+                "spec.rightsizing.mode: Recommend and Apply are not implemented yet (issue #17): nothing would read them; set Off or leave rightsizing out",
+            ),
+        ),
+        case("OptimizationPolicy", "{rightsizing: {mode: Off}}", None),
         // HibernationSchedule
         case("HibernationSchedule", "{}", None),
         case(

@@ -127,7 +127,7 @@ async fn prometheus_scrapes_operator_and_hub_every_dashboard_query_has_data_no_a
     create::<NodeTemplate>(&client, json!({
         "apiVersion": "cloudoptim.io/v1alpha1", "kind": "NodeTemplate",
         "metadata": {"name": pool, "labels": {"pool": pool}},
-        "spec": {"autoScalingGroups": {"tagSelector": {"e2e-pool": pool}}, "requirements": {"families": ["m5"]}}
+        "spec": {"autoScalingGroups": {"tagSelector": {"e2e-pool": pool}}, "requirements": {"families": ["m5"], "currentGenerationOnly": false}}
     }))
     .await;
     create::<OptimizationPolicy>(

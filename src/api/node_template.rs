@@ -50,6 +50,9 @@ use super::common::{CapacityType, Taint, conditions_schema, default_true};
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.disk)").message("spec.disk: not supported: the root volume comes from the Auto Scaling group's launch template; remove spec.disk"))]
+#[x_kube(validation = Rule::new("!has(self.labels) || size(self.labels) == 0").message("spec.labels: not acted on yet (node replacement, issue #16): a node's labels come from its launch template; remove spec.labels"))]
+#[x_kube(validation = Rule::new("!has(self.taints) || size(self.taints) == 0").message("spec.taints: not acted on yet (node replacement, issue #16): a node's taints come from its launch template; remove spec.taints"))]
 pub struct NodeTemplateSpec {
     /// The Auto Scaling groups this template governs: exactly one of `names` or `tagSelector`.
     pub auto_scaling_groups: AutoScalingGroupSelector,

@@ -283,6 +283,7 @@ pub enum DisruptionReason {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.mode != 'Apply' || has(self.prometheusUrl)").message("spec.rightsizing: mode Apply needs prometheusUrl"))]
+#[x_kube(validation = Rule::new("self.mode == 'Off'").message("spec.rightsizing.mode: Recommend and Apply are not implemented yet (issue #17): nothing would read them; set Off or leave rightsizing out"))]
 pub struct Rightsizing {
     /// Off, Recommend (status and Events only) or Apply.
     #[serde(default)]
@@ -356,10 +357,10 @@ fn default_min_memory() -> String {
 /// Right-sizing mode.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
 pub enum RightsizingMode {
-    /// No recommendations.
+    /// No recommendations (the default: the only mode accepted until right-sizing is implemented).
+    #[default]
     Off,
     /// Recommendations in status and Events.
-    #[default]
     Recommend,
     /// Recommendations applied to the workloads.
     Apply,

@@ -218,6 +218,11 @@ fn policy_rejects_min_above_max_and_out_of_range_fields() {
     assert_rejected(&crd, &window, "schedule and duration must be set together");
     let apply = with_spec(POLICY, "rightsizing: {mode: Apply}");
     assert_rejected(&crd, &apply, "mode Apply needs prometheusUrl");
+    let recommend = with_spec(
+        POLICY,
+        "rightsizing: {mode: Recommend, prometheusUrl: \"http://p:9090\"}",
+    );
+    assert_rejected(&crd, &recommend, "not implemented yet (issue #17)");
 }
 
 #[test]

@@ -114,14 +114,7 @@ pub fn estimate_plan(
     plan: &crate::engine::consolidation::Plan,
     target: Option<SpotTarget>,
 ) -> CostReport {
-    let removed: Vec<NodeId> = plan.removals.iter().map(|r| r.node).collect();
-    let pinned: Vec<NodeId> = plan
-        .kept
-        .iter()
-        .filter(|k| k.reason.pins_node())
-        .map(|k| k.node)
-        .collect();
-    estimate(snapshot, &removed, &pinned, target)
+    estimate_with_replacements(snapshot, plan, &[], target)
 }
 
 /// [`estimate_plan`] with `replacements` carried out too: the replaced nodes go, the new nodes come (as

@@ -235,6 +235,19 @@ fn main_region(translated: &Translated) -> Option<String> {
         .map(|(r, _)| r.to_owned())
 }
 
+/// The catalog's families without the burstable `t*` ones (CPU credits make them poor nodes for packed
+/// clusters).
+fn packing_families(catalog: &Catalog) -> Vec<String> {
+    let mut families: Vec<String> = catalog
+        .instance_types()
+        .filter(|t| !t.family.starts_with('t'))
+        .map(|t| t.family.clone())
+        .collect();
+    families.sort_unstable();
+    families.dedup();
+    families
+}
+
 /// Pod slots of a new node in the replacement estimate (kubelet's default; the EKS AMI's ENI-based
 /// limit is at least this for the sizes a replacement uses).
 const NEW_NODE_PODS: u32 = 110;
@@ -254,13 +267,7 @@ fn replacement_offers(catalog: &Catalog, region: &str, translated: &Translated) 
         .collect();
     architectures.sort_unstable_by_key(|a| a.to_string());
     architectures.dedup();
-    let mut families: Vec<String> = catalog
-        .instance_types()
-        .filter(|t| !t.family.starts_with('t'))
-        .map(|t| t.family.clone())
-        .collect();
-    families.sort_unstable();
-    families.dedup();
+    let families = packing_families(catalog);
     let requirements = Requirements {
         families,
         zones,
@@ -332,13 +339,7 @@ fn top_spot_per_zone<'c>(
     region: &str,
     translated: &Translated,
 ) -> (Vec<RankedCandidate<'c>>, Option<String>) {
-    let mut families: Vec<String> = catalog
-        .instance_types()
-        .filter(|t| !t.family.starts_with('t'))
-        .map(|t| t.family.clone())
-        .collect();
-    families.sort_unstable();
-    families.dedup();
+    let families = packing_families(catalog);
     let sizes: Vec<u32> = translated
         .snapshot
         .nodes

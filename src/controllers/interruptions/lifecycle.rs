@@ -101,18 +101,12 @@ impl<C: Cloud> Intake<C> {
         options: &DrainOptions,
         action: &LifecycleAction,
     ) -> Result<DrainReport, DrainError> {
-        let (ctx, beating) = (self.ctx.clone(), action.clone());
-        let heartbeat = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(HEARTBEAT_INTERVAL).await;
-                if let Err(e) = ctx.cloud.record_lifecycle_action_heartbeat(&beating).await {
-                    tracing::warn!(group = %beating.group, instance = %beating.instance, error = %e, "lifecycle heartbeat failed; the hook ends at its heartbeat timeout unless a later one succeeds");
-                }
-            }
-        });
-        let result = self.drainer.drain(node, marker, options).await;
-        heartbeat.abort();
-        result
+        with_heartbeats(
+            &self.ctx.cloud,
+            action,
+            self.drainer.drain(node, marker, options),
+        )
+        .await
     }
 
     /// CompleteLifecycleAction CONTINUE, counted by `outcome` (or `complete_failed`); whether it was
@@ -139,5 +133,27 @@ impl<C: Cloud> Intake<C> {
             .with_label_values(&[label])
             .inc();
         result.is_ok()
+    }
+}
+
+/// Run `work`, recording a heartbeat on `action` every [`HEARTBEAT_INTERVAL`] until it ends (a failed
+/// heartbeat is logged; the next one may still keep the hook open).
+pub(super) async fn with_heartbeats<C: Cloud, T>(
+    cloud: &C,
+    action: &LifecycleAction,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let mut work = std::pin::pin!(work);
+    let start = tokio::time::Instant::now() + HEARTBEAT_INTERVAL;
+    let mut ticks = tokio::time::interval_at(start, HEARTBEAT_INTERVAL);
+    loop {
+        tokio::select! {
+            result = &mut work => return result,
+            _ = ticks.tick() => {
+                if let Err(e) = cloud.record_lifecycle_action_heartbeat(action).await {
+                    tracing::warn!(group = %action.group, instance = %action.instance, error = %e, "lifecycle heartbeat failed; the hook ends at its heartbeat timeout unless a later one succeeds");
+                }
+            }
+        }
     }
 }

@@ -463,3 +463,35 @@ async fn an_action_delivered_twice_is_completed_once() {
     assert_eq!(harness.counted("duplicate"), 1);
     assert_eq!(harness.lifecycle_outcome("launch"), 1);
 }
+
+/// A drain that outlasts several heartbeat intervals keeps the hook open: one heartbeat per interval
+/// while it runs, none after it ends (virtual time: the clock advances only when everything waits).
+#[tokio::test(start_paused = true)]
+async fn a_long_drain_records_a_heartbeat_every_interval_until_it_ends() {
+    use crate::engine::lifecycle::HEARTBEAT_INTERVAL;
+    let cloud = FakeCloud::default();
+    let action = crate::cloud::LifecycleAction {
+        group: "asg-a".into(),
+        hook: "drain".into(),
+        token: "tok-1".into(),
+        instance: "i-0abc".into(),
+    };
+    let drain = tokio::time::sleep(HEARTBEAT_INTERVAL * 3 + HEARTBEAT_INTERVAL / 2);
+    super::lifecycle::with_heartbeats(&cloud, &action, async {
+        drain.await;
+        "drained"
+    })
+    .await;
+    tokio::time::sleep(HEARTBEAT_INTERVAL * 4).await;
+    let beats: Vec<String> = cloud
+        .state()
+        .calls
+        .iter()
+        .filter(|c| c.starts_with("RecordLifecycleActionHeartbeat"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        beats,
+        vec!["RecordLifecycleActionHeartbeat asg-a drain tok-1".to_string(); 3]
+    );
+}
