@@ -515,6 +515,11 @@ pub struct OptimizationPolicyStatus {
     /// The last consolidation that removed nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_consolidation: Option<ConsolidationStatus>,
+    /// Replacements the planner proposes: nodes kept only because they are too full to empty
+    /// elsewhere, replaced k at a time by one cheaper new node on which all their pods fit (`cloudoptim
+    /// plan` shows the same). Planned only: the operator does not carry them out yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub planned_replacements: Vec<PlannedReplacement>,
     /// Top 20 right-sizing recommendations.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recommendations: Vec<Recommendation>,
@@ -555,6 +560,24 @@ pub struct CostStatus {
     pub savings_monthly: f64,
     /// Savings as a percentage of the on-demand cost.
     pub savings_percent: f64,
+}
+
+/// One planned replacement.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedReplacement {
+    /// The nodes it replaces.
+    pub replace: Vec<String>,
+    /// The new node's instance type.
+    pub instance_type: String,
+    /// Its zone.
+    pub zone: String,
+    /// `spot` or `on-demand`.
+    pub capacity_type: String,
+    /// Its price, USD per hour.
+    pub hourly: f64,
+    /// The replaced nodes' price minus the new node's, USD per hour.
+    pub savings_hourly: f64,
 }
 
 /// The last consolidation.

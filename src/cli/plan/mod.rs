@@ -285,50 +285,7 @@ fn replacement_offers(catalog: &Catalog, region: &str, translated: &Translated) 
     ) else {
         return Vec::new();
     };
-    ranked
-        .candidates
-        .iter()
-        .filter_map(|c| {
-            let t = catalog.instance_type(c.instance_type)?;
-            let capacity = match c.capacity_type {
-                CapacityType::Spot => "spot",
-                CapacityType::OnDemand => "on-demand",
-            };
-            // Kubernetes names x86_64 `amd64`.
-            let arch = match t.arch {
-                Arch::X86_64 => "amd64",
-                Arch::Arm64 => "arm64",
-            };
-            let labels = [
-                ("node.kubernetes.io/instance-type", c.instance_type),
-                ("topology.kubernetes.io/zone", c.zone),
-                ("topology.kubernetes.io/region", region),
-                ("kubernetes.io/arch", arch),
-                ("kubernetes.io/os", "linux"),
-                ("karpenter.sh/capacity-type", capacity),
-                (
-                    "eks.amazonaws.com/capacityType",
-                    &capacity.replace('-', "_").to_uppercase(),
-                ),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-            Some(Offer {
-                instance_type: c.instance_type.to_string(),
-                zone: c.zone.to_string(),
-                capacity_type: c.capacity_type,
-                hourly: c.price_per_hour,
-                allocatable: consolidation::kubelet_allocatable(
-                    t.vcpu,
-                    t.memory_mib,
-                    NEW_NODE_PODS,
-                ),
-                labels,
-                taints: Vec::new(),
-            })
-        })
-        .collect()
+    consolidation::offers(catalog, region, &ranked.candidates, NEW_NODE_PODS)
 }
 
 /// The best spot candidates of each zone the cluster uses, in rank order: Balanced weights over

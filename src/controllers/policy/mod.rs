@@ -40,7 +40,7 @@ use super::node_template::group_selector;
 use super::{Context, apply_status, condition, labels_of, retry_failed};
 use crate::api::policy::{
     ConsolidationMode, ConsolidationStatus, CostStatus, DisruptionReason as ApiReason, NodeCounts,
-    OptimizationPolicyStatus, ZombieMode, ZombieStatus,
+    OptimizationPolicyStatus, PlannedReplacement, ZombieMode, ZombieStatus,
 };
 use crate::api::{NodeTemplate, OptimizationPolicy};
 use crate::cloud::{CLUSTER_TAG, Cloud, CloudError, GroupSelector};

@@ -34,6 +34,35 @@ pub(super) struct Decision {
     pub(super) averaged: usize,
     /// Nodes removed in this pass: resumed drains, then candidates that waited consolidateAfter.
     pub(super) removals: Vec<Removal>,
+    /// Replacements the planner proposes after the removals (planned only, not carried out), with the
+    /// names of the nodes they replace.
+    pub(super) replacements: Vec<(consolidation::Replacement, Vec<String>)>,
+}
+
+impl Decision {
+    /// The planned replacements as the status shows them.
+    pub(super) fn planned_replacements(&self) -> Vec<PlannedReplacement> {
+        let round = |v: f64| (v * 10_000.0).round() / 10_000.0;
+        self.replacements
+            .iter()
+            .map(|(r, names)| PlannedReplacement {
+                replace: names.clone(),
+                instance_type: r.with.instance_type.clone(),
+                zone: r.with.zone.clone(),
+                capacity_type: r.with.capacity_type.as_str().to_string(),
+                hourly: round(r.with.hourly),
+                savings_hourly: round(r.savings_hourly),
+            })
+            .collect()
+    }
+
+    /// What the planned replacements would save together, USD per hour.
+    pub(super) fn replacement_savings(&self) -> f64 {
+        self.replacements
+            .iter()
+            .map(|(r, _)| r.savings_hourly)
+            .sum()
+    }
 }
 
 /// Decide this pass. `candidates` (node -> since when it has been a removal candidate) is updated:
@@ -64,6 +93,29 @@ pub(super) fn decide(
     let (averaged_snapshot, averaged) =
         spot_average::reprice(snapshot, &inputs.spot_averages.averages);
     let cost = savings::estimate_plan(&averaged_snapshot, &plan, Some(settings.spot));
+    let replacements = if settings.options.mode == Mode::Off || inputs.offers.is_empty() {
+        Vec::new()
+    } else {
+        consolidation::plan_replacements(
+            snapshot,
+            &plan,
+            &options,
+            &consolidation::ReplaceOptions {
+                spot: Some(settings.spot),
+                ..consolidation::ReplaceOptions::with_offers(inputs.offers.clone())
+            },
+        )
+        .into_iter()
+        .map(|r| {
+            let names = r
+                .replace
+                .iter()
+                .map(|id| snapshot.nodes[id.index()].name.clone())
+                .collect();
+            (r, names)
+        })
+        .collect()
+    };
     let ready = ready_candidates(inputs, &plan, candidates, settings, &options, clock);
     let removals = if settings.options.mode == Mode::Off {
         Vec::new()
@@ -83,6 +135,7 @@ pub(super) fn decide(
         cost,
         averaged,
         removals,
+        replacements,
     })
 }
 

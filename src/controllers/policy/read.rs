@@ -21,6 +21,8 @@ pub(super) struct Inputs {
     pub(super) spot_averages: crate::controllers::catalog::Averages,
     /// Nodes a previous run (or a crash) left marked for consolidation.
     pub(super) marked: Vec<String>,
+    /// What a replacement may launch: the selected templates' rankings, best first.
+    pub(super) offers: Vec<consolidation::Offer>,
 }
 
 impl Inputs {
@@ -125,6 +127,7 @@ pub(super) async fn read<C: Cloud>(
         .filter(|m| m.by == "consolidation")
         .map(|m| m.name)
         .collect();
+    let offers = replacement_offers(&selected, &catalog.catalog, &ctx.config.region);
     Ok(Inputs {
         templates: selected.len(),
         owners,
@@ -134,7 +137,43 @@ pub(super) async fn read<C: Cloud>(
         catalog: catalog.catalog,
         spot_averages,
         marked,
+        offers,
     })
+}
+
+/// Pod slots of a new node in a replacement (kubelet's default).
+const NEW_NODE_PODS: u32 = 110;
+
+/// The offers of the selected templates (each ranked as its controller ranks it; flagged pairs are left
+/// to the group's overrides), best first, each (type, zone, capacity type) once.
+fn replacement_offers(
+    templates: &[&NodeTemplate],
+    catalog: &crate::engine::catalog::Catalog,
+    region: &str,
+) -> Vec<consolidation::Offer> {
+    let mut seen = BTreeSet::new();
+    let mut offers = Vec::new();
+    for template in templates {
+        let Ok((requirements, weights)) =
+            crate::controllers::node_template::ranking_inputs(&template.spec)
+        else {
+            continue;
+        };
+        let Ok(ranked) = crate::engine::ranking::rank(catalog, region, &requirements, weights, &[])
+        else {
+            continue;
+        };
+        for offer in consolidation::offers(catalog, region, &ranked.candidates, NEW_NODE_PODS) {
+            if seen.insert((
+                offer.instance_type.clone(),
+                offer.zone.clone(),
+                offer.capacity_type,
+            )) {
+                offers.push(offer);
+            }
+        }
+    }
+    offers
 }
 
 /// The scope's Nodes, their pods (from the pod cache) and the cluster's PDBs as one engine snapshot.

@@ -97,6 +97,7 @@ pub(super) fn build_status(
             savings_percent: (cost.savings_percent * 10.0).round() / 10.0,
         }),
         last_consolidation: last.or_else(|| previous.last_consolidation.clone()),
+        planned_replacements: decision.planned_replacements(),
         recommendations: previous.recommendations.clone(),
         zombies,
         conditions: Vec::new(),
@@ -135,6 +136,13 @@ pub(super) fn message(
         decision.in_flight.len(),
         if dry_run { "; dry run" } else { "" }
     );
+    if !decision.replacements.is_empty() {
+        message.push_str(&format!(
+            "; {} replacements planned (status.plannedReplacements), ${:.4}/h more, not carried out yet",
+            decision.replacements.len(),
+            decision.replacement_savings()
+        ));
+    }
     message.push_str("; ");
     message.push_str(&estimate_prices(inputs, decision));
     for note in notes.iter().cloned().chain(kept) {

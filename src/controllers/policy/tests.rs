@@ -209,11 +209,60 @@ mod decide {
                 error: None,
             },
             marked: marked.iter().map(|s| s.to_string()).collect(),
+            offers: Vec::new(),
         }
     }
 
     fn settings_of(spec: serde_json::Value) -> Settings {
         settings(&policy(spec)).expect("valid policy")
+    }
+
+    #[test]
+    fn busy_nodes_a_cheaper_offer_can_hold_are_planned_for_replacement_not_touched() {
+        // Above a 0.3 threshold, busy-0 and busy-1 ($0.2/h each) stay; one 4 vCPU node at $0.25/h
+        // holds both their pods. `idle` is removed as before.
+        let settings = settings_of(json!({"consolidation": {"utilizationThreshold": 0.3}}));
+        let mut inputs = inputs(&[]);
+        inputs.offers = vec![crate::engine::consolidation::Offer {
+            instance_type: "m6i.xlarge".into(),
+            zone: "us-east-1a".into(),
+            capacity_type: crate::engine::ranking::CapacityType::OnDemand,
+            hourly: 0.25,
+            allocatable: crate::engine::consolidation::kubelet_allocatable(4, 16 * 1024, 110),
+            labels: Default::default(),
+            taints: Vec::new(),
+        }];
+        let decision = decide(
+            &inputs,
+            &settings,
+            &mut BTreeMap::new(),
+            Utc::now(),
+            Instant::now(),
+        )
+        .expect("plans");
+        let planned = decision.planned_replacements();
+        assert_eq!(planned.len(), 1, "{planned:?}");
+        assert_eq!(planned[0].replace, ["busy-0", "busy-1"]);
+        assert_eq!(planned[0].instance_type, "m6i.xlarge");
+        assert!((planned[0].savings_hourly - 0.15).abs() < 1e-9);
+        // Planned only: nothing about them is removed in this pass, and the estimate is unchanged.
+        assert!(
+            decision
+                .removals
+                .iter()
+                .all(|r| r.node != "busy-0" && r.node != "busy-1")
+        );
+        // Mode Off plans none.
+        let off = settings_of(json!({"consolidation": {"mode": "Off"}}));
+        let none = decide(
+            &inputs,
+            &off,
+            &mut BTreeMap::new(),
+            Utc::now(),
+            Instant::now(),
+        )
+        .expect("plans");
+        assert!(none.replacements.is_empty());
     }
 
     #[test]

@@ -71,7 +71,9 @@ use crate::engine::budgets::BudgetNodes;
 use crate::engine::snapshot::{NodeId, Pod, PodId, Snapshot, SnapshotError};
 
 use context::Context;
-pub use replace::{Offer, ReplaceOptions, Replacement, kubelet_allocatable, plan_replacements};
+pub use replace::{
+    Offer, ReplaceOptions, Replacement, kubelet_allocatable, offers, plan_replacements,
+};
 
 /// When the planner may remove nodes (`spec.consolidation.mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

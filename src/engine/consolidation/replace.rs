@@ -29,6 +29,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{KeepReason, Options, Plan};
+use crate::engine::catalog::{Arch, Catalog};
+use crate::engine::ranking::RankedCandidate;
 use crate::engine::savings::SpotTarget;
 use crate::engine::snapshot::{
     CapacityType, Labels, NodeId, OwnerKind, PodId, Resources, Snapshot, Taint,
@@ -343,6 +345,54 @@ impl<'a> State<'a> {
             + usize::from(replacement.with.capacity_type == CapacityType::Spot)
             - spot_replaced;
     }
+}
+
+/// The offers of ranked candidates (best first): each with the allocatable of
+/// [`kubelet_allocatable`] for `max_pods` pods and the well-known labels a node of it carries (instance
+/// type, zone, region, architecture as Kubernetes names it, OS, and the capacity type in Karpenter's and
+/// EKS's spelling). Candidates whose type the catalog lacks are left out.
+pub fn offers(
+    catalog: &Catalog,
+    region: &str,
+    candidates: &[RankedCandidate<'_>],
+    max_pods: u32,
+) -> Vec<Offer> {
+    candidates
+        .iter()
+        .filter_map(|c| {
+            let t = catalog.instance_type(c.instance_type)?;
+            let (capacity, eks_capacity) = match c.capacity_type {
+                CapacityType::Spot => ("spot", "SPOT"),
+                CapacityType::OnDemand => ("on-demand", "ON_DEMAND"),
+            };
+            // Kubernetes names x86_64 `amd64`.
+            let arch = match t.arch {
+                Arch::X86_64 => "amd64",
+                Arch::Arm64 => "arm64",
+            };
+            let labels = [
+                ("node.kubernetes.io/instance-type", c.instance_type),
+                ("topology.kubernetes.io/zone", c.zone),
+                ("topology.kubernetes.io/region", region),
+                ("kubernetes.io/arch", arch),
+                ("kubernetes.io/os", "linux"),
+                ("karpenter.sh/capacity-type", capacity),
+                ("eks.amazonaws.com/capacityType", eks_capacity),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            Some(Offer {
+                instance_type: c.instance_type.to_string(),
+                zone: c.zone.to_string(),
+                capacity_type: c.capacity_type,
+                hourly: c.price_per_hour,
+                allocatable: kubelet_allocatable(t.vcpu, t.memory_mib, max_pods),
+                labels,
+                taints: Vec::new(),
+            })
+        })
+        .collect()
 }
 
 /// What pods may request on a new node of `vcpu` vCPUs and `memory_mib` MiB with `max_pods` pod slots:
