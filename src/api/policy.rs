@@ -566,6 +566,9 @@ pub struct CostStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PlannedReplacement {
+    /// `consolidation` (k nodes by one cheaper node) or `spotMix` (an on-demand node by a Spot node,
+    /// toward the policy's split).
+    pub reason: String,
     /// The nodes it replaces.
     pub replace: Vec<String>,
     /// The new node's instance type.

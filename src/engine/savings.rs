@@ -135,35 +135,20 @@ pub fn estimate_with_replacements(
         .iter()
         .filter(|k| k.reason.pins_node())
         .map(|k| k.node)
+        .chain(replaced.iter().copied())
         .collect();
     let gone: Vec<NodeId> = removed.iter().chain(&replaced).copied().collect();
-    let mut report = estimate(snapshot, &gone, &pinned, target);
+    let added: Vec<(CapacityType, f64)> = replacements
+        .iter()
+        .map(|r| (r.with.capacity_type, r.with.hourly))
+        .collect();
+    let mut report = estimate_with_added(snapshot, &gone, &pinned, &added, target);
     let replaced_hourly: f64 = replaced
         .iter()
         .filter_map(|id| price(snapshot.nodes.get(id.index())?.hourly_price))
         .sum();
-    let added: f64 = replacements.iter().map(|r| r.with.hourly).sum();
-    for r in replacements {
-        report
-            .optimized_mix
-            .add(r.with.capacity_type, r.with.hourly);
-    }
     report.consolidation_hourly = (report.consolidation_hourly - replaced_hourly).max(0.0);
-    report.replacement_hourly = replaced_hourly - added;
-    report.optimized_hourly = report.optimized_mix.hourly();
-    report.savings_hourly = (report.current_hourly - report.optimized_hourly).max(0.0);
-    report.savings_monthly = report.savings_hourly * HOURS_PER_MONTH;
-    report.savings_percent = if report.current_hourly > 0.0 {
-        100.0 * report.savings_hourly / report.current_hourly
-    } else {
-        0.0
-    };
-    report.savings_vs_on_demand_percent = if report.on_demand_equivalent_hourly > 0.0 {
-        100.0 * (report.on_demand_equivalent_hourly - report.optimized_hourly).max(0.0)
-            / report.on_demand_equivalent_hourly
-    } else {
-        0.0
-    };
+    report.replacement_hourly = replaced_hourly - added.iter().map(|(_, h)| h).sum::<f64>();
     report
 }
 
@@ -173,6 +158,18 @@ pub fn estimate(
     snapshot: &Snapshot,
     removed: &[NodeId],
     pinned: &[NodeId],
+    target: Option<SpotTarget>,
+) -> CostReport {
+    estimate_with_added(snapshot, removed, pinned, &[], target)
+}
+
+/// [`estimate`] with new nodes (capacity type, hourly price) added to the kept ones before the spot
+/// target is applied, so that new Spot nodes count toward it and are not converted twice.
+fn estimate_with_added(
+    snapshot: &Snapshot,
+    removed: &[NodeId],
+    pinned: &[NodeId],
+    added: &[(CapacityType, f64)],
     target: Option<SpotTarget>,
 ) -> CostReport {
     let flags = |ids: &[NodeId]| {
@@ -202,6 +199,10 @@ pub fn estimate(
             kept_mix.add(node.capacity_type, hourly);
         }
     }
+    let removed_hourly = current_mix.hourly() - kept_mix.hourly();
+    for &(capacity, hourly) in added {
+        kept_mix.add(capacity, hourly);
+    }
     let (spot_conversions, spot_mix_hourly, optimized_mix) =
         apply_spot_target(snapshot, &is_removed, &is_pinned, kept_mix, target);
     let current_hourly = current_mix.hourly();
@@ -220,7 +221,7 @@ pub fn estimate(
         savings_hourly,
         savings_monthly: savings_hourly * HOURS_PER_MONTH,
         savings_percent: percent(savings_hourly, current_hourly),
-        consolidation_hourly: (current_hourly - kept_mix.hourly()).max(0.0),
+        consolidation_hourly: removed_hourly.max(0.0),
         replacement_hourly: 0.0,
         spot_mix_hourly,
         current_mix,

@@ -4,7 +4,7 @@ use std::io::{self, Write};
 
 use serde_json::{Value, json};
 
-use crate::engine::consolidation::Kept;
+use crate::engine::consolidation::{Kept, ReplaceReason};
 use crate::engine::savings::{CapacityMix, HOURS_PER_MONTH};
 use crate::engine::snapshot::{Node, NodeId, Snapshot};
 
@@ -269,7 +269,7 @@ fn write_replacements(a: &Analysis<'_>, out: &mut impl Write) -> io::Result<()> 
         let replaced: Vec<&str> = r.replace.iter().map(|id| node_name(s, *id)).collect();
         writeln!(
             out,
-            "  {} -> 1 {} {} {} at {}/h (was {}/h), saving {}/h; {} pods move: {}",
+            "  {} -> 1 {} {} {} at {}/h (was {}/h), saving {}/h{}; {} pods move: {}",
             replaced.len(),
             r.with.instance_type,
             r.with.zone,
@@ -277,6 +277,10 @@ fn write_replacements(a: &Analysis<'_>, out: &mut impl Write) -> io::Result<()> 
             dollars(r.with.hourly, 4),
             dollars(r.replaced_hourly, 4),
             dollars(r.savings_hourly, 4),
+            match r.reason {
+                ReplaceReason::Consolidation => "",
+                ReplaceReason::SpotMix => " (to the policy's Spot split)",
+            },
             r.pods.len(),
             replaced.join(", ")
         )?;
@@ -459,6 +463,7 @@ pub(super) fn write_json(a: &Analysis<'_>, out: &mut impl Write) -> io::Result<(
         "removeNodes": names(&a.plan.removals.iter().map(|r| r.node).collect::<Vec<_>>()),
         "removals": removals,
         "replacements": a.replacements.iter().map(|r| json!({
+            "reason": r.reason.as_str(),
             "replace": names(&r.replace),
             "with": {
                 "instanceType": r.with.instance_type,

@@ -46,6 +46,7 @@ impl Decision {
         self.replacements
             .iter()
             .map(|(r, names)| PlannedReplacement {
+                reason: r.reason.as_str().to_string(),
                 replace: names.clone(),
                 instance_type: r.with.instance_type.clone(),
                 zone: r.with.zone.clone(),

@@ -72,7 +72,8 @@ use crate::engine::snapshot::{NodeId, Pod, PodId, Snapshot, SnapshotError};
 
 use context::Context;
 pub use replace::{
-    Offer, ReplaceOptions, Replacement, kubelet_allocatable, offers, plan_replacements,
+    Offer, ReplaceOptions, ReplaceReason, Replacement, kubelet_allocatable, offers,
+    plan_replacements,
 };
 
 /// When the planner may remove nodes (`spec.consolidation.mode`).

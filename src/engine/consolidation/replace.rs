@@ -23,6 +23,12 @@
 //!   batches of the budget, like removals.
 //! - A Spot offer is taken only while the end state's Spot nodes stay within the policy's split: at
 //!   most `percentage`% of the nodes above the on-demand base, or no more Spot nodes than before.
+//! - **Spot mix convergence** ([`ReplaceReason::SpotMix`]), after those: while the end state has fewer
+//!   Spot nodes than the policy's split asks for (`percentage`% of the nodes above the on-demand base),
+//!   kept on-demand nodes nothing pins (and that receive no pods) are replaced one for one by the first
+//!   Spot offer cheaper than them on which their pods fit, the biggest saving first, within the PDB
+//!   allowances left. A policy raised from 30% to 80% Spot, or a fallback to on-demand that ended, so
+//!   converges; never below the on-demand base.
 //! - Savings are counted once: the removed nodes' prices (the plan) plus, per replacement, the replaced
 //!   nodes' prices minus the new node's.
 
@@ -81,9 +87,30 @@ impl ReplaceOptions {
     }
 }
 
+/// Why a replacement is planned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplaceReason {
+    /// k nodes by one cheaper node: fewer, cheaper nodes.
+    Consolidation,
+    /// An on-demand node by a Spot node while the Spot share is below the policy's split.
+    SpotMix,
+}
+
+impl ReplaceReason {
+    /// `consolidation` or `spotMix` (JSON), as people read it in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplaceReason::Consolidation => "consolidation",
+            ReplaceReason::SpotMix => "spotMix",
+        }
+    }
+}
+
 /// k nodes replaced by one new node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Replacement {
+    /// Why.
+    pub reason: ReplaceReason,
     /// The nodes replaced, in plan order.
     pub replace: Vec<NodeId>,
     /// The new node.
@@ -126,6 +153,8 @@ pub fn plan_replacements(
             }
         }
     }
+    let converted = state.converge(plan, &replacements);
+    replacements.extend(converted);
     replacements
 }
 
@@ -267,6 +296,7 @@ impl<'a> State<'a> {
                 && self.spot_allows(offer, nodes.len(), spot_before)
         })?;
         Some(Replacement {
+            reason: ReplaceReason::Consolidation,
             replace: nodes.to_vec(),
             with: offer.clone(),
             pods,
@@ -324,6 +354,73 @@ impl<'a> State<'a> {
         let allowed =
             nodes_after.saturating_sub(target.on_demand_base) * target.percentage as usize / 100;
         spot_after <= allowed || spot_after <= self.spot_nodes
+    }
+
+    /// Spot mix convergence: while the end state's Spot share is below the policy's split (of the
+    /// nodes above the on-demand base), kept on-demand nodes that nothing pins (and that receive no
+    /// pods) are replaced one for one by a cheaper Spot node on which their pods fit, the biggest saving
+    /// first. Never below the on-demand base.
+    fn converge(&mut self, plan: &Plan, done: &[Replacement]) -> Vec<Replacement> {
+        let Some(target) = self.replace.spot else {
+            return Vec::new();
+        };
+        let taken: BTreeSet<NodeId> = done.iter().flat_map(|r| r.replace.clone()).collect();
+        let mut options: Vec<Replacement> = plan
+            .kept
+            .iter()
+            .filter(|k| {
+                !k.reason.pins_node()
+                    && !matches!(k.reason, KeepReason::Destination { .. })
+                    && !taken.contains(&k.node)
+                    && self.snapshot.nodes[k.node.index()].capacity_type == CapacityType::OnDemand
+            })
+            .filter_map(|k| self.to_spot(k.node))
+            .collect();
+        options.sort_by(|a, b| {
+            b.savings_hourly
+                .total_cmp(&a.savings_hourly)
+                .then(a.replace.cmp(&b.replace))
+        });
+        let mut converted = Vec::new();
+        for option in options {
+            let wanted = self.nodes.saturating_sub(target.on_demand_base)
+                * target.percentage.min(100) as usize
+                / 100;
+            if self.spot_nodes >= wanted {
+                break;
+            }
+            if self.pdbs_allow(&option.pods) {
+                self.commit(&option);
+                converted.push(option);
+            }
+        }
+        converted
+    }
+
+    /// The first Spot offer, cheaper than `node`, on which its pods fit.
+    fn to_spot(&self, node: NodeId) -> Option<Replacement> {
+        let price = self.snapshot.nodes[node.index()].hourly_price?;
+        let pods = self.movable.get(&node).cloned().unwrap_or_default();
+        if !self.pods_may_share_a_new_node(&pods) {
+            return None;
+        }
+        let requests = pods.iter().fold(
+            self.daemons.get(&node).copied().unwrap_or_default(),
+            |sum, id| sum.saturating_add(self.snapshot.pods[id.index()].requests),
+        );
+        let offer = self.replace.offers.iter().find(|o| {
+            o.capacity_type == CapacityType::Spot
+                && o.hourly < price
+                && self.fits(o, &pods, requests)
+        })?;
+        Some(Replacement {
+            reason: ReplaceReason::SpotMix,
+            replace: vec![node],
+            with: offer.clone(),
+            pods,
+            replaced_hourly: price,
+            savings_hourly: price - offer.hourly,
+        })
     }
 
     fn commit(&mut self, replacement: &Replacement) {
@@ -651,6 +748,55 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn on_demand_nodes_converge_to_the_spot_split_above_the_base() {
+        let s = cluster(4, 6);
+        let options = Options {
+            budget: Some(4),
+            ..Options::default()
+        };
+        // Same-size offers only, the Spot one 6% cheaper: below the 10% margin of a replacement for
+        // cost, so only convergence to the split moves nodes to Spot.
+        let same_size = vec![
+            offer("m5.4xlarge", 16, 64, 0.72, CapacityType::Spot),
+            offer("m5.4xlarge", 16, 64, 0.768, CapacityType::OnDemand),
+        ];
+        let with = |percentage, base| ReplaceOptions {
+            spot: Some(SpotTarget {
+                percentage,
+                on_demand_base: base,
+            }),
+            ..ReplaceOptions::with_offers(same_size.clone())
+        };
+        let spot = |r: &[Replacement]| {
+            assert!(r.iter().all(|r| r.reason == ReplaceReason::SpotMix
+                && r.replace.len() == 1
+                && r.with.capacity_type == CapacityType::Spot));
+            r.len()
+        };
+        assert_eq!(spot(&replacements(&s, &options, &with(50, 0))), 2);
+        assert_eq!(spot(&replacements(&s, &options, &with(100, 0))), 4);
+        // Two nodes stay on demand whatever the split: 50% of the two above the base.
+        assert_eq!(spot(&replacements(&s, &options, &with(50, 2))), 1);
+        assert_eq!(spot(&replacements(&s, &options, &with(0, 0))), 0);
+        // No Spot target: nothing converges.
+        assert!(
+            replacements(
+                &s,
+                &options,
+                &ReplaceOptions::with_offers(same_size.clone())
+            )
+            .is_empty()
+        );
+        // A node already Spot counts toward the split.
+        let mut s = cluster(4, 6);
+        s.nodes[0].capacity_type = CapacityType::Spot;
+        s.nodes[0].hourly_price = Some(0.72);
+        let r = replacements(&s, &options, &with(50, 0));
+        assert_eq!(spot(&r), 1);
+        assert!(!r[0].replace.contains(&NodeId(0)));
     }
 
     #[test]
