@@ -917,4 +917,23 @@ impl Cloud for AwsCloud {
         )
         .await
     }
+
+    async fn change_message_visibility(
+        &self,
+        queue_url: &str,
+        receipt: &str,
+        seconds: i32,
+    ) -> CloudResult<()> {
+        self.act(
+            "ChangeMessageVisibility",
+            None,
+            self.sqs
+                .change_message_visibility()
+                .queue_url(queue_url)
+                .receipt_handle(receipt)
+                .visibility_timeout(seconds.clamp(0, 43_200))
+                .send(),
+        )
+        .await
+    }
 }

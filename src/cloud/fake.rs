@@ -314,6 +314,18 @@ impl Cloud for FakeCloud {
         })
     }
 
+    async fn change_message_visibility(
+        &self,
+        _queue_url: &str,
+        receipt: &str,
+        seconds: i32,
+    ) -> CloudResult<()> {
+        self.call(
+            Some(format!("ChangeMessageVisibility {receipt} {seconds}")),
+            |_| Ok(()),
+        )
+    }
+
     async fn delete_message(&self, queue_url: &str, receipt: &str) -> CloudResult<()> {
         self.call(Some(format!("DeleteMessage {receipt}")), |s| {
             if let Some(queue) = s.queues.get_mut(queue_url) {

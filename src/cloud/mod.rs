@@ -332,4 +332,11 @@ pub trait Cloud: Send + Sync + 'static {
         queue_url: &str,
         receipt: &str,
     ) -> impl Future<Output = CloudResult<()>> + Send;
+    /// SQS ChangeMessageVisibility: keep a message being worked on hidden `seconds` more.
+    fn change_message_visibility(
+        &self,
+        queue_url: &str,
+        receipt: &str,
+        seconds: i32,
+    ) -> impl Future<Output = CloudResult<()>> + Send;
 }

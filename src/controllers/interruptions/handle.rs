@@ -45,12 +45,20 @@ impl<C: Cloud> Intake<C> {
             }
             return None;
         };
-        self.delete(queue, &message).await;
+        // A terminate hook's message stays (hidden) until its action is completed: if this replica
+        // dies mid-drain, SQS delivers it again and the next leader resumes the drain and completes it.
+        let held = if matches!(notice.kind, NoticeKind::LifecycleTerminate(_)) {
+            Some((queue.to_string(), message))
+        } else {
+            self.delete(queue, &message).await;
+            None
+        };
         Some(FollowUp {
             notice,
             nodes: acted,
             response,
             settings,
+            held,
         })
     }
 
@@ -174,8 +182,7 @@ impl<C: Cloud> Intake<C> {
     /// Drain and flag what a handled message named.
     pub(super) async fn follow_up(self: &Arc<Self>, follow: FollowUp) {
         if let NoticeKind::LifecycleTerminate(action) = &follow.notice.kind {
-            self.lifecycle_terminating(&follow.notice, action, &follow.nodes, &follow.settings)
-                .await;
+            self.lifecycle_terminating(&follow, action).await;
             return;
         }
         for node in &follow.nodes {

@@ -10,7 +10,6 @@
 
 use super::*;
 use crate::cloud::{LifecycleAction, LifecycleResult};
-use crate::drain::{DrainError, DrainReport};
 use crate::engine::lifecycle::{HEARTBEAT_INTERVAL, drain_timeout};
 
 impl<C: Cloud> Intake<C> {
@@ -30,16 +29,19 @@ impl<C: Cloud> Intake<C> {
         self.delete(queue, message).await;
     }
 
-    /// A terminating instance whose message is handled: drain its node (if it is one and this is no
-    /// dry run) with heartbeats, then complete the action with CONTINUE.
-    pub(super) async fn lifecycle_terminating(
-        &self,
-        notice: &Notice,
-        action: &LifecycleAction,
-        nodes: &[Arc<Node>],
-        settings: &QueueSettings,
-    ) {
-        let Some(node) = nodes.first() else {
+    /// A terminating instance whose node is cordoned: drain it (if it is a node and this is no dry
+    /// run) with heartbeats, complete the action with CONTINUE, and only then delete the message (kept
+    /// hidden meanwhile), so a replica that dies mid-drain leaves the message for the next leader.
+    pub(super) async fn lifecycle_terminating(&self, follow: &FollowUp, action: &LifecycleAction) {
+        self.terminating(follow, action).await;
+        if let Some((queue, message)) = &follow.held {
+            self.delete(queue, message).await;
+        }
+    }
+
+    async fn terminating(&self, follow: &FollowUp, action: &LifecycleAction) {
+        let (notice, settings) = (&follow.notice, &follow.settings);
+        let Some(node) = follow.nodes.first() else {
             self.complete(action, "not_a_node").await;
             return;
         };
@@ -61,9 +63,17 @@ impl<C: Cloud> Intake<C> {
             action.instance,
             notice.event_id
         ));
-        let drained = self
-            .drain_with_heartbeats(&name, &marker, &options, action)
-            .await;
+        let held = follow
+            .held
+            .as_ref()
+            .map(|(queue, message)| (queue.as_str(), message.receipt.as_str()));
+        let drained = with_heartbeats(
+            &self.ctx.cloud,
+            action,
+            held,
+            self.drainer.drain(&name, &marker, &options),
+        )
+        .await;
         let (outcome, summary) = match &drained {
             Ok(report) if report.is_drained() => ("drained", report.to_string()),
             Ok(report) => ("drain_failed", report.to_string()),
@@ -93,22 +103,6 @@ impl<C: Cloud> Intake<C> {
             .await;
     }
 
-    /// Drain `node`, recording a heartbeat on the hook every [`HEARTBEAT_INTERVAL`] until it ends.
-    async fn drain_with_heartbeats(
-        &self,
-        node: &str,
-        marker: &Marker,
-        options: &DrainOptions,
-        action: &LifecycleAction,
-    ) -> Result<DrainReport, DrainError> {
-        with_heartbeats(
-            &self.ctx.cloud,
-            action,
-            self.drainer.drain(node, marker, options),
-        )
-        .await
-    }
-
     /// CompleteLifecycleAction CONTINUE, counted by `outcome` (or `complete_failed`); whether it was
     /// completed.
     async fn complete(&self, action: &LifecycleAction, outcome: &'static str) -> bool {
@@ -136,11 +130,17 @@ impl<C: Cloud> Intake<C> {
     }
 }
 
-/// Run `work`, recording a heartbeat on `action` every [`HEARTBEAT_INTERVAL`] until it ends (a failed
-/// heartbeat is logged; the next one may still keep the hook open).
+/// How long each heartbeat keeps a held message hidden: past the next heartbeat, with room for a slow
+/// one; if the replica dies, SQS shows the message again this long after the last heartbeat.
+const HELD_VISIBILITY_SECONDS: i32 = 3 * HEARTBEAT_INTERVAL.as_secs() as i32;
+
+/// Run `work`, recording a heartbeat on `action` every [`HEARTBEAT_INTERVAL`] until it ends, and keeping
+/// the `held` message (queue URL, receipt) hidden as long (a failed heartbeat is logged; the next one
+/// may still keep the hook open).
 pub(super) async fn with_heartbeats<C: Cloud, T>(
     cloud: &C,
     action: &LifecycleAction,
+    held: Option<(&str, &str)>,
     work: impl std::future::Future<Output = T>,
 ) -> T {
     let mut work = std::pin::pin!(work);
@@ -152,6 +152,13 @@ pub(super) async fn with_heartbeats<C: Cloud, T>(
             _ = ticks.tick() => {
                 if let Err(e) = cloud.record_lifecycle_action_heartbeat(action).await {
                     tracing::warn!(group = %action.group, instance = %action.instance, error = %e, "lifecycle heartbeat failed; the hook ends at its heartbeat timeout unless a later one succeeds");
+                }
+                if let Some((queue, receipt)) = held
+                    && let Err(e) = cloud
+                        .change_message_visibility(queue, receipt, HELD_VISIBILITY_SECONDS)
+                        .await
+                {
+                    tracing::warn!(instance = %action.instance, error = %e, "could not keep the lifecycle message hidden; SQS may deliver it again (a duplicate is dropped)");
                 }
             }
         }

@@ -99,6 +99,8 @@ struct FollowUp {
     nodes: Vec<Arc<Node>>,
     response: Response,
     settings: QueueSettings,
+    /// The message, not deleted yet (a terminate hook's, until its action is completed).
+    held: Option<(String, QueueMessage)>,
 }
 
 /// Shared state of the intake.

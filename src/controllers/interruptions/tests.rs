@@ -397,13 +397,42 @@ async fn a_terminating_instance_that_is_no_node_here_is_completed_at_once() {
     assert!(harness.deleted());
     assert_eq!(
         harness.aws_calls(),
+        // The message goes only once the action is completed (a replica dying before leaves it).
         [
-            "DeleteMessage r-m1",
-            "CompleteLifecycleAction asg-a drain t1 CONTINUE"
+            "CompleteLifecycleAction asg-a drain t1 CONTINUE",
+            "DeleteMessage r-m1"
         ]
     );
     assert_eq!(harness.lifecycle_outcome("not_a_node"), 1);
     assert!(harness.api_requests().is_empty());
+}
+
+/// A replica that dies between handling a terminate hook and completing it (the follow-up never
+/// runs) leaves the message in the queue, so SQS delivers it to the next leader; a Spot warning's
+/// message, by contrast, goes as soon as its cordon is durable.
+#[tokio::test]
+async fn a_terminate_hooks_message_stays_queued_until_its_action_is_completed() {
+    let harness = Harness::with_nodes(vec![node("ip-10-0-1-5", INSTANCE)]);
+    let follow = harness
+        .handle(
+            "m1",
+            lifecycle("t1", TERMINATING, "i-0other"),
+            settings(false),
+        )
+        .await
+        .expect("a terminate hook has a follow-up");
+    assert!(!harness.deleted(), "{:?}", harness.aws_calls());
+    assert!(harness.aws_calls().is_empty());
+    // The replica lives on: the action is completed, then the message deleted.
+    harness.intake.follow_up(follow).await;
+    assert!(harness.deleted());
+    assert_eq!(
+        harness.aws_calls(),
+        [
+            "CompleteLifecycleAction asg-a drain t1 CONTINUE",
+            "DeleteMessage r-m1"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -420,9 +449,10 @@ async fn in_dry_run_a_terminating_node_is_not_touched_but_the_action_is_complete
     );
     assert_eq!(
         harness.aws_calls(),
+        // The message goes only once the action is completed (a replica dying before leaves it).
         [
-            "DeleteMessage r-m1",
-            "CompleteLifecycleAction asg-a drain t1 CONTINUE"
+            "CompleteLifecycleAction asg-a drain t1 CONTINUE",
+            "DeleteMessage r-m1"
         ]
     );
     assert_eq!(harness.counted("lifecycle_terminate"), 1);
@@ -477,7 +507,7 @@ async fn a_long_drain_records_a_heartbeat_every_interval_until_it_ends() {
         instance: "i-0abc".into(),
     };
     let drain = tokio::time::sleep(HEARTBEAT_INTERVAL * 3 + HEARTBEAT_INTERVAL / 2);
-    super::lifecycle::with_heartbeats(&cloud, &action, async {
+    super::lifecycle::with_heartbeats(&cloud, &action, Some(("q", "r-1")), async {
         drain.await;
         "drained"
     })
@@ -494,4 +524,12 @@ async fn a_long_drain_records_a_heartbeat_every_interval_until_it_ends() {
         beats,
         vec!["RecordLifecycleActionHeartbeat asg-a drain tok-1".to_string(); 3]
     );
+    // The held message is kept hidden as long: one visibility extension per heartbeat.
+    let hidden = cloud
+        .state()
+        .calls
+        .iter()
+        .filter(|c| c.starts_with("ChangeMessageVisibility r-1 60"))
+        .count();
+    assert_eq!(hidden, 3);
 }
