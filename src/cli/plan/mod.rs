@@ -248,10 +248,6 @@ fn packing_families(catalog: &Catalog) -> Vec<String> {
     families
 }
 
-/// Pod slots of a new node in the replacement estimate (kubelet's default; the EKS AMI's ENI-based
-/// limit is at least this for the sizes a replacement uses).
-const NEW_NODE_PODS: u32 = 110;
-
 /// What a replacement may launch: the region's current-generation, non-burstable types in the cluster's
 /// zones and architectures, Spot and on-demand, ranked with Balanced weights (as a NodeTemplate with
 /// default requirements would), each with the labels a node of it carries.
@@ -285,7 +281,12 @@ fn replacement_offers(catalog: &Catalog, region: &str, translated: &Translated) 
     ) else {
         return Vec::new();
     };
-    consolidation::offers(catalog, region, &ranked.candidates, NEW_NODE_PODS)
+    consolidation::offers(
+        catalog,
+        region,
+        &ranked.candidates,
+        consolidation::NEW_NODE_PODS,
+    )
 }
 
 /// The best spot candidates of each zone the cluster uses, in rank order: Balanced weights over

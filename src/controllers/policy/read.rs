@@ -141,9 +141,6 @@ pub(super) async fn read<C: Cloud>(
     })
 }
 
-/// Pod slots of a new node in a replacement (kubelet's default).
-const NEW_NODE_PODS: u32 = 110;
-
 /// The offers of the selected templates (each ranked as its controller ranks it; flagged pairs are left
 /// to the group's overrides), best first, each (type, zone, capacity type) once.
 fn replacement_offers(
@@ -163,7 +160,12 @@ fn replacement_offers(
         else {
             continue;
         };
-        for offer in consolidation::offers(catalog, region, &ranked.candidates, NEW_NODE_PODS) {
+        for offer in consolidation::offers(
+            catalog,
+            region,
+            &ranked.candidates,
+            consolidation::NEW_NODE_PODS,
+        ) {
             if seen.insert((
                 offer.instance_type.clone(),
                 offer.zone.clone(),

@@ -72,7 +72,7 @@ use crate::engine::snapshot::{NodeId, Pod, PodId, Snapshot, SnapshotError};
 
 use context::Context;
 pub use replace::{
-    Offer, ReplaceOptions, ReplaceReason, Replacement, kubelet_allocatable, offers,
+    NEW_NODE_PODS, Offer, ReplaceOptions, ReplaceReason, Replacement, kubelet_allocatable, offers,
     plan_replacements,
 };
 

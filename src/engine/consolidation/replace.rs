@@ -277,22 +277,14 @@ impl<'a> State<'a> {
         if !self.pods_may_share_a_new_node(&pods) || !self.pdbs_allow(&pods) {
             return None;
         }
-        let requests = pods.iter().fold(Resources::default(), |sum, id| {
-            sum.saturating_add(self.snapshot.pods[id.index()].requests)
-        });
-        let daemons = nodes
-            .iter()
-            .filter_map(|id| self.daemons.get(id))
-            .copied()
-            .max_by_key(|r| (r.cpu_millis, r.memory_bytes))
-            .unwrap_or_default();
+        let requests = self.on_new_node(nodes, &pods);
         let spot_before = nodes
             .iter()
             .filter(|id| self.snapshot.nodes[id.index()].capacity_type == CapacityType::Spot)
             .count();
         let offer = self.replace.offers.iter().find(|offer| {
             offer.hourly <= replaced_hourly * (1.0 - self.replace.margin)
-                && self.fits(offer, &pods, requests.saturating_add(daemons))
+                && self.fits(offer, &pods, requests)
                 && self.spot_allows(offer, nodes.len(), spot_before)
         })?;
         Some(Replacement {
@@ -302,6 +294,20 @@ impl<'a> State<'a> {
             pods,
             replaced_hourly,
             savings_hourly: replaced_hourly - offer.hourly,
+        })
+    }
+
+    /// What a new node replacing `nodes` must hold: `pods`' requests plus the DaemonSet pods of the
+    /// fullest of `nodes` (DaemonSets run on the new node too).
+    fn on_new_node(&self, nodes: &[NodeId], pods: &[PodId]) -> Resources {
+        let daemons = nodes
+            .iter()
+            .filter_map(|id| self.daemons.get(id))
+            .copied()
+            .max_by_key(|r| (r.cpu_millis, r.memory_bytes))
+            .unwrap_or_default();
+        pods.iter().fold(daemons, |sum, id| {
+            sum.saturating_add(self.snapshot.pods[id.index()].requests)
         })
     }
 
@@ -404,10 +410,7 @@ impl<'a> State<'a> {
         if !self.pods_may_share_a_new_node(&pods) {
             return None;
         }
-        let requests = pods.iter().fold(
-            self.daemons.get(&node).copied().unwrap_or_default(),
-            |sum, id| sum.saturating_add(self.snapshot.pods[id.index()].requests),
-        );
+        let requests = self.on_new_node(&[node], &pods);
         let offer = self.replace.offers.iter().find(|o| {
             o.capacity_type == CapacityType::Spot
                 && o.hourly < price
@@ -443,6 +446,10 @@ impl<'a> State<'a> {
             - spot_replaced;
     }
 }
+
+/// Pod slots of a new node in a replacement: the kubelet's default (the EKS AMI's ENI-based limit is
+/// at least this for the sizes a replacement uses).
+pub const NEW_NODE_PODS: u32 = 110;
 
 /// The offers of ranked candidates (best first): each with the allocatable of
 /// [`kubelet_allocatable`] for `max_pods` pods and the well-known labels a node of it carries (instance
