@@ -42,6 +42,9 @@ pub struct Metrics {
     pub evictions: IntCounterVec,
     /// `cloudoptim_consolidation_actions_total{action,result}`.
     pub consolidation_actions: IntCounterVec,
+    /// `cloudoptim_replacements_total{reason,result}`: replacements launched, done (the replaced
+    /// nodes gone), aborted (the new node never became Ready) or failed to launch.
+    pub replacements: IntCounterVec,
     /// `cloudoptim_hibernation_state{schedule}` (0 awake, 1 hibernating, 2 waking up, 3 suspended).
     pub hibernation_state: IntGaugeVec,
     /// `cloudoptim_risk_flags{source}`.
@@ -237,6 +240,11 @@ impl Metrics {
                 "Consolidation actions, by action and result.",
                 &["action", "result"],
             )?,
+            replacements: counter(
+                "replacements_total",
+                "Node replacements (replace before delete), by reason (consolidation, spotMix) and result (launched, replaced, aborted, error).",
+                &["reason", "result"],
+            )?,
             hibernation_state: int_gauge(
                 "hibernation_state",
                 "State of a HibernationSchedule: 0 Awake, 1 Hibernating, 2 WakingUp, 3 Suspended.",
@@ -422,6 +430,11 @@ impl Metrics {
         }
         for target in ["kubernetes", "aws"] {
             self.fenced_writes.with_label_values(&[target]);
+        }
+        for reason in ["consolidation", "spotMix"] {
+            for result in ["launched", "replaced", "aborted", "error"] {
+                self.replacements.with_label_values(&[reason, result]);
+            }
         }
         for result in ["ok", "error"] {
             self.consolidation_actions

@@ -38,6 +38,23 @@ pub const HIBERNATING_FOR_TAG: &str = "cloudoptim.io/hibernating-for";
 /// Auto Scaling group tag: `min/max/desired` to restore.
 pub const ORIGINAL_SIZE_TAG: &str = "cloudoptim.io/original-size";
 
+/// Instance tags of a replacement in flight (launched by the OptimizationPolicy controller, not yet
+/// done): the instance ids it replaces (space-separated), the policy, the group that adopts it, why,
+/// and the replaced nodes' and its own price (USD per hour). They are written in the launch call itself
+/// and removed (all but the cluster tag) when the replaced nodes are gone; a restarted operator resumes
+/// from them, and they are the whole record: nothing is kept in memory between passes.
+pub const REPLACES_TAG: &str = "cloudoptim.io/replaces";
+/// See [`REPLACES_TAG`].
+pub const REPLACEMENT_POLICY_TAG: &str = "cloudoptim.io/replacement-policy";
+/// See [`REPLACES_TAG`].
+pub const REPLACEMENT_GROUP_TAG: &str = "cloudoptim.io/replacement-group";
+/// See [`REPLACES_TAG`].
+pub const REPLACEMENT_REASON_TAG: &str = "cloudoptim.io/replacement-reason";
+/// See [`REPLACES_TAG`].
+pub const REPLACED_HOURLY_TAG: &str = "cloudoptim.io/replaced-hourly";
+/// See [`REPLACES_TAG`].
+pub const REPLACEMENT_HOURLY_TAG: &str = "cloudoptim.io/replacement-hourly";
+
 /// Snapshot tag: the zombie volume a snapshot was taken of before it was deleted.
 pub const ZOMBIE_VOLUME_TAG: &str = "cloudoptim.io/zombie-volume";
 

@@ -160,6 +160,10 @@ pub struct Consolidation {
     #[serde(default = "default_five_minutes")]
     #[schemars(pattern(DURATION_PATTERN))]
     pub interval: String,
+    /// Replace before delete: k nodes by one cheaper node, on-demand nodes by Spot ones toward
+    /// `spot.percentage` (see README "Replacement and convergence").
+    #[serde(default)]
+    pub replacement: ReplacementSettings,
 }
 
 impl Default for Consolidation {
@@ -170,8 +174,45 @@ impl Default for Consolidation {
             aggressiveness: default_aggressiveness(),
             consolidate_after: default_five_minutes(),
             interval: default_five_minutes(),
+            replacement: ReplacementSettings::default(),
         }
     }
+}
+
+/// How nodes are replaced.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplacementSettings {
+    /// Launch replacements (default true). False: replacements are planned and shown in
+    /// status.plannedReplacements, never carried out; only removals happen.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The new node must cost at most (1 - margin) of the nodes it replaces.
+    #[serde(default = "default_margin")]
+    #[schemars(range(min = 0.0, max = 0.9))]
+    pub margin: f64,
+    /// How long the new node has to become Ready after its launch; past it, the new instance is
+    /// terminated and the old nodes are left as they were.
+    #[serde(default = "default_ready_timeout")]
+    #[schemars(pattern(DURATION_PATTERN))]
+    pub ready_timeout: String,
+}
+
+impl Default for ReplacementSettings {
+    fn default() -> Self {
+        ReplacementSettings {
+            enabled: true,
+            margin: default_margin(),
+            ready_timeout: default_ready_timeout(),
+        }
+    }
+}
+
+fn default_margin() -> f64 {
+    0.1
+}
+fn default_ready_timeout() -> String {
+    "10m".into()
 }
 
 fn default_utilization() -> f64 {
@@ -516,10 +557,18 @@ pub struct OptimizationPolicyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_consolidation: Option<ConsolidationStatus>,
     /// Replacements the planner proposes: nodes kept only because they are too full to empty
-    /// elsewhere, replaced k at a time by one cheaper new node on which all their pods fit (`cloudoptim
-    /// plan` shows the same). Planned only: the operator does not carry them out yet.
+    /// elsewhere, replaced k at a time by one cheaper new node on which all their pods fit, and
+    /// on-demand nodes replaced by Spot ones toward the split (`cloudoptim plan` shows the same).
+    /// Carried out unless `dryRun` or `consolidation.replacement.enabled: false`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub planned_replacements: Vec<PlannedReplacement>,
+    /// Replacements being carried out: launched, waiting for the new node, draining the old ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replacements_in_flight: Vec<ReplacementInFlight>,
+    /// What this policy's removals and replacements have saved so far (next to `cost`, the estimate
+    /// of what the plan would still save).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realized_savings: Option<RealizedSavings>,
     /// Top 20 right-sizing recommendations.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recommendations: Vec<Recommendation>,
@@ -581,6 +630,37 @@ pub struct PlannedReplacement {
     pub hourly: f64,
     /// The replaced nodes' price minus the new node's, USD per hour.
     pub savings_hourly: f64,
+}
+
+/// A replacement being carried out.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplacementInFlight {
+    /// The new instance.
+    pub instance: String,
+    /// Its instance type.
+    pub instance_type: String,
+    /// `consolidation` or `spotMix`.
+    pub reason: String,
+    /// Instance ids of the nodes it replaces.
+    pub replace: Vec<String>,
+    /// `Launched` (waiting for the group to adopt it or for its node to be Ready), `Draining` (the
+    /// old nodes are going) or `Finishing`.
+    pub phase: String,
+}
+
+/// Savings realised by the operator's own actions, cumulative.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RealizedSavings {
+    /// Nodes removed by consolidation (replaced nodes included).
+    pub nodes_removed: u32,
+    /// Replacements done.
+    pub replacements: u32,
+    /// Replacements aborted (the new node was not Ready in time; the old nodes were kept).
+    pub replacements_aborted: u32,
+    /// USD per hour saved: removed nodes' price, and replaced nodes' price minus their replacement's.
+    pub saved_hourly: f64,
 }
 
 /// The last consolidation.

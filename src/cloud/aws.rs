@@ -15,12 +15,13 @@ use aws_types::request_id::RequestId;
 
 use super::rate::{Ec2Limits, TokenBucket};
 use super::{
-    AutoScalingGroup, Cloud, CloudError, CloudResult, GroupSelector, GroupUpdate, Instance,
+    AutoScalingGroup, Cloud, CloudError, CloudResult, GroupSelector, GroupUpdate, Instance, Launch,
     LifecycleAction, LifecycleResult, LiveInstanceType, MixedInstances, OnDemandPrices,
     QueueMessage, SpotPrice, SpotPricePoint, Volume,
 };
 use crate::fence::{AwsFence, Fence};
 use crate::metrics::Metrics;
+use crate::names::REPLACES_TAG;
 
 /// How to reach AWS.
 #[derive(Debug, Clone, Default)]
@@ -237,6 +238,39 @@ impl AwsCloud {
         self.count(op, result)
     }
 
+    /// The subnet of `subnets` in `zone` (DescribeSubnets); `None` when the group names no subnet (it
+    /// is placed by zone). A group with subnets but none in `zone` is an error naming both.
+    async fn subnet_in(&self, subnets: &[String], zone: &str) -> CloudResult<Option<String>> {
+        const OP: &str = "DescribeSubnets";
+        if subnets.is_empty() {
+            return Ok(None);
+        }
+        self.limits.describe.acquire().await;
+        let result = self
+            .ec2
+            .describe_subnets()
+            .set_subnet_ids(Some(subnets.to_vec()))
+            .send()
+            .await
+            .map_err(|e| classify(OP, e))
+            .and_then(|out| {
+                out.subnets()
+                    .iter()
+                    .find(|s| s.availability_zone() == Some(zone))
+                    .and_then(|s| s.subnet_id())
+                    .map(|s| Some(s.to_string()))
+                    .ok_or_else(|| CloudError::Other {
+                        op: OP,
+                        message: format!(
+                            "none of the group's subnets ({}) is in {zone}",
+                            subnets.join(", ")
+                        ),
+                        request_id: None,
+                    })
+            });
+        self.count(OP, result)
+    }
+
     /// Count one call and pass its result through.
     fn count<T>(&self, op: &'static str, result: CloudResult<T>) -> CloudResult<T> {
         let label = match &result {
@@ -318,6 +352,14 @@ fn group_of(g: &asg::AutoScalingGroup) -> AutoScalingGroup {
                 name: spec.launch_template_name().map(str::to_string),
                 version: spec.version().map(str::to_string),
             }),
+        subnets: g
+            .vpc_zone_identifier()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
     }
 }
 
@@ -815,6 +857,126 @@ impl Cloud for AwsCloud {
             .await?;
         }
         Ok(())
+    }
+
+    async fn launch(&self, launch: &Launch) -> CloudResult<String> {
+        const OP: &str = "RunInstances";
+        let subnet = self.subnet_in(&launch.subnets, &launch.zone).await?;
+        let template = &launch.template;
+        let spec = ec2::LaunchTemplateSpecification::builder()
+            .set_launch_template_id(template.id.clone())
+            .set_launch_template_name(if template.id.is_some() {
+                None
+            } else {
+                template.name.clone()
+            })
+            .set_version(template.version.clone())
+            .build();
+        let tags: Vec<ec2::Tag> = launch
+            .tags
+            .iter()
+            .map(|(k, v)| ec2::Tag::builder().key(k).value(v).build())
+            .collect();
+        let tagged = |kind: ec2::ResourceType| {
+            ec2::TagSpecification::builder()
+                .resource_type(kind)
+                .set_tags(Some(tags.clone()))
+                .build()
+        };
+        // One token per launch: the SDK's own retries of this request cannot start a second instance.
+        let token = format!(
+            "cloudoptim-{}-{}",
+            launch
+                .tags
+                .get(REPLACES_TAG)
+                .map(String::as_str)
+                .unwrap_or("launch")
+                .replace(' ', "-"),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        );
+        let mut request = self
+            .ec2
+            .run_instances()
+            .launch_template(spec)
+            .instance_type(ec2::InstanceType::from(launch.instance_type.as_str()))
+            .min_count(1)
+            .max_count(1)
+            .client_token(token.chars().take(64).collect::<String>())
+            .tag_specifications(tagged(ec2::ResourceType::Instance))
+            .tag_specifications(tagged(ec2::ResourceType::Volume));
+        request = match subnet {
+            Some(subnet) => request.subnet_id(subnet),
+            None => request.placement(
+                ec2::Placement::builder()
+                    .availability_zone(&launch.zone)
+                    .build(),
+            ),
+        };
+        if launch.spot {
+            request = request.instance_market_options(
+                ec2::InstanceMarketOptionsRequest::builder()
+                    .market_type(ec2::MarketType::Spot)
+                    .spot_options(
+                        ec2::SpotMarketOptions::builder()
+                            .spot_instance_type(ec2::SpotInstanceType::OneTime)
+                            .instance_interruption_behavior(
+                                ec2::InstanceInterruptionBehavior::Terminate,
+                            )
+                            .build(),
+                    )
+                    .build(),
+            );
+        }
+        self.limits.mutating.acquire().await;
+        let result = request
+            .send()
+            .await
+            .map_err(|e| classify(OP, e))
+            .and_then(|out| {
+                out.instances()
+                    .first()
+                    .and_then(|i| i.instance_id())
+                    .map(str::to_string)
+                    .ok_or_else(|| CloudError::Other {
+                        op: OP,
+                        message: "the answer names no instance".into(),
+                        request_id: None,
+                    })
+            });
+        self.count(OP, result)
+    }
+
+    async fn attach_to_group(&self, group: &str, instance_id: &str) -> CloudResult<()> {
+        self.act(
+            "AttachInstances",
+            Some(&self.limits.mutating),
+            self.autoscaling
+                .attach_instances()
+                .auto_scaling_group_name(group)
+                .instance_ids(instance_id)
+                .send(),
+        )
+        .await
+    }
+
+    async fn untag_instance(&self, instance_id: &str, keys: &[String]) -> CloudResult<()> {
+        self.act(
+            "DeleteTags",
+            Some(&self.limits.mutating),
+            self.ec2
+                .delete_tags()
+                .resources(instance_id)
+                .set_tags(Some(
+                    keys.iter()
+                        .map(|k| ec2::Tag::builder().key(k).build())
+                        .collect(),
+                ))
+                .send(),
+        )
+        .await
     }
 
     async fn terminate_in_group(

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::{
-    AutoScalingGroup, Cloud, CloudError, CloudResult, GroupSelector, GroupUpdate, Instance,
+    AutoScalingGroup, Cloud, CloudError, CloudResult, GroupSelector, GroupUpdate, Instance, Launch,
     LifecycleAction, LifecycleResult, LiveInstanceType, OnDemandPrices, QueueMessage, SpotPrice,
     SpotPricePoint, Volume,
 };
@@ -248,6 +248,58 @@ impl Cloud for FakeCloud {
                         group.tags.remove(key);
                     }
                 }
+            }
+            Ok(())
+        })
+    }
+
+    async fn launch(&self, launch: &Launch) -> CloudResult<String> {
+        self.call(
+            Some(format!(
+                "RunInstances {} {}",
+                launch.instance_type, launch.zone
+            )),
+            |s| {
+                let id = format!("i-fake{:04}", s.instances.len() + s.calls.len());
+                s.instances.push(Instance {
+                    id: id.clone(),
+                    instance_type: launch.instance_type.clone(),
+                    zone: launch.zone.clone(),
+                    state: "pending".into(),
+                    spot: launch.spot,
+                    launched_at: None,
+                    tags: launch.tags.clone(),
+                });
+                Ok(id)
+            },
+        )
+    }
+
+    async fn attach_to_group(&self, group: &str, instance_id: &str) -> CloudResult<()> {
+        self.call(
+            Some(format!("AttachInstances {group} {instance_id}")),
+            |s| {
+                let g = s
+                    .groups
+                    .get_mut(group)
+                    .ok_or_else(|| CloudError::NotFound {
+                        op: "AttachInstances",
+                        what: group.to_string(),
+                        request_id: None,
+                    })?;
+                if !g.instances.iter().any(|i| i == instance_id) {
+                    g.instances.push(instance_id.to_string());
+                    g.desired += 1;
+                }
+                Ok(())
+            },
+        )
+    }
+
+    async fn untag_instance(&self, instance_id: &str, keys: &[String]) -> CloudResult<()> {
+        self.call(Some(format!("DeleteTags {instance_id}")), |s| {
+            for i in s.instances.iter_mut().filter(|i| i.id == instance_id) {
+                i.tags.retain(|k, _| !keys.contains(k));
             }
             Ok(())
         })

@@ -21,6 +21,11 @@ pub const IMPLIED: &[(&str, &str, &str)] = &[
         "the snapshot is tagged in the same call (TagSpecifications)",
     ),
     (
+        "ec2:CreateTags",
+        "ec2:RunInstances",
+        "a replacement instance and its volumes are tagged in the launch call (TagSpecifications)",
+    ),
+    (
         "ec2:RunInstances",
         "autoscaling:UpdateAutoScalingGroup",
         "Auto Scaling checks that the caller may launch the group's launch template",

@@ -165,6 +165,25 @@ pub struct AutoScalingGroup {
     pub mixed: Option<MixedInstances>,
     /// The launch template the group (or its MixedInstancesPolicy) uses.
     pub launch_template: Option<LaunchTemplateRef>,
+    /// The group's subnets (VPCZoneIdentifier); empty for groups placed by zone only.
+    pub subnets: Vec<String>,
+}
+
+/// One instance launched outside a group's own scaling (a replacement), adopted by the group after.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Launch {
+    /// The group's launch template (and version).
+    pub template: LaunchTemplateRef,
+    /// Overrides the template's instance type.
+    pub instance_type: String,
+    /// Availability zone.
+    pub zone: String,
+    /// The group's subnets: the one in `zone` is used; none: placed by zone (default VPC).
+    pub subnets: Vec<String>,
+    /// Spot (one-time request, terminate on interruption) or on-demand.
+    pub spot: bool,
+    /// Tags set on the instance (and its volumes) in the launch call itself.
+    pub tags: BTreeMap<String, String>,
 }
 
 /// A launch template reference.
@@ -302,6 +321,20 @@ pub trait Cloud: Send + Sync + 'static {
         tags: &BTreeMap<String, Option<String>>,
     ) -> impl Future<Output = CloudResult<()>> + Send;
     /// TerminateInstanceInAutoScalingGroup.
+    /// RunInstances: one instance as `launch` says, tagged in the same call; its id.
+    fn launch(&self, launch: &Launch) -> impl Future<Output = CloudResult<String>> + Send;
+    /// AttachInstances: the group adopts `instance_id` (its desired capacity grows by one).
+    fn attach_to_group(
+        &self,
+        group: &str,
+        instance_id: &str,
+    ) -> impl Future<Output = CloudResult<()>> + Send;
+    /// DeleteTags on an instance.
+    fn untag_instance(
+        &self,
+        instance_id: &str,
+        keys: &[String],
+    ) -> impl Future<Output = CloudResult<()>> + Send;
     fn terminate_in_group(
         &self,
         instance_id: &str,

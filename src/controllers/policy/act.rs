@@ -3,10 +3,25 @@
 
 use super::plan::{Decision, Removal};
 use super::read::Inputs;
+use super::replace::{self, Done};
 use super::*;
 
-/// Carry out `decision`; returns notes for the status message and the last consolidation, if one
-/// removed nodes.
+/// What one pass carried out.
+#[derive(Default)]
+pub(super) struct Acted {
+    /// Notes for the status message.
+    pub(super) notes: Vec<String>,
+    /// The last consolidation, if this pass removed nodes.
+    pub(super) last: Option<ConsolidationStatus>,
+    /// Nodes removed (replaced ones included).
+    pub(super) nodes_removed: u32,
+    /// USD per hour the removals (not the replacements) saved.
+    pub(super) saved_hourly: f64,
+    /// What the replacement steps did.
+    pub(super) replacements: Done,
+}
+
+/// Carry out `decision`.
 pub(super) async fn act<C: Cloud>(
     pctx: &PolicyContext<C>,
     policy: &OptimizationPolicy,
@@ -14,8 +29,9 @@ pub(super) async fn act<C: Cloud>(
     inputs: &Inputs,
     decision: &Decision,
     dry_run: bool,
-) -> (Vec<String>, Option<ConsolidationStatus>) {
-    let mut notes = Vec::new();
+) -> Acted {
+    let mut acted = Acted::default();
+    let notes = &mut acted.notes;
     let reference = policy.object_ref(&());
     if dry_run {
         if let Some(note) = dry_run_note(inputs, decision) {
@@ -24,10 +40,16 @@ pub(super) async fn act<C: Cloud>(
                 .await;
             notes.push(note);
         }
-        return (notes, None);
+        if !inputs.replacements.is_empty() {
+            notes.push(format!(
+                "dry run: {} replacements in flight left as they are",
+                inputs.replacements.len()
+            ));
+        }
+        return acted;
     }
-    release_over_budget(pctx, &reference, decision, &mut notes).await;
-    let mut last = None;
+    release_over_budget(pctx, &reference, decision, notes).await;
+    notes.extend(decision.notes.iter().cloned());
     if !decision.removals.is_empty() {
         let (removed, moved, saved, more) = remove_nodes(
             pctx,
@@ -43,19 +65,34 @@ pub(super) async fn act<C: Cloud>(
                 .event(&reference, false, "Consolidated", note.clone())
                 .await;
             notes.push(note);
-            last = Some(ConsolidationStatus {
+            acted.last = Some(ConsolidationStatus {
                 time: Time(k8s_openapi::jiff::Timestamp::now()),
                 nodes_removed: removed,
                 pods_moved: moved,
                 saved_hourly: (saved * 10_000.0).round() / 10_000.0,
             });
+            acted.nodes_removed += removed;
+            acted.saved_hourly += saved;
         }
     }
+    if !decision.replace_drains.is_empty() {
+        // Their savings are counted when the replacement finishes (new node's price subtracted).
+        let (removed, _, _, more) = remove_nodes(
+            pctx,
+            &decision.replace_drains,
+            settings,
+            "replaced by a cheaper node (replace before delete)",
+        )
+        .await;
+        notes.extend(more);
+        acted.nodes_removed += removed;
+    }
+    acted.replacements = replace::advance(pctx, &reference, inputs, decision, notes).await;
     let mut candidates = pctx.candidates.lock().await;
     for removal in &decision.removals {
         candidates.remove(&removal.node);
     }
-    (notes, last)
+    acted
 }
 
 /// What a dry run would have removed.

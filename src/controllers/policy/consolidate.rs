@@ -37,7 +37,8 @@ pub(super) async fn pass<C: Cloud>(
         inputs.snapshot.pods.len(),
         started.elapsed(),
     );
-    let (mut notes, last) = act::act(pctx, policy, &settings, &inputs, &decision, dry_run).await;
+    let acted = act::act(pctx, policy, &settings, &inputs, &decision, dry_run).await;
+    let mut notes = acted.notes.clone();
     if let Some(max) = settings
         .max_nodes
         .filter(|m| inputs.snapshot.nodes.len() > *m)
@@ -59,12 +60,20 @@ pub(super) async fn pass<C: Cloud>(
     .await?;
     notes.extend(zombie_notes);
     status::export_metrics(ctx, &policy.name_any(), &inputs, &decision);
-    let status = status::build_status(policy, &previous, &decision, last, zombies);
+    let in_flight = !inputs.replacements.is_empty() || !acted.replacements.launched.is_empty();
+    let status = status::build_status(policy, &previous, &inputs, &decision, &acted, zombies);
     let message = status::message(&status, &inputs, &decision, dry_run, &notes);
+    // A replacement in flight is looked at again soon: its deadline and its drains do not wait for
+    // the next planning interval.
+    let requeue = if in_flight {
+        settings.interval.min(Duration::from_secs(15))
+    } else {
+        settings.interval
+    };
     Ok(Outcome {
         status,
         message,
-        requeue: settings.interval,
+        requeue,
         planned,
     })
 }

@@ -13,6 +13,7 @@ mod cache;
 mod consolidate;
 mod plan;
 mod read;
+mod replace;
 mod settings;
 mod status;
 #[cfg(test)]
@@ -40,7 +41,7 @@ use super::node_template::group_selector;
 use super::{Context, apply_status, condition, labels_of, retry_failed};
 use crate::api::policy::{
     ConsolidationMode, ConsolidationStatus, CostStatus, DisruptionReason as ApiReason, NodeCounts,
-    OptimizationPolicyStatus, PlannedReplacement, ZombieMode, ZombieStatus,
+    OptimizationPolicyStatus, PlannedReplacement, RealizedSavings, ZombieMode, ZombieStatus,
 };
 use crate::api::{NodeTemplate, OptimizationPolicy};
 use crate::cloud::{CLUSTER_TAG, Cloud, CloudError, GroupSelector};
@@ -57,7 +58,7 @@ pub(crate) use cache::reflect;
 pub use cache::{PodCache, Stores, node_store, strip_node, strip_pdb, strip_pod};
 use cache::{release_freed_memory, watch_pods};
 use consolidate::pass;
-pub use settings::{Settings, batch_limit, parse_duration, settings};
+pub use settings::{Settings, batch_limit, parse_duration, replace_limit, settings};
 use zombie::handle_zombies;
 
 pub const CONTROLLER: &str = "policy";

@@ -2,8 +2,10 @@
 //! this pass does: which drains resume and which are released, which nodes are removed.
 
 use super::read::Inputs;
+use super::replace::{InFlight, Start};
 use super::*;
 use crate::engine::consolidation::Plan;
+use crate::engine::replacement::{self, Facts, Record, Step};
 use crate::engine::savings::CostReport;
 use crate::engine::spot_average;
 
@@ -34,9 +36,17 @@ pub(super) struct Decision {
     pub(super) averaged: usize,
     /// Nodes removed in this pass: resumed drains, then candidates that waited consolidateAfter.
     pub(super) removals: Vec<Removal>,
-    /// Replacements the planner proposes after the removals (planned only, not carried out), with the
-    /// names of the nodes they replace.
+    /// Replacements the planner proposes after the removals, with the names of the nodes they
+    /// replace (none while replacements are in flight).
     pub(super) replacements: Vec<(consolidation::Replacement, Vec<String>)>,
+    /// The next step of each replacement in flight (index into `Inputs::replacements`).
+    pub(super) steps: Vec<(usize, Step)>,
+    /// Replaced nodes to drain and remove now (their replacement is Ready).
+    pub(super) replace_drains: Vec<Removal>,
+    /// Replacements to launch in this pass.
+    pub(super) launches: Vec<Start>,
+    /// Why planned replacements are not launched (group full, no launch template, budget).
+    pub(super) notes: Vec<String>,
 }
 
 impl Decision {
@@ -84,17 +94,28 @@ pub(super) fn decide(
     } else {
         limit
     };
-    let mut in_flight = inputs.marked.clone();
+    // Nodes replacements in flight are replacing belong to those replacements: neither resumed nor
+    // released here, and counted against the budget.
+    let replacing = replacing_nodes(inputs);
+    let mut in_flight: Vec<String> = inputs
+        .marked
+        .iter()
+        .filter(|n| !replacing.contains(*n))
+        .cloned()
+        .collect();
     let over_budget = in_flight.split_off(in_flight.len().min(resumable));
     let mut options = settings.options.clone();
-    options.budget = Some(limit.saturating_sub(in_flight.len()));
+    options.budget = Some(limit.saturating_sub(in_flight.len() + replacing.len()));
+    // One consolidation action at a time: while replacements are in flight, their new nodes look
+    // empty and their old ones look replaceable, so nothing new is planned to act on.
+    let busy = !inputs.replacements.is_empty();
     let plan = consolidation::plan(snapshot, &options).map_err(|e| Error::Plan(e.to_string()))?;
     // Estimates use the 30-day average where there is a history; the plan itself ranks with current
     // prices. The copy has the same nodes in the same order, so the plan's node ids hold.
     let (averaged_snapshot, averaged) =
         spot_average::reprice(snapshot, &inputs.spot_averages.averages);
     let cost = savings::estimate_plan(&averaged_snapshot, &plan, Some(settings.spot));
-    let replacements = if settings.options.mode == Mode::Off || inputs.offers.is_empty() {
+    let replacements = if busy || settings.options.mode == Mode::Off || inputs.offers.is_empty() {
         Vec::new()
     } else {
         consolidation::plan_replacements(
@@ -103,6 +124,7 @@ pub(super) fn decide(
             &options,
             &consolidation::ReplaceOptions {
                 spot: Some(settings.spot),
+                margin: settings.replace_margin,
                 ..consolidation::ReplaceOptions::with_offers(inputs.offers.clone())
             },
         )
@@ -117,8 +139,11 @@ pub(super) fn decide(
         })
         .collect()
     };
-    let ready = ready_candidates(inputs, &plan, candidates, settings, &options, clock);
-    let removals = if settings.options.mode == Mode::Off {
+    let mut ready = ready_candidates(inputs, &plan, candidates, settings, &options, clock);
+    if busy {
+        ready.clear();
+    }
+    let removals: Vec<Removal> = if settings.options.mode == Mode::Off {
         Vec::new()
     } else {
         in_flight
@@ -126,6 +151,24 @@ pub(super) fn decide(
             .chain(ready.iter())
             .filter_map(|n| removal(inputs, n))
             .collect()
+    };
+    let steps = steps(inputs, settings, now);
+    let replace_drains = steps
+        .iter()
+        .filter_map(|(_, step)| match step {
+            Step::Drain(ids) => Some(ids),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|id| removal(inputs, inputs.nodes_by_instance.get(id)?))
+        .collect();
+    let left = replace_limit(settings, snapshot.nodes.len(), now)
+        .saturating_sub(in_flight.len() + replacing.len());
+    let (launches, notes) = if busy || !removals.is_empty() || !settings.replace {
+        retain_replacements(candidates, &[]);
+        (Vec::new(), Vec::new())
+    } else {
+        launches(inputs, settings, &replacements, candidates, clock, left)
     };
     Ok(Decision {
         limit,
@@ -137,6 +180,185 @@ pub(super) fn decide(
         averaged,
         removals,
         replacements,
+        steps,
+        replace_drains,
+        launches,
+        notes,
+    })
+}
+
+/// The nodes the replacements in flight replace (those still with a Node).
+fn replacing_nodes(inputs: &Inputs) -> BTreeSet<String> {
+    inputs
+        .replacements
+        .iter()
+        .filter_map(|r| r.record.as_ref().ok())
+        .flat_map(|r| &r.replaces)
+        .filter_map(|id| inputs.nodes_by_instance.get(id).cloned())
+        .collect()
+}
+
+/// Each replacement in flight's next step, from what the groups and Nodes show.
+fn steps(inputs: &Inputs, settings: &Settings, now: chrono::DateTime<Utc>) -> Vec<(usize, Step)> {
+    let timeout = i64::try_from(settings.replace_ready_timeout.as_secs()).unwrap_or(i64::MAX);
+    inputs
+        .replacements
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let record = r.record.as_ref().ok()?;
+            Some((
+                i,
+                replacement::next_step(&facts(inputs, r, record, now), timeout),
+            ))
+        })
+        .collect()
+}
+
+/// What is known about one replacement in flight.
+fn facts(inputs: &Inputs, r: &InFlight, record: &Record, now: chrono::DateTime<Utc>) -> Facts {
+    let running =
+        |id: &String| inputs.owners.contains_key(id) || inputs.nodes_by_instance.contains_key(id);
+    Facts {
+        attached: inputs
+            .groups
+            .values()
+            .any(|g| g.instances.contains(&r.instance.id)),
+        node: r.node_state,
+        age_secs: r
+            .instance
+            .launched_at
+            .map_or(0, |at| (now.timestamp() - at).max(0)),
+        replaced: record.replaces.len(),
+        remaining: record
+            .replaces
+            .iter()
+            .filter(|id| running(id))
+            .cloned()
+            .collect(),
+        draining: record.replaces.iter().any(|id| {
+            inputs
+                .nodes_by_instance
+                .get(id)
+                .is_some_and(|n| inputs.marked.contains(n))
+        }),
+    }
+}
+
+/// The key under which a planned replacement waits `consolidateAfter` in the candidates map (node
+/// names cannot hold a `:`).
+fn replace_key(names: &[String]) -> String {
+    format!("replace:{}", names.join(","))
+}
+
+/// Keep only the replacement candidates still planned (`keys`).
+fn retain_replacements(candidates: &mut BTreeMap<String, Instant>, keys: &[String]) {
+    candidates.retain(|k, _| !k.starts_with("replace:") || keys.contains(k));
+}
+
+/// The planned replacements to launch now: waited `consolidateAfter`, within the `left` nodes the
+/// budgets allow, on a group that can adopt one more instance. Also the notes on the ones held back.
+fn launches(
+    inputs: &Inputs,
+    settings: &Settings,
+    planned: &[(consolidation::Replacement, Vec<String>)],
+    candidates: &mut BTreeMap<String, Instant>,
+    clock: Instant,
+    mut left: usize,
+) -> (Vec<Start>, Vec<String>) {
+    let keys: Vec<String> = planned
+        .iter()
+        .map(|(_, names)| replace_key(names))
+        .collect();
+    retain_replacements(candidates, &keys);
+    let (mut starts, mut notes) = (Vec::new(), Vec::new());
+    let mut growth: BTreeMap<&str, i32> = BTreeMap::new();
+    for ((r, names), key) in planned.iter().zip(&keys) {
+        let since = *candidates.entry(key.clone()).or_insert(clock);
+        if clock.saturating_duration_since(since) < settings.consolidate_after {
+            continue;
+        }
+        if r.replace.len() > left {
+            notes.push(format!(
+                "replacing {} waits: the budget allows {left} more nodes in disruption",
+                names.join(", ")
+            ));
+            continue;
+        }
+        match start(inputs, r, names, &mut growth) {
+            Ok(s) => {
+                left -= r.replace.len();
+                starts.push(s);
+            }
+            Err(note) => notes.push(note),
+        }
+    }
+    (starts, notes)
+}
+
+/// The launch of one planned replacement into the group of its first replaced node, or why not.
+fn start<'i>(
+    inputs: &'i Inputs,
+    r: &consolidation::Replacement,
+    names: &[String],
+    growth: &mut BTreeMap<&'i str, i32>,
+) -> Result<Start, String> {
+    let ids: Vec<String> = names.iter().filter_map(|n| inputs.instance_of(n)).collect();
+    let what = format!("replacing {}", names.join(", "));
+    let group = ids
+        .first()
+        .and_then(|id| inputs.owners.get(id))
+        .and_then(|(_, g)| inputs.groups.get(g))
+        .filter(|_| ids.len() == names.len())
+        .ok_or_else(|| format!("{what}: a replaced node is no longer in a selected group"))?;
+    let grown = growth.entry(group.name.as_str()).or_insert(0);
+    if group.desired + *grown + 1 > group.max {
+        return Err(format!(
+            "{what}: group {} is at MaxSize {}; raise it by one so it can adopt the new node",
+            group.name, group.max
+        ));
+    }
+    if !group.zones.is_empty() && !group.zones.contains(&r.with.zone) {
+        return Err(format!(
+            "{what}: group {} has no subnet in {}",
+            group.name, r.with.zone
+        ));
+    }
+    let template = group.launch_template.clone().ok_or_else(|| {
+        format!(
+            "{what}: group {} names no launch template (launch configurations are not supported)",
+            group.name
+        )
+    })?;
+    *grown += 1;
+    let record = Record {
+        policy: inputs.policy.clone(),
+        group: group.name.clone(),
+        replaces: ids,
+        reason: r.reason,
+        replaced_hourly: r.replaced_hourly,
+        hourly: r.with.hourly,
+    };
+    // The group's own tags, as it would propagate them to an instance it launched (EKS and cost
+    // allocation read them); not AWS's or CloudOptim's group bookkeeping.
+    let mut tags: BTreeMap<String, String> = group
+        .tags
+        .iter()
+        .filter(|(k, _)| !k.starts_with("aws:") && !k.starts_with("cloudoptim.io/"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    tags.extend(record.tags(&inputs.cluster));
+    Ok(Start {
+        names: names.to_vec(),
+        record,
+        launch: crate::cloud::Launch {
+            template,
+            instance_type: r.with.instance_type.clone(),
+            zone: r.with.zone.clone(),
+            subnets: group.subnets.clone(),
+            spot: r.with.capacity_type == crate::engine::ranking::CapacityType::Spot,
+            tags,
+        },
     })
 }
 
@@ -155,7 +377,7 @@ fn ready_candidates(
         .iter()
         .map(|r| snapshot.nodes[r.node.index()].name.clone())
         .collect();
-    candidates.retain(|n, _| current.contains(n));
+    candidates.retain(|n, _| n.starts_with("replace:") || current.contains(n));
     for name in &current {
         candidates.entry(name.clone()).or_insert(clock);
     }

@@ -23,6 +23,16 @@ pub(super) struct Inputs {
     pub(super) marked: Vec<String>,
     /// What a replacement may launch: the selected templates' rankings, best first.
     pub(super) offers: Vec<consolidation::Offer>,
+    /// The selected templates' groups by name.
+    pub(super) groups: BTreeMap<String, crate::cloud::AutoScalingGroup>,
+    /// Instance id -> Node name, every Node of the cluster.
+    pub(super) nodes_by_instance: BTreeMap<String, String>,
+    /// This policy's replacements in flight.
+    pub(super) replacements: Vec<super::replace::InFlight>,
+    /// The cluster's name (the `cloudoptim.io/cluster` tag value).
+    pub(super) cluster: String,
+    /// The policy's name.
+    pub(super) policy: String,
 }
 
 impl Inputs {
@@ -95,19 +105,23 @@ pub(super) async fn read<C: Cloud>(
         .items;
     let selected = selected_templates(policy, &policies, &templates)?;
     let mut owners: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let mut groups = BTreeMap::new();
     for template in &selected {
         for group in ctx.cloud.groups(&group_selector(template)).await? {
             for instance in &group.instances {
                 owners.insert(instance.clone(), (template.name_any(), group.name.clone()));
             }
+            groups.insert(group.name.clone(), group);
         }
     }
     let all_nodes = pctx.stores.nodes.state();
-    let all_node_ids = all_nodes
+    let nodes_by_instance: BTreeMap<String, String> = all_nodes
         .iter()
-        .filter_map(node_instance)
-        .map(str::to_string)
+        .filter_map(|n| Some((node_instance(n)?.to_string(), n.name_any())))
         .collect();
+    let all_node_ids = nodes_by_instance.keys().cloned().collect();
+    let replacements =
+        super::replace::read_in_flight(ctx, &policy.name_any(), &nodes_by_instance).await?;
     let scope: Vec<Arc<Node>> = all_nodes
         .into_iter()
         .filter(|n| node_instance(n).is_some_and(|id| owners.contains_key(id)))
@@ -138,6 +152,11 @@ pub(super) async fn read<C: Cloud>(
         spot_averages,
         marked,
         offers,
+        groups,
+        nodes_by_instance,
+        replacements,
+        cluster: ctx.config.cluster_name.clone(),
+        policy: policy.name_any(),
     })
 }
 

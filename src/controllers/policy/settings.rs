@@ -30,6 +30,12 @@ pub struct Settings {
     pub max_nodes: Option<usize>,
     /// The Spot mix, for the savings estimate.
     pub spot: SpotTarget,
+    /// The margin a replacement must beat.
+    pub replace_margin: f64,
+    /// Replacements are carried out (`consolidation.replacement.enabled`).
+    pub replace: bool,
+    /// How long a new node has to become Ready.
+    pub replace_ready_timeout: Duration,
 }
 
 /// Check a policy's spec and turn it into settings; errors name the field.
@@ -48,7 +54,7 @@ pub fn settings(policy: &OptimizationPolicy) -> Result<Settings, Error> {
             .map(|r| match r {
                 ApiReason::Empty => "Empty",
                 ApiReason::Underutilized => "Underutilized",
-                // The planner does not replace nodes; a Replaced-only budget limits nothing it does.
+                // Replacements are budgeted under the engine's replace-a-node reason.
                 ApiReason::Replaced => "Drifted",
             })
             .map(str::to_string)
@@ -107,6 +113,12 @@ pub fn settings(policy: &OptimizationPolicy) -> Result<Settings, Error> {
             percentage: spec.spot.percentage,
             on_demand_base: spec.spot.on_demand_base as usize,
         },
+        replace_margin: spec.consolidation.replacement.margin.clamp(0.0, 0.9),
+        replace: spec.consolidation.replacement.enabled,
+        replace_ready_timeout: parse_duration(
+            "consolidation.replacement.readyTimeout",
+            &spec.consolidation.replacement.ready_timeout,
+        )?,
     })
 }
 
@@ -125,4 +137,11 @@ pub fn batch_limit(settings: &Settings, nodes: usize, now: chrono::DateTime<Utc>
         },
     };
     limit.unwrap_or(nodes)
+}
+
+/// Nodes that may be replaced now: the removal limit, and the budgets for `Replaced` as well.
+pub fn replace_limit(settings: &Settings, nodes: usize, now: chrono::DateTime<Utc>) -> usize {
+    let removals = batch_limit(settings, nodes, now);
+    budgets::allowed_disruptions(&settings.budgets, nodes, now, DisruptionReason::Drifted)
+        .map_or(removals, |r| r.min(removals))
 }

@@ -1,6 +1,7 @@
 //! status: the metrics one pass exports and the status it writes, built from what was read and
 //! decided.
 
+use super::act::Acted;
 use super::plan::Decision;
 use super::read::{Inputs, node_instance};
 use super::*;
@@ -72,8 +73,9 @@ pub(super) fn export_metrics<C: Cloud>(
 pub(super) fn build_status(
     policy: &OptimizationPolicy,
     previous: &OptimizationPolicyStatus,
+    inputs: &Inputs,
     decision: &Decision,
-    last: Option<ConsolidationStatus>,
+    acted: &Acted,
     zombies: Vec<ZombieStatus>,
 ) -> OptimizationPolicyStatus {
     let cost = &decision.cost;
@@ -96,12 +98,39 @@ pub(super) fn build_status(
             savings_monthly: round(cost.savings_hourly * HOURS_PER_MONTH),
             savings_percent: (cost.savings_percent * 10.0).round() / 10.0,
         }),
-        last_consolidation: last.or_else(|| previous.last_consolidation.clone()),
+        last_consolidation: acted
+            .last
+            .clone()
+            .or_else(|| previous.last_consolidation.clone()),
         planned_replacements: decision.planned_replacements(),
+        replacements_in_flight: super::replace::in_flight_status(
+            inputs,
+            decision,
+            &acted.replacements,
+        ),
+        realized_savings: realized(previous.realized_savings.as_ref(), acted),
         recommendations: previous.recommendations.clone(),
         zombies,
         conditions: Vec::new(),
     }
+}
+
+/// The savings realised so far: the previous total plus what this pass did (none until something is
+/// done).
+fn realized(previous: Option<&RealizedSavings>, acted: &Acted) -> Option<RealizedSavings> {
+    let done = &acted.replacements;
+    let acted_now = acted.nodes_removed > 0 || done.replaced > 0 || done.aborted > 0;
+    if !acted_now {
+        return previous.cloned();
+    }
+    let mut total = previous.cloned().unwrap_or_default();
+    total.nodes_removed += acted.nodes_removed;
+    total.replacements += done.replaced;
+    total.replacements_aborted += done.aborted;
+    total.saved_hourly = ((total.saved_hourly + acted.saved_hourly + done.saved_hourly) * 10_000.0)
+        .round()
+        / 10_000.0;
+    Some(total)
 }
 
 /// The Ready message: the pass in one line, then its notes and the nodes the plan keeps and why.
@@ -138,9 +167,21 @@ pub(super) fn message(
     );
     if !decision.replacements.is_empty() {
         message.push_str(&format!(
-            "; {} replacements planned (status.plannedReplacements), ${:.4}/h more, not carried out yet",
+            "; {} replacements planned (status.plannedReplacements), ${:.4}/h more",
             decision.replacements.len(),
             decision.replacement_savings()
+        ));
+    }
+    if !status.replacements_in_flight.is_empty() {
+        message.push_str(&format!(
+            "; {} replacements in flight (status.replacementsInFlight)",
+            status.replacements_in_flight.len()
+        ));
+    }
+    if let Some(r) = &status.realized_savings {
+        message.push_str(&format!(
+            "; realised so far: {} nodes removed, {} replacements, ${:.4}/h saved",
+            r.nodes_removed, r.replacements, r.saved_hourly
         ));
     }
     message.push_str("; ");

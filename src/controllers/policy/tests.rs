@@ -210,6 +210,30 @@ mod decide {
             },
             marked: marked.iter().map(|s| s.to_string()).collect(),
             offers: Vec::new(),
+            groups: BTreeMap::from([(
+                "g".to_string(),
+                crate::cloud::AutoScalingGroup {
+                    name: "g".into(),
+                    max: 10,
+                    desired: 3,
+                    instances: (0..3).map(|i| format!("i-{i}")).collect(),
+                    zones: vec!["us-east-1a".into()],
+                    launch_template: Some(crate::cloud::LaunchTemplateRef {
+                        id: Some("lt-1".into()),
+                        name: None,
+                        version: Some("$Latest".into()),
+                    }),
+                    ..Default::default()
+                },
+            )]),
+            nodes_by_instance: names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (format!("i-{i}"), n.to_string()))
+                .collect(),
+            replacements: Vec::new(),
+            cluster: "c1".into(),
+            policy: "p".into(),
         }
     }
 

@@ -111,6 +111,8 @@ async fn read_candidates<C: Cloud>(
         .instances(CLUSTER_TAG, cluster)
         .await?
         .iter()
+        // A replacement in flight has no Node yet by design; its own deadline terminates it.
+        .filter(|i| !i.tags.contains_key(crate::names::REPLACES_TAG))
         .map(|i| InstanceFacts {
             id: i.id.clone(),
             state: i.state.clone(),
