@@ -8,8 +8,11 @@
 //!   kept for [`KeepReason::AboveThreshold`], [`KeepReason::NotEmpty`] or [`KeepReason::NoRoom`]. They
 //!   are taken in the removal plan's own order: lowest utilization first, then the dearer first.
 //! - A set of k candidates (prefixes of that order, the largest first: more nodes per new node saves
-//!   more) is replaced by the first offer, in the caller's order, whose node would cost at most
-//!   `(1 - margin)` of the k nodes together and on which every movable pod of the k fits:
+//!   more) is replaced by the cheapest offer (the caller's order breaks ties) whose node would cost at
+//!   most `(1 - margin)` of the k nodes together and on which every movable pod of the k fits. The
+//!   cheapest, not the first by rank: a node launched as the first by rank could be replaced again by
+//!   a cheaper one a pass later (the end-to-end test saw exactly that churn). Offers come from the
+//!   ranking, so pairs the Spot risk ranking flags are not among them. It must hold:
 //!   - the pods' requests plus the DaemonSet pods of the fullest replaced node (DaemonSets run on the
 //!     new node too) within `max_fill` of the offer's allocatable CPU and memory, and its pod slots;
 //!   - each pod's node selector, required node affinity and tolerations accept the offer's labels and
@@ -17,8 +20,11 @@
 //!   - no required hostname anti-affinity between two of the pods (they would share one node);
 //!   - no pod with a `DoNotSchedule` topology spread (not modelled for a new node: such a pod pins its
 //!     node for replacement, which is safe).
-//! - Every moved pod uses its PDBs' allowances left after the removal plan; a set needing more is not
-//!   replaced. The node count never goes below `nodes.min`. k is not bounded by the disruption budget:
+//! - Every PDB covering a moved pod must allow a disruption after the removal plan, and a replacement
+//!   takes what it allows (one replacement per PDB at a time). It need not allow all the moves at
+//!   once: the new node is Ready before the first eviction, so the drain evicts at the PDB's pace (the
+//!   API server enforces it, the drain retries until `drainTimeout`), as Karpenter's does. Removals
+//!   are planned stricter (every move within the allowance) because they add no capacity. The node count never goes below `nodes.min`. k is not bounded by the disruption budget:
 //!   the new node is Ready before any replaced node is touched, and the replaced nodes then drain in
 //!   batches of the budget, like removals.
 //! - A Spot offer is taken only while the end state's Spot nodes stay within the policy's split: at
@@ -282,11 +288,18 @@ impl<'a> State<'a> {
             .iter()
             .filter(|id| self.snapshot.nodes[id.index()].capacity_type == CapacityType::Spot)
             .count();
-        let offer = self.replace.offers.iter().find(|offer| {
-            offer.hourly <= replaced_hourly * (1.0 - self.replace.margin)
-                && self.fits(offer, &pods, requests)
-                && self.spot_allows(offer, nodes.len(), spot_before)
-        })?;
+        // The cheapest that qualifies (the first of equals): one picked by rank could itself be
+        // replaced by a cheaper qualifying offer a pass later, churning a node for a small saving.
+        let offer = self
+            .replace
+            .offers
+            .iter()
+            .filter(|offer| {
+                offer.hourly <= replaced_hourly * (1.0 - self.replace.margin)
+                    && self.fits(offer, &pods, requests)
+                    && self.spot_allows(offer, nodes.len(), spot_before)
+            })
+            .min_by(|a, b| a.hourly.total_cmp(&b.hourly))?;
         Some(Replacement {
             reason: ReplaceReason::Consolidation,
             replace: nodes.to_vec(),
@@ -341,13 +354,13 @@ impl<'a> State<'a> {
         })
     }
 
+    /// Every PDB covering one of `pods` allows a disruption now (see the module docs).
     fn pdbs_allow(&self, pods: &[PodId]) -> bool {
         self.snapshot.pdbs.iter().enumerate().all(|(i, pdb)| {
-            let used = pods
-                .iter()
-                .filter(|id| pdb.covers(&self.snapshot.pods[id.index()]))
-                .count();
-            used as u64 <= u64::from(self.pdb_left[i])
+            self.pdb_left[i] > 0
+                || !pods
+                    .iter()
+                    .any(|id| pdb.covers(&self.snapshot.pods[id.index()]))
         })
     }
 
@@ -681,22 +694,59 @@ mod tests {
     }
 
     #[test]
-    fn pdb_allowances_are_shared_with_the_removal_plan() {
-        let mut s = cluster(3, 6);
-        s.pdbs.push(Pdb {
-            namespace: "app".into(),
-            name: "web".into(),
-            selector: LabelSelector::labels([("app", "web")]),
-            disruptions_allowed: 12,
-        });
+    fn the_cheapest_qualifying_offer_is_taken_not_the_first_ranked() {
+        let s = cluster(3, 6);
         let options = Options {
             budget: Some(3),
             ..Options::default()
         };
-        // 12 evictions allowed: two nodes (12 pods), not three (18).
-        let r = replacements(&s, &options, &ReplaceOptions::with_offers(offers()));
+        // Ranked first but dearer: taking it would leave a cheaper 1-for-1 replacement for later.
+        let ranked = vec![
+            offer("m5.8xlarge", 32, 128, 1.536, CapacityType::OnDemand),
+            offer("c6a.8xlarge", 32, 64, 1.224, CapacityType::OnDemand),
+        ];
+        let r = replacements(&s, &options, &ReplaceOptions::with_offers(ranked.clone()));
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(r[0].with.instance_type, "c6a.8xlarge");
+        // And the node it launches is not worth replacing again.
+        let mut after = cluster(1, 18);
+        after.nodes[0].allocatable = kubelet_allocatable(32, 64 * 1024, 110);
+        after.nodes[0].hourly_price = Some(1.224);
+        let again = replacements(&after, &options, &ReplaceOptions::with_offers(ranked));
+        assert!(again.is_empty(), "{again:?}");
+    }
+
+    #[test]
+    fn a_pdb_must_allow_a_disruption_and_is_used_by_one_replacement_at_a_time() {
+        let with_pdb = |allowed| {
+            let mut s = cluster(3, 6);
+            s.pdbs.push(Pdb {
+                namespace: "app".into(),
+                name: "web".into(),
+                selector: LabelSelector::labels([("app", "web")]),
+                disruptions_allowed: allowed,
+            });
+            s
+        };
+        let options = Options {
+            budget: Some(3),
+            ..Options::default()
+        };
+        // One disruption allowed: the three nodes' 18 pods move to the Ready new node at its pace.
+        let r = replacements(
+            &with_pdb(1),
+            &options,
+            &ReplaceOptions::with_offers(offers()),
+        );
         assert_eq!(r.len(), 1);
-        assert_eq!(r[0].pods.len(), 12);
+        assert_eq!(r[0].pods.len(), 18);
+        // None allowed: nothing moves.
+        let r = replacements(
+            &with_pdb(0),
+            &options,
+            &ReplaceOptions::with_offers(offers()),
+        );
+        assert!(r.is_empty(), "{r:?}");
     }
 
     #[test]
