@@ -41,12 +41,20 @@ const CLUSTER: &str = "e2e";
 const TAINT: &str = "cloudoptim.io/disrupted";
 const REPLICAS: i32 = 18;
 
-/// Instances of this cluster the operator launched as replacements (tag `cloudoptim.io/replaces`
-/// still set or not): (id, instance type, zone, state, tags).
-async fn launched(
-    sdk: &aws_config::SdkConfig,
-    known: &BTreeSet<String>,
-) -> Vec<(String, String, String, String, BTreeMap<String, String>)> {
+/// An instance of this cluster the operator launched.
+#[derive(Debug, Clone)]
+struct Launched {
+    id: String,
+    instance_type: String,
+    zone: String,
+    state: String,
+    spot: bool,
+    tags: BTreeMap<String, String>,
+}
+
+/// Instances of this cluster not in `known`: the ones the operator launched (as replacements; their
+/// replacement tags may be gone once done).
+async fn launched(sdk: &aws_config::SdkConfig, known: &BTreeSet<String>) -> Vec<Launched> {
     let out = aws_sdk_ec2::Client::new(sdk)
         .describe_instances()
         .send()
@@ -56,31 +64,21 @@ async fn launched(
         .iter()
         .flat_map(|r| r.instances())
         .filter_map(|i| {
-            let id = i.instance_id()?.to_string();
             let tags: BTreeMap<String, String> = i
                 .tags()
                 .iter()
                 .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
                 .collect();
-            (!known.contains(&id)
-                && tags.get("cloudoptim.io/cluster").map(String::as_str) == Some(CLUSTER))
-            .then(|| {
-                (
-                    id,
-                    i.instance_type()
-                        .map(|t| t.as_str().to_string())
-                        .unwrap_or_default(),
-                    i.placement()
-                        .and_then(|p| p.availability_zone())
-                        .unwrap_or_default()
-                        .to_string(),
-                    i.state()
-                        .and_then(|s| s.name())
-                        .map(|n| n.as_str().to_string())
-                        .unwrap_or_default(),
-                    tags,
-                )
-            })
+            let l = Launched {
+                id: i.instance_id()?.to_string(),
+                instance_type: i.instance_type()?.as_str().to_string(),
+                zone: i.placement()?.availability_zone()?.to_string(),
+                state: i.state()?.name()?.as_str().to_string(),
+                spot: i.instance_lifecycle().is_some_and(|l| l.as_str() == "spot"),
+                tags,
+            };
+            let ours = l.tags.get("cloudoptim.io/cluster").map(String::as_str) == Some(CLUSTER);
+            (ours && !known.contains(&l.id)).then_some(l)
         })
         .collect()
 }
@@ -97,10 +95,15 @@ async fn group_state(sdk: &aws_config::SdkConfig, group: &str) -> (i32, BTreeSet
     )
 }
 
-/// Pods of the Deployment: (running, total live, the nodes they run on).
+/// Pods of the web Deployment: (running, total live, the nodes they run on).
 async fn web_pods(client: &Client, ns: &str) -> (usize, usize, BTreeSet<String>) {
+    app_pods(client, ns, "web").await
+}
+
+/// Pods of Deployment `app`: (running, total live, the nodes they run on).
+async fn app_pods(client: &Client, ns: &str, app: &str) -> (usize, usize, BTreeSet<String>) {
     let pods = Api::<Pod>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels("app=web"))
+        .list(&ListParams::default().labels(&format!("app={app}")))
         .await
         .expect("pods")
         .items;
@@ -114,6 +117,82 @@ async fn web_pods(client: &Client, ns: &str) -> (usize, usize, BTreeSet<String>)
         .filter_map(|p| p.spec.as_ref()?.node_name.clone())
         .collect();
     (on_nodes.len(), live.len(), on_nodes.into_iter().collect())
+}
+
+/// Scale Deployment `app` to `per_node` pods on each of `targets`, in turn, with every node of `all`
+/// but the target cordoned (the scheduler packs; this spreads), then uncordon `all`.
+async fn place(
+    client: &Client,
+    ns: &str,
+    app: &str,
+    all: &[String],
+    targets: &[String],
+    per_node: usize,
+) {
+    let nodes_api: Api<Node> = Api::all(client.clone());
+    let cordon = |name: String, on: bool| {
+        let nodes_api = nodes_api.clone();
+        async move {
+            nodes_api
+                .patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"unschedulable": on}})),
+                )
+                .await
+                .expect("cordon for placement");
+        }
+    };
+    for (step, open) in targets.iter().enumerate() {
+        for name in all {
+            cordon(name.clone(), name != open).await;
+        }
+        // The node lifecycle controller removes the unschedulable taint a little after the uncordon;
+        // scaling before that would make the scheduler report the pods unschedulable for a moment.
+        eventually(WAIT, "the open node without taints", || async {
+            let node = nodes_api.get(open).await.ok()?;
+            let taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
+            taints.is_empty().then_some(())
+        })
+        .await;
+        let replicas = per_node * (step + 1);
+        Api::<Deployment>::namespaced(client.clone(), ns)
+            .patch(
+                app,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+            )
+            .await
+            .expect("scale");
+        eventually(WAIT, &format!("{replicas} {app} pods running"), || async {
+            let (running, live, _) = app_pods(client, ns, app).await;
+            (running == replicas && live == replicas).then_some(())
+        })
+        .await;
+    }
+    for name in all {
+        cordon(name.clone(), false).await;
+    }
+}
+
+/// A Deployment of `app` with no replicas yet, its pods requesting `cpu` and `memory`.
+async fn deployment(client: &Client, ns: &str, app: &str, cpu: &str, memory: &str) {
+    let object: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": app},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": app}},
+            "template": {"metadata": {"labels": {"app": app}}, "spec": {
+                "containers": [{"name": "c", "image": app, "resources": {"requests": {"cpu": cpu, "memory": memory}}}],
+                "terminationGracePeriodSeconds": 0
+            }}
+        }
+    }))
+    .expect("deployment");
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &object)
+        .await
+        .expect("deployment created");
 }
 
 fn cordoned(node: &Node) -> bool {
@@ -152,8 +231,18 @@ fn kubelet(
             if !join.load(Ordering::SeqCst) {
                 continue;
             }
-            for (id, instance_type, zone, state, tags) in launched(&sdk, &known).await {
-                if state != "running" && state != "pending" || joined.contains(&id) {
+            for l in launched(&sdk, &known).await {
+                let Launched {
+                    id,
+                    instance_type,
+                    zone,
+                    state,
+                    spot,
+                    tags,
+                } = l;
+                let replacement = tags.contains_key("cloudoptim.io/replaces");
+                if !replacement || state != "running" && state != "pending" || joined.contains(&id)
+                {
                     continue;
                 }
                 let Some(t) =
@@ -165,9 +254,17 @@ fn kubelet(
                 };
                 let mut node = FakeNode::new(&format!("{pool}-new-{}", joined.len()), &zone, &id);
                 node.instance_type = instance_type.clone();
-                // The policy asks for 0% Spot: every replacement is on-demand.
-                node.capacity_type = "on-demand".into();
-                assert!(tags.contains_key("cloudoptim.io/cluster"));
+                node.capacity_type = if spot { "spot" } else { "on-demand" }.into();
+                // Labelled like the pool of the group that adopts it.
+                let group = tags
+                    .get("cloudoptim.io/replacement-group")
+                    .cloned()
+                    .unwrap_or_default();
+                let pool = if group.ends_with("-b") {
+                    format!("{pool}-b")
+                } else {
+                    pool.clone()
+                };
                 node.cpu = format!("{}m", t.vcpu * 1000 - 110);
                 node.memory = format!("{}Mi", t.memory_mib * 90 / 100);
                 node.labels.insert("e2e-pool".into(), pool.clone());
@@ -218,22 +315,7 @@ async fn three_busy_nodes_become_one_cheaper_node_replace_before_delete_and_cras
         old_nodes.insert(name);
     }
     let ns = create_namespace(&client, "repl").await;
-    let web: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "web"},
-        "spec": {
-            "replicas": 0,
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
-                "containers": [{"name": "c", "image": "web", "resources": {"requests": {"cpu": "1500m", "memory": "2Gi"}}}],
-                "terminationGracePeriodSeconds": 0
-            }}
-        }
-    }))
-    .expect("deployment");
-    Api::<Deployment>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &web)
-        .await
-        .expect("deployment created");
+    deployment(&client, &ns, "web", "1500m", "2Gi").await;
     let pdb: PodDisruptionBudget = serde_json::from_value(json!({
         "metadata": {"name": "web"},
         "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "web"}}}
@@ -244,49 +326,8 @@ async fn three_busy_nodes_become_one_cheaper_node_replace_before_delete_and_cras
         .await
         .expect("pdb created");
     // Six pods on each node: the scheduler packs, so each step scales up with only one node open.
-    let nodes_api: Api<Node> = Api::all(client.clone());
     let order: Vec<String> = old_nodes.iter().cloned().collect();
-    for (step, open) in order.iter().enumerate() {
-        for name in &order {
-            let patch = json!({"spec": {"unschedulable": name != open}});
-            nodes_api
-                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .expect("cordon for placement");
-        }
-        // The node lifecycle controller removes the unschedulable taint a little after the uncordon;
-        // scaling before that would make the scheduler report the pods unschedulable for a moment.
-        eventually(WAIT, "the open node without taints", || async {
-            let node = nodes_api.get(open).await.ok()?;
-            let taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
-            taints.is_empty().then_some(())
-        })
-        .await;
-        let replicas = 6 * (step + 1);
-        Api::<Deployment>::namespaced(client.clone(), &ns)
-            .patch(
-                "web",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"replicas": replicas}})),
-            )
-            .await
-            .expect("scale");
-        eventually(WAIT, &format!("{replicas} web pods running"), || async {
-            let (running, live, _) = web_pods(&client, &ns).await;
-            (running == replicas && live == replicas).then_some(())
-        })
-        .await;
-    }
-    for name in &order {
-        nodes_api
-            .patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"unschedulable": false}})),
-            )
-            .await
-            .expect("uncordon");
-    }
+    place(&client, &ns, "web", &order, &order, 6).await;
     let (_, _, before) = web_pods(&client, &ns).await;
     assert_eq!(before, old_nodes, "six pods on each node");
 
@@ -358,7 +399,7 @@ async fn three_busy_nodes_become_one_cheaper_node_replace_before_delete_and_cras
     })
     .await;
     operator.kill();
-    let (first_id, first_type, _, _, first_tags) = first;
+    let (first_id, first_type, first_tags) = (first.id, first.instance_type, first.tags);
     assert_eq!(
         first_tags
             .get("cloudoptim.io/replaces")
@@ -390,8 +431,8 @@ async fn three_busy_nodes_become_one_cheaper_node_replace_before_delete_and_cras
         let state = launched(&sdk, &originals)
             .await
             .into_iter()
-            .find(|l| l.0 == first_id)
-            .map(|l| l.3);
+            .find(|l| l.id == first_id)
+            .map(|l| l.state);
         (matches!(state.as_deref(), Some("terminated" | "shutting-down"))
             && desired == 3
             && instances == originals)
@@ -472,14 +513,17 @@ async fn three_busy_nodes_become_one_cheaper_node_replace_before_delete_and_cras
     })
     .await;
     let realized = status.realized_savings.expect("realized");
-    assert_eq!(realized.replacements_aborted, 1, "{realized:?}");
+    // At least the one phase 1 saw (a replacement launched between the abort and the harness turning
+    // joins on may be aborted too; each abort left the old nodes as they were).
+    assert!(realized.replacements_aborted >= 1, "{realized:?}");
     assert!(realized.nodes_removed >= 3, "{realized:?}");
     assert!(realized.saved_hourly > 0.0, "{realized:?}");
-    let (new_id, new_type, _, _, tags) = launched(&sdk, &originals)
+    let new = launched(&sdk, &originals)
         .await
         .into_iter()
-        .find(|l| l.3 == "running")
+        .find(|l| l.state == "running")
         .expect("the new instance runs");
+    let (new_id, new_type, tags) = (new.id, new.instance_type, new.tags);
     assert!(
         !tags.keys().any(|k| k.starts_with("cloudoptim.io/replace")),
         "{tags:?}"
@@ -536,6 +580,202 @@ async fn three_busy_nodes_become_one_cheaper_node_replace_before_delete_and_cras
     ] {
         assert!(actions.contains(action), "{action} not in {actions:?}");
     }
+
+    // Phase 3: Spot mix convergence. A second pool of four on-demand m5.xlarge, one pod each, under its
+    // own template and policy (0% Spot, nodes.min 4, budget 1), is raised to 100% Spot above an
+    // on-demand base of 1: three of its nodes are replaced one at a time by Spot nodes, never more than
+    // one in disruption, and the base stays on-demand. (Not 80%: moto 5.2.5 computes a mixed group's
+    // size with the on-demand share rounded down, so at 80% a group of 4 shrinks to 3 on its own; a
+    // base plus 100% above it is exact at every size.)
+    let pool_b = format!("{pool}-b");
+    let tags_b: BTreeMap<String, String> = [
+        ("cloudoptim.io/cluster".to_string(), CLUSTER.to_string()),
+        ("e2e-pool".to_string(), pool_b.clone()),
+    ]
+    .into();
+    aws::create_group(&sdk, &pool_b, &launch, 4, &tags_b).await;
+    let (_, originals_b) = group_state(&sdk, &pool_b).await;
+    let g = aws::describe_group(&sdk, &pool_b).await.expect("group");
+    let mut nodes_b = Vec::new();
+    for (i, instance) in g.instances().iter().enumerate() {
+        let name = format!("{pool_b}-{i}");
+        let mut node = FakeNode::new(
+            &name,
+            instance.availability_zone().expect("zone"),
+            instance.instance_id().expect("id"),
+        );
+        node.instance_type = "m5.xlarge".into();
+        node.capacity_type = "on-demand".into();
+        node.cpu = "3920m".into();
+        node.memory = "14Gi".into();
+        node.labels.insert("e2e-pool".into(), pool_b.clone());
+        node.create(&client).await;
+        nodes_b.push(name);
+    }
+    deployment(&client, &ns, "api", "500m", "1Gi").await;
+    let mut everyone = nodes_b.clone();
+    everyone.push(new_node.name_any());
+    place(&client, &ns, "api", &everyone, &nodes_b, 1).await;
+    let template_b: cloudoptim::api::NodeTemplate = serde_json::from_value(json!({
+        "apiVersion": "cloudoptim.io/v1alpha1", "kind": "NodeTemplate",
+        "metadata": {"name": unique("spotty"), "labels": {"pool": pool_b}},
+        "spec": {"autoScalingGroups": {"tagSelector": {"e2e-pool": pool_b}},
+                 "requirements": {"families": ["m5"], "currentGenerationOnly": false}}
+    }))
+    .expect("template");
+    Api::<cloudoptim::api::NodeTemplate>::all(client.clone())
+        .create(&PostParams::default(), &template_b)
+        .await
+        .expect("template created");
+    let name_b = unique("spotmix");
+    let policy_b: OptimizationPolicy = serde_json::from_value(json!({
+        "apiVersion": "cloudoptim.io/v1alpha1", "kind": "OptimizationPolicy",
+        "metadata": {"name": name_b},
+        "spec": {
+            "nodeTemplateSelector": {"matchLabels": {"pool": pool_b}},
+            "spot": {"percentage": 0},
+            "nodes": {"min": 4},
+            "consolidation": {"interval": "2s", "consolidateAfter": "0s",
+                              "replacement": {"readyTimeout": "60s"}},
+            "disruption": {"budgets": [{"nodes": "1"}], "drainTimeout": "60s"}
+        }
+    }))
+    .expect("policy");
+    policies
+        .create(&PostParams::default(), &policy_b)
+        .await
+        .expect("policy created");
+    eventually(
+        WAIT,
+        "the second policy sees four on-demand nodes",
+        || async {
+            let st = policies.get(&name_b).await.ok()?.status?;
+            (st.nodes
+                .as_ref()
+                .is_some_and(|n| n.total == 4 && n.spot == 0))
+            .then_some(())
+        },
+    )
+    .await;
+    // Budget 1, watched for the whole convergence: never two of the pool's nodes in disruption.
+    let most_disrupted = Arc::new(AtomicI32::new(0));
+    let watch_b = {
+        let most = most_disrupted.clone();
+        let nodes: Api<Node> = Api::all(client.clone());
+        let selector = format!("e2e-pool={pool_b}");
+        tokio::spawn(async move {
+            let mut state: BTreeMap<String, bool> = BTreeMap::new();
+            let stream = watcher::watcher(nodes, watcher::Config::default().labels(&selector))
+                .default_backoff();
+            futures::pin_mut!(stream);
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(watcher::Event::Apply(n)) | Ok(watcher::Event::InitApply(n)) => {
+                        state.insert(n.name_any(), cordoned(&n));
+                    }
+                    Ok(watcher::Event::Delete(n)) => {
+                        state.remove(&n.name_any());
+                    }
+                    _ => continue,
+                }
+                let now = state.values().filter(|c| **c).count() as i32;
+                most.fetch_max(now, Ordering::SeqCst);
+            }
+        })
+    };
+    policies
+        .patch(
+            &name_b,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"spot": {"percentage": 100, "onDemandBase": 1}}})),
+        )
+        .await
+        .expect("raise to 100% Spot above a base of 1");
+    let most_in_flight = Arc::new(AtomicI32::new(0));
+    let known: BTreeSet<String> = originals.union(&originals_b).cloned().collect();
+    eventually(
+        Duration::from_secs(300),
+        "the second pool converged to 3 Spot of 4",
+        || async {
+            let in_flight = launched(&sdk, &known)
+                .await
+                .iter()
+                .filter(|l| l.state == "running" && l.tags.contains_key("cloudoptim.io/replaces"))
+                .count() as i32;
+            most_in_flight.fetch_max(in_flight, Ordering::SeqCst);
+            let nodes = Api::<Node>::all(client.clone())
+                .list(&ListParams::default().labels(&format!("e2e-pool={pool_b}")))
+                .await
+                .ok()?
+                .items;
+            let spot = nodes
+                .iter()
+                .filter(|n| {
+                    n.labels()
+                        .get("karpenter.sh/capacity-type")
+                        .map(String::as_str)
+                        == Some("spot")
+                })
+                .count();
+            let (desired, instances) = group_state(&sdk, &pool_b).await;
+            (nodes.len() == 4
+                && spot == 3
+                && desired == 4
+                && instances.len() == 4
+                && in_flight == 0)
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        most_disrupted.load(Ordering::SeqCst) <= 1,
+        "budget 1 exceeded"
+    );
+    assert_eq!(
+        most_in_flight.load(Ordering::SeqCst),
+        1,
+        "one replacement at a time"
+    );
+    let st = policies
+        .get(&name_b)
+        .await
+        .expect("policy")
+        .status
+        .expect("status");
+    assert_eq!(st.nodes.as_ref().map(|n| n.spot), Some(3), "{st:?}");
+    assert_eq!(
+        st.realized_savings.as_ref().map(|r| r.replacements),
+        Some(3),
+        "{st:?}"
+    );
+    // Events of one reason are folded into a series (one object, the first note), so their count is
+    // not the replacements': the metric is.
+    assert!(
+        events(&client, &name_b)
+            .await
+            .iter()
+            .any(|(r, m)| r == "Replaced" && m.contains("spotMix")),
+        "{:?}",
+        events(&client, &name_b).await
+    );
+    assert_eq!(
+        operator.metric("cloudoptim_replacements_total{reason=\"spotMix\",result=\"replaced\"}"),
+        3.0
+    );
+    let (running, live, _) = app_pods(&client, &ns, "api").await;
+    assert_eq!((running, live), (4, 4), "every api pod runs");
+    // Converged means it stays: the status reports nothing more to do (no plan, nothing in flight).
+    let st = eventually(WAIT, "the converged policy plans nothing more", || async {
+        let st = policies.get(&name_b).await.ok()?.status?;
+        (st.planned_replacements.is_empty() && st.replacements_in_flight.is_empty()).then_some(st)
+    })
+    .await;
+    assert_eq!(
+        st.nodes.as_ref().map(|n| (n.total, n.spot)),
+        Some((4, 3)),
+        "{st:?}"
+    );
+    watch_b.abort();
     kubelet.abort();
     watch.abort();
 }

@@ -31,8 +31,8 @@
 //!   most `percentage`% of the nodes above the on-demand base, or no more Spot nodes than before.
 //! - **Spot mix convergence** ([`ReplaceReason::SpotMix`]), after those: while the end state has fewer
 //!   Spot nodes than the policy's split asks for (`percentage`% of the nodes above the on-demand base),
-//!   kept on-demand nodes nothing pins (and that receive no pods) are replaced one for one by the first
-//!   Spot offer cheaper than them on which their pods fit, the biggest saving first, within the PDB
+//!   kept on-demand nodes nothing pins (and that receive no pods) are replaced one for one by the
+//!   cheapest Spot offer cheaper than them on which their pods fit, the biggest saving first, within the PDB
 //!   allowances left. A policy raised from 30% to 80% Spot, or a fallback to on-demand that ended, so
 //!   converges; never below the on-demand base.
 //! - Savings are counted once: the removed nodes' prices (the plan) plus, per replacement, the replaced
@@ -416,7 +416,7 @@ impl<'a> State<'a> {
         converted
     }
 
-    /// The first Spot offer, cheaper than `node`, on which its pods fit.
+    /// The cheapest Spot offer, cheaper than `node`, on which its pods fit.
     fn to_spot(&self, node: NodeId) -> Option<Replacement> {
         let price = self.snapshot.nodes[node.index()].hourly_price?;
         let pods = self.movable.get(&node).cloned().unwrap_or_default();
@@ -424,11 +424,18 @@ impl<'a> State<'a> {
             return None;
         }
         let requests = self.on_new_node(&[node], &pods);
-        let offer = self.replace.offers.iter().find(|o| {
-            o.capacity_type == CapacityType::Spot
-                && o.hourly < price
-                && self.fits(o, &pods, requests)
-        })?;
+        // The cheapest, as for consolidation: a dearer first-ranked Spot node would be replaced again
+        // by a cheaper one a pass later (the end-to-end convergence saw that churn).
+        let offer = self
+            .replace
+            .offers
+            .iter()
+            .filter(|o| {
+                o.capacity_type == CapacityType::Spot
+                    && o.hourly < price
+                    && self.fits(o, &pods, requests)
+            })
+            .min_by(|a, b| a.hourly.total_cmp(&b.hourly))?;
         Some(Replacement {
             reason: ReplaceReason::SpotMix,
             replace: vec![node],
