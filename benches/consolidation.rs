@@ -3,8 +3,8 @@
 //!
 //! The cluster is the seeded scale scenario (`engine::consolidation::scenario`, seed 42): three zones,
 //! general, arm64 and tainted batch pools, DaemonSets on every node, Deployments with zone spread,
-//! hostname anti-affinity and hostname spread, StatefulSets, PDBs, many underutilised nodes. The time is
-//! the whole `plan()` call (interning and index building included), single-threaded.
+//! hostname anti-affinity, hostname spread and zone pod affinity, StatefulSets, PDBs, many underutilised
+//! nodes. The time is the whole `plan()` call (interning and index building included), single-threaded.
 //!
 //! The baseline is `plan_naive`: the same decisions (the property tests check the plans are identical)
 //! computed the straightforward way: for each pod, scan the destinations in order and check every
@@ -14,7 +14,7 @@
 //! between runs on the same cluster, never extrapolated.
 //!
 //! `packing`: `engine::consolidation::packer` on 400 instance types (type i: i+1 vCPU, 2(i+1) GiB) and
-//! 20,000 pending pods of the Karpenter benchmark's mixes CloudOptim models (seed 42); pods/s is what
+//! 20,000 pending pods of the Karpenter benchmark's five mixes (seed 42); pods/s is what
 //! `bench/karpenter-compare.sh` sets against Karpenter's own benchmark on the same machine.
 //!
 //! With `--bench`, after the criterion groups, it prints `ratio` lines for scripts:

@@ -369,6 +369,20 @@ pub struct AntiAffinityTerm {
     pub namespaces: Vec<String>,
 }
 
+/// A required inter-pod affinity or anti-affinity term on any node label as topology key (zone,
+/// hostname, rack...): the node's value of `topology_key` names its domain. Affinity: the pod may only
+/// run in a domain that runs a pod matching `selector` in `namespaces`; anti-affinity: only in a domain
+/// that runs none. A node without the label is in no domain.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PodAffinityTerm {
+    /// The node label whose values are the domains.
+    pub topology_key: String,
+    /// Pods the term selects (`matchLabelKeys` / `mismatchLabelKeys` already folded in).
+    pub selector: LabelSelector,
+    /// Namespaces where `selector` applies; empty means the pod's own namespace.
+    pub namespaces: Vec<String>,
+}
+
 /// A node of the cluster.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
@@ -447,11 +461,18 @@ pub struct Pod {
     pub tolerations: Arc<Vec<Toleration>>,
     /// Required pod anti-affinity terms on `kubernetes.io/hostname`.
     pub anti_affinity: Vec<AntiAffinityTerm>,
+    /// Required pod affinity terms, on any topology key. kube-scheduler's rule: a node qualifies when,
+    /// for every term, its domain runs a pod that matches all the terms; when no pod in the cluster
+    /// matches them all, a pod matching its own terms may go to any node that has every key.
+    pub pod_affinity: Vec<PodAffinityTerm>,
+    /// Required pod anti-affinity terms on topology keys other than `kubernetes.io/hostname` (those
+    /// are in `anti_affinity`).
+    pub topology_anti_affinity: Vec<PodAffinityTerm>,
     /// Topology spread constraints with `whenUnsatisfiable: DoNotSchedule` on zone or hostname.
     pub topology_spread: Vec<TopologySpread>,
     /// Annotated `cloudoptim.io/do-not-disrupt: "true"`: its node is never removed.
     pub do_not_disrupt: bool,
-    /// Constraints the planner does not model, each a short phrase ("required pod affinity"); any entry
+    /// Constraints the planner does not model, each a short phrase ("hostPath volume logs"); any entry
     /// pins the pod's node.
     pub unmodelled: Vec<String>,
 }
@@ -470,6 +491,8 @@ impl Pod {
             node_affinity: None,
             tolerations: Arc::default(),
             anti_affinity: Vec::new(),
+            pod_affinity: Vec::new(),
+            topology_anti_affinity: Vec::new(),
             topology_spread: Vec::new(),
             do_not_disrupt: false,
             unmodelled: Vec::new(),

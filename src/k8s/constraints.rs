@@ -1,4 +1,4 @@
-//! Scheduling constraints of a pod in the engine's terms: tolerations, required node affinity, pod anti-affinity and topology spreads; what the planner does not model pins the pod's node.
+//! Scheduling constraints of a pod in the engine's terms: tolerations, required node affinity, required pod affinity and anti-affinity and topology spreads; what the planner does not model pins the pod's node.
 
 use super::*;
 
@@ -140,54 +140,107 @@ pub(super) fn add_label_keys(
     }
 }
 
-pub(super) fn anti_affinity(
+/// Required pod affinity and anti-affinity of a pod, in the engine's terms.
+#[derive(Debug, Default)]
+pub(super) struct PodAffinities {
+    /// Anti-affinity on `kubernetes.io/hostname`.
+    pub(super) hostname_anti: Vec<AntiAffinityTerm>,
+    /// Anti-affinity on every other topology key.
+    pub(super) topology_anti: Vec<PodAffinityTerm>,
+    /// Affinity, any topology key.
+    pub(super) affinity: Vec<PodAffinityTerm>,
+}
+
+/// `spec.affinity.podAffinity` and `podAntiAffinity` (required terms only; preferred terms cannot
+/// refuse a node). Terms with a `namespaceSelector` pin the pod's node instead (not modelled).
+pub(super) fn pod_affinities(
     affinity: &core::Affinity,
     at: &str,
     labels: &Labels,
     unmodelled: &mut Vec<String>,
-) -> Result<Vec<AntiAffinityTerm>, TranslateError> {
-    let terms = affinity.pod_anti_affinity.as_ref().and_then(|a| {
+) -> Result<PodAffinities, TranslateError> {
+    let mut out = PodAffinities::default();
+    let required = affinity.pod_affinity.as_ref().and_then(|a| {
         a.required_during_scheduling_ignored_during_execution
             .as_ref()
     });
-    let mut out = Vec::new();
-    for (i, term) in terms.into_iter().flatten().enumerate() {
+    for (i, term) in required.into_iter().flatten().enumerate() {
+        let term_at =
+            format!("{at}.podAffinity.requiredDuringSchedulingIgnoredDuringExecution[{i}]");
+        match affinity_term(term, &term_at, labels)? {
+            Term::Modelled(t) => out.affinity.push(t),
+            // A null labelSelector selects no pod: no node can ever satisfy the term.
+            Term::SelectsNothing => {
+                unmodelled.push("required pod affinity selecting no pod".to_owned());
+            }
+            Term::NamespaceSelector => {
+                unmodelled.push("required pod affinity with a namespaceSelector".to_owned());
+            }
+        }
+    }
+    let required = affinity.pod_anti_affinity.as_ref().and_then(|a| {
+        a.required_during_scheduling_ignored_during_execution
+            .as_ref()
+    });
+    for (i, term) in required.into_iter().flatten().enumerate() {
         let term_at =
             format!("{at}.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[{i}]");
-        if term.topology_key != LABEL_HOSTNAME {
-            unmodelled.push(format!(
-                "required pod anti-affinity on {}",
-                term.topology_key
-            ));
-            continue;
+        match affinity_term(term, &term_at, labels)? {
+            Term::Modelled(t) if t.topology_key == LABEL_HOSTNAME => {
+                out.hostname_anti.push(AntiAffinityTerm {
+                    selector: t.selector,
+                    namespaces: t.namespaces,
+                });
+            }
+            Term::Modelled(t) => out.topology_anti.push(t),
+            // A null labelSelector repels no pod: the term constrains nothing.
+            Term::SelectsNothing => {}
+            Term::NamespaceSelector => {
+                unmodelled.push("required pod anti-affinity with a namespaceSelector".to_owned());
+            }
         }
-        if term.namespace_selector.is_some() {
-            unmodelled.push("required pod anti-affinity with a namespaceSelector".to_owned());
-            continue;
-        }
-        // A null labelSelector matches no pod: the term constrains nothing.
-        let Some(selector) = &term.label_selector else {
-            continue;
-        };
-        let mut selector = label_selector(selector, &format!("{term_at}.labelSelector"))?;
-        add_label_keys(
-            &mut selector,
-            term.match_label_keys.as_ref(),
-            labels,
-            SelectorOperator::In,
-        );
-        add_label_keys(
-            &mut selector,
-            term.mismatch_label_keys.as_ref(),
-            labels,
-            SelectorOperator::NotIn,
-        );
-        out.push(AntiAffinityTerm {
-            selector,
-            namespaces: term.namespaces.clone().unwrap_or_default(),
-        });
     }
     Ok(out)
+}
+
+enum Term {
+    Modelled(PodAffinityTerm),
+    SelectsNothing,
+    NamespaceSelector,
+}
+
+fn affinity_term(
+    term: &core::PodAffinityTerm,
+    at: &str,
+    labels: &Labels,
+) -> Result<Term, TranslateError> {
+    if term.namespace_selector.is_some() {
+        return Ok(Term::NamespaceSelector);
+    }
+    let Some(selector) = &term.label_selector else {
+        return Ok(Term::SelectsNothing);
+    };
+    if term.topology_key.is_empty() {
+        return Err(error(format!("{at}.topologyKey"), "empty"));
+    }
+    let mut selector = label_selector(selector, &format!("{at}.labelSelector"))?;
+    add_label_keys(
+        &mut selector,
+        term.match_label_keys.as_ref(),
+        labels,
+        SelectorOperator::In,
+    );
+    add_label_keys(
+        &mut selector,
+        term.mismatch_label_keys.as_ref(),
+        labels,
+        SelectorOperator::NotIn,
+    );
+    Ok(Term::Modelled(PodAffinityTerm {
+        topology_key: term.topology_key.clone(),
+        selector,
+        namespaces: term.namespaces.clone().unwrap_or_default(),
+    }))
 }
 
 pub(super) fn spreads(

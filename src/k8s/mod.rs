@@ -50,8 +50,8 @@ use crate::engine::catalog::Catalog;
 
 use crate::engine::snapshot::{
     AntiAffinityTerm, CapacityType, LABEL_HOSTNAME, LabelSelector, Labels, Node, NodeId,
-    NodeOperator, NodeRequirement, NodeSelectorTerm, OwnerKind, Pdb, Pod, Resources,
-    SelectorOperator, SelectorRequirement, Snapshot, Taint, TaintEffect, Toleration,
+    NodeOperator, NodeRequirement, NodeSelectorTerm, OwnerKind, Pdb, Pod, PodAffinityTerm,
+    Resources, SelectorOperator, SelectorRequirement, Snapshot, Taint, TaintEffect, Toleration,
     TolerationOperator, TopologyKey, TopologySpread,
 };
 

@@ -90,14 +90,10 @@ pub(super) fn pod_from(
     if let Some(affinity) = &spec.affinity {
         let at = format!("{path}.spec.affinity");
         out.node_affinity = node_affinity(affinity, &at, &mut unmodelled)?;
-        let required_affinity = affinity.pod_affinity.as_ref().and_then(|a| {
-            a.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        });
-        if required_affinity.is_some_and(|terms| !terms.is_empty()) {
-            unmodelled.push("required pod affinity".to_owned());
-        }
-        out.anti_affinity = anti_affinity(affinity, &at, &labels, &mut unmodelled)?;
+        let pods = pod_affinities(affinity, &at, &labels, &mut unmodelled)?;
+        out.anti_affinity = pods.hostname_anti;
+        out.topology_anti_affinity = pods.topology_anti;
+        out.pod_affinity = pods.affinity;
     }
     out.topology_spread = spreads(spec, path, &labels, &mut unmodelled)?;
     for volume in spec.volumes.iter().flatten() {

@@ -269,10 +269,12 @@ fn pod_constraints_are_modelled_or_pin_with_a_reason() {
         ["abc"],
         "matchLabelKeys folded in"
     );
+    assert_eq!(web.topology_anti_affinity.len(), 1);
     assert_eq!(
-        web.unmodelled,
-        ["required pod anti-affinity on topology.kubernetes.io/zone"]
+        web.topology_anti_affinity[0].topology_key,
+        "topology.kubernetes.io/zone"
     );
+    assert!(web.unmodelled.is_empty(), "{:?}", web.unmodelled);
     assert_eq!(web.topology_spread.len(), 1, "ScheduleAnyway is ignored");
     let spread = &web.topology_spread[0];
     assert_eq!(
@@ -283,11 +285,100 @@ fn pod_constraints_are_modelled_or_pin_with_a_reason() {
     let db = &t.snapshot.pods[1];
     assert_eq!(db.owner, OwnerKind::StatefulSet);
     assert!(db.do_not_disrupt, "safe-to-evict: false");
-    assert_eq!(db.unmodelled.len(), 3);
-    assert_eq!(db.unmodelled[0], "required pod affinity");
-    assert!(db.unmodelled[1].starts_with("persistent volume claim data-db-0"));
-    assert_eq!(db.unmodelled[2], "hostPath volume logs");
+    assert_eq!(db.pod_affinity.len(), 1);
+    assert_eq!(db.pod_affinity[0].topology_key, LABEL_HOSTNAME);
+    assert_eq!(db.unmodelled.len(), 2);
+    assert!(db.unmodelled[0].starts_with("persistent volume claim data-db-0"));
+    assert_eq!(db.unmodelled[1], "hostPath volume logs");
     assert_eq!(t.snapshot.pods[2].owner, OwnerKind::Static);
+}
+
+/// The engine form of a pod on node `n` with `affinity` (JSON) as its `spec.affinity`.
+fn pod_with_affinity(affinity: serde_json::Value) -> Pod {
+    let pod: core::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "p", "namespace": "shop", "labels": {"app": "web", "hash": "h1"}},
+        "spec": {"nodeName": "n", "containers": [{"name": "c"}], "affinity": affinity},
+    }))
+    .unwrap();
+    engine_pod(&pod).unwrap().unwrap().1
+}
+
+#[test]
+fn required_pod_affinity_on_any_node_label_is_modelled() {
+    let p = pod_with_affinity(serde_json::json!({"podAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": [
+            {"topologyKey": "topology.kubernetes.io/zone", "labelSelector": {"matchLabels": {"app": "db"}},
+             "namespaces": ["data"], "matchLabelKeys": ["hash"]},
+            {"topologyKey": "example.com/rack", "labelSelector": {}},
+        ],
+        "preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 1, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": {}}},
+        ],
+    }}));
+    assert!(p.unmodelled.is_empty(), "{:?}", p.unmodelled);
+    assert_eq!(p.pod_affinity.len(), 2, "preferred terms are ignored");
+    let zone = &p.pod_affinity[0];
+    assert_eq!(zone.topology_key, "topology.kubernetes.io/zone");
+    assert_eq!(zone.namespaces, ["data"]);
+    assert_eq!(zone.selector.match_labels["app"], "db");
+    assert_eq!(
+        zone.selector.match_expressions,
+        [SelectorRequirement {
+            key: "hash".into(),
+            operator: SelectorOperator::In,
+            values: vec!["h1".into()],
+        }],
+        "matchLabelKeys folded in"
+    );
+    assert_eq!(p.pod_affinity[1].topology_key, "example.com/rack");
+    assert_eq!(p.pod_affinity[1].selector, LabelSelector::default());
+}
+
+#[test]
+fn required_pod_anti_affinity_splits_hostname_from_other_keys() {
+    let p = pod_with_affinity(serde_json::json!({"podAntiAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": [
+            {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "web"}}},
+            {"topologyKey": "topology.kubernetes.io/zone", "labelSelector": {"matchLabels": {"app": "web"}},
+             "mismatchLabelKeys": ["hash"]},
+            {"topologyKey": "example.com/rack"},
+        ],
+    }}));
+    assert!(p.unmodelled.is_empty(), "{:?}", p.unmodelled);
+    assert_eq!(p.anti_affinity.len(), 1);
+    assert_eq!(
+        p.topology_anti_affinity.len(),
+        1,
+        "a null selector repels nothing"
+    );
+    let zone = &p.topology_anti_affinity[0];
+    assert_eq!(zone.topology_key, "topology.kubernetes.io/zone");
+    assert_eq!(
+        zone.selector.match_expressions[0].operator,
+        SelectorOperator::NotIn
+    );
+}
+
+#[test]
+fn pod_affinity_that_cannot_be_modelled_pins_the_pod() {
+    let p = pod_with_affinity(serde_json::json!({
+        "podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"topologyKey": "kubernetes.io/hostname"},
+            {"topologyKey": "kubernetes.io/hostname", "labelSelector": {}, "namespaceSelector": {}},
+        ]},
+        "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"topologyKey": "kubernetes.io/hostname", "labelSelector": {}, "namespaceSelector": {}},
+        ]},
+    }));
+    assert_eq!(
+        p.unmodelled,
+        [
+            "required pod affinity selecting no pod",
+            "required pod affinity with a namespaceSelector",
+            "required pod anti-affinity with a namespaceSelector",
+        ]
+    );
+    assert!(p.pod_affinity.is_empty() && p.anti_affinity.is_empty());
 }
 
 #[test]

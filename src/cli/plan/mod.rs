@@ -389,7 +389,6 @@ mod tests {
         for expected in [
             "PDB payments/api allows 0 disruptions",
             "do-not-disrupt pod payments/ledger-writer",
-            "has required pod affinity (not modelled)",
             "in excluded namespace kube-system",
             "cordoned",
             "has no controller",
@@ -399,6 +398,34 @@ mod tests {
                 reasons.iter().any(|r| r.contains(expected)),
                 "no kept node says {expected:?}: {reasons:#?}"
             );
+        }
+    }
+
+    #[test]
+    fn the_bundled_examples_indexer_pods_move_only_next_to_a_cache_pod() {
+        // indexer has required pod affinity to app=cache on the hostname.
+        let a = bundled();
+        let s = &a.translated.snapshot;
+        let app = |p: &crate::engine::snapshot::Pod| p.labels.get("app").cloned();
+        let indexer_moves: Vec<_> = a
+            .plan
+            .moves
+            .iter()
+            .filter(|m| app(&s.pods[m.pod.index()]).as_deref() == Some("indexer"))
+            .collect();
+        assert!(!indexer_moves.is_empty(), "the example moves indexer pods");
+        // Where each pod ends up: its move's destination, or where it is.
+        let end = |i: usize| {
+            a.plan
+                .moves
+                .iter()
+                .find(|m| m.pod.index() == i)
+                .map_or(s.pods[i].node, |m| m.to)
+        };
+        for m in indexer_moves {
+            let next_to_cache = (0..s.pods.len())
+                .any(|i| app(&s.pods[i]).as_deref() == Some("cache") && end(i) == m.to);
+            assert!(next_to_cache, "{m:?} lands on a node without a cache pod");
         }
     }
 

@@ -1,11 +1,13 @@
 //! The fast placer: interned node classes and pod signatures, one [`FitTree`] per distinct set of
-//! acceptable node classes, incremental topology-spread counts and resident lists for anti-affinity.
+//! acceptable node classes, incremental topology-spread counts, resident lists for hostname
+//! anti-affinity and per-domain counts for other pod affinity and anti-affinity ([`PodTerms`]).
 
 use crate::engine::snapshot::{
     LabelSelector, Labels, NodeId, NodeSelectorTerm, PodId, Resources, Taint, Toleration,
     TopologyKey, tolerates_all,
 };
 
+use super::affinity::PodTerms;
 use super::context::{Context, FxMap, Interner, Rows};
 use super::tree::{DISABLED, FitTree};
 use super::{NoRoom, Placer};
@@ -65,6 +67,7 @@ pub(super) struct IndexedPlacer<'c, 'a> {
     used: Vec<Resources>,
     residents: Vec<Vec<PodId>>,
     anti_residents: Vec<u32>,
+    terms: PodTerms,
     group_counts: Vec<FxMap<u32, u32>>,
     domain_alive: Vec<DomainAlive>,
     current: Option<NodeId>,
@@ -284,6 +287,7 @@ impl<'c, 'a> IndexedPlacer<'c, 'a> {
             }
         }
         let pod_terms = Rows::from_pairs(snapshot.pods.len(), &term_pairs);
+        let topology_terms = PodTerms::new(context, &placeable);
         let term_matches = terms
             .items()
             .iter()
@@ -318,6 +322,7 @@ impl<'c, 'a> IndexedPlacer<'c, 'a> {
             used: context.used.clone(),
             residents: Vec::new(),
             anti_residents: vec![0; snapshot.nodes.len()],
+            terms: topology_terms,
             group_counts: Vec::new(),
             domain_alive: Vec::new(),
             current: None,
@@ -363,6 +368,7 @@ impl<'c, 'a> IndexedPlacer<'c, 'a> {
     /// Add (or remove) `pod` at `node` in every spread group it belongs to.
     fn count_pod(&mut self, pod: PodId, node: NodeId, add: bool) {
         let set = self.context.label_sets.of_pod[pod.index()] as usize;
+        self.terms.count(pod, set as u32, node.index(), add);
         for &g in self.set_groups.row(set) {
             let counts = &mut self.group_counts[g as usize];
             if add {
@@ -485,8 +491,13 @@ impl<'c, 'a> IndexedPlacer<'c, 'a> {
         node: NodeId,
         numbers: &mut [Option<SpreadNumbers>],
     ) -> Result<(), NoRoom> {
-        if !self.anti_affinity_ok(pod, node) {
+        let set = self.context.label_sets.of_pod[pod.index()];
+        if !self.anti_affinity_ok(pod, node) || !self.terms.anti_affinity_ok(pod, set, node.index())
+        {
             return Err(NoRoom::AntiAffinity);
+        }
+        if !self.terms.affinity_ok(pod, set, node.index()) {
+            return Err(NoRoom::PodAffinity);
         }
         for (spread, slot) in self
             .pod_spreads

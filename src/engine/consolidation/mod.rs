@@ -4,7 +4,8 @@
 //! # Algorithm
 //! 1. **Classify** every node. A node is *kept* outright when it is annotated do-not-disrupt, cordoned, or
 //!    runs a pod that blocks it: a do-not-disrupt pod, a pod with a constraint the planner does not model
-//!    (required pod affinity, other topology keys, host-bound storage... see [`Pod::unmodelled`]), a pod
+//!    (pod affinity with a namespaceSelector, spreads on other topology keys, host-bound storage... see
+//!    [`Pod::unmodelled`]), a pod
 //!    without a controller, a pod in an excluded namespace, a pod covered by two PDBs (the Eviction API
 //!    refuses those) or by a PDB that allows no disruption. DaemonSet and static (mirror) pods never move
 //!    and never block. In `WhenEmpty` mode only nodes without movable pods are candidates; in
@@ -18,8 +19,10 @@
 //!    pods are placed one by one, largest first, each on the first destination that accepts it (first-fit
 //!    decreasing). A destination accepts a pod when its requests fit what is left of allocatable (after the
 //!    aggressiveness headroom, below), it is not cordoned, the pod's node selector, required node affinity
-//!    and tolerations match it, no required hostname anti-affinity (the pod's, or a resident pod's) is
-//!    violated, and every `DoNotSchedule` topology spread constraint on zone or hostname holds, computed
+//!    and tolerations match it, no required pod anti-affinity on any topology key (the pod's, or a placed
+//!    pod's) is violated, its required pod affinity holds (every term's domain runs a pod matching all its
+//!    terms; kube-scheduler's exception for the first pod of a self-attracting group included; see
+//!    `affinity.rs`), and every `DoNotSchedule` topology spread constraint on zone or hostname holds, computed
 //!    like kube-scheduler (eligible domains by node-affinity/taint policies, `minDomains`, skew counted on
 //!    the cluster as it is at that moment). If every pod lands the removal is committed; otherwise it is
 //!    rolled back and the node is kept with the pod that did not fit. A node that received pods is kept
@@ -36,7 +39,8 @@
 //! benchmark baseline and the property tests' oracle.
 //!
 //! Replacement (k kept nodes replaced by one cheaper new node) is a second pass over the plan:
-//! [`plan_replacements`].
+//! [`plan_replacements`]; it leaves nodes with pods under inter-pod terms other than hostname
+//! anti-affinity alone.
 //!
 //! # Not modelled
 //! Preferred affinities and
@@ -50,6 +54,7 @@
 //! `80% + 20% x aggressiveness / 100` of allocatable (88% at the default 40, 100% at 100). Nodes already
 //! fuller than that receive nothing; nothing is ever placed beyond allocatable.
 
+mod affinity;
 mod context;
 mod indexed;
 mod naive;
@@ -73,7 +78,6 @@ use crate::engine::snapshot::{NodeId, Pod, PodId, Snapshot, SnapshotError};
 use context::Context;
 pub use replace::{
     NEW_NODE_PODS, Offer, ReplaceOptions, ReplaceReason, Replacement, kubelet_allocatable, offers,
-    plan_replacements,
 };
 
 /// When the planner may remove nodes (`spec.consolidation.mode`).
@@ -210,8 +214,12 @@ pub enum NoRoom {
     ZoneSpread,
     /// Nodes with room exist, but each would violate a hostname topology spread constraint.
     HostnameSpread,
-    /// Nodes with room exist, but each would violate required hostname anti-affinity.
+    /// Nodes with room exist, but each would violate required pod anti-affinity (the pod's or a
+    /// resident's).
     AntiAffinity,
+    /// Nodes with room exist, but none is in a domain that runs the pods its required pod affinity
+    /// selects.
+    PodAffinity,
 }
 
 /// Why a node is kept.
@@ -229,7 +237,7 @@ pub enum KeepReason {
     Unmodelled {
         /// The pod.
         pod: PodId,
-        /// The constraint, e.g. "required pod affinity".
+        /// The constraint, e.g. "hostPath volume logs".
         what: String,
     },
     /// It runs a pod without a controller.
@@ -402,8 +410,11 @@ impl KeepReason {
                         )
                     }
                     NoRoom::AntiAffinity => {
+                        format!("no room for pod {p} elsewhere without breaking pod anti-affinity")
+                    }
+                    NoRoom::PodAffinity => {
                         format!(
-                            "no room for pod {p} elsewhere without breaking hostname anti-affinity"
+                            "no room for pod {p} elsewhere next to the pods its pod affinity requires"
                         )
                     }
                 }
@@ -436,6 +447,31 @@ pub fn plan_naive(snapshot: &Snapshot, options: &Options) -> Result<Plan, PlanEr
     let context = Context::new(snapshot, options);
     let placer = naive::NaivePlacer::new(&context);
     Ok(drive(&context, options, placer))
+}
+
+/// The replacements for `plan` of `snapshot` ([`replace`]'s rules). Nodes running a pod with
+/// required pod affinity or non-hostname anti-affinity, or a pod such anti-affinity selects, are left
+/// out: the replacement pass does not check those terms for a new node (safe: such nodes are kept).
+pub fn plan_replacements(
+    snapshot: &Snapshot,
+    plan: &Plan,
+    options: &Options,
+    replace: &ReplaceOptions,
+) -> Vec<Replacement> {
+    let pinned = affinity::pinned_for_replacement(snapshot);
+    if pinned.iter().all(Option::is_none) {
+        return replace::plan_replacements(snapshot, plan, options, replace);
+    }
+    let mut plan = plan.clone();
+    for kept in &mut plan.kept {
+        if let (Some(pod), false) = (pinned[kept.node.index()], kept.reason.pins_node()) {
+            kept.reason = KeepReason::Unmodelled {
+                pod,
+                what: "inter-pod affinity (not checked for a new node)".to_owned(),
+            };
+        }
+    }
+    replace::plan_replacements(snapshot, &plan, options, replace)
 }
 
 /// What both placers implement: a transactional "what if this node left" simulation.

@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 
 use crate::engine::snapshot::{
-    Node, NodeId, Pod, PodId, Resources, TopologyKey, TopologySpread, tolerates_all,
+    Node, NodeId, Pod, PodAffinityTerm, PodId, Resources, TopologyKey, TopologySpread,
+    tolerates_all,
 };
 
 use super::context::Context;
@@ -17,6 +18,8 @@ pub(super) struct NaivePlacer<'c, 'a> {
     alive: Vec<bool>,
     used: Vec<Resources>,
     residents: Vec<Vec<PodId>>,
+    /// Some pod has anti-affinity on a key other than the hostname (else that check is skipped).
+    topology_anti: bool,
     current: Option<NodeId>,
     undo: Vec<(PodId, NodeId)>,
 }
@@ -33,6 +36,10 @@ impl<'c, 'a> NaivePlacer<'c, 'a> {
             alive: vec![true; snapshot.nodes.len()],
             used: snapshot.requested_per_node(),
             residents,
+            topology_anti: snapshot
+                .pods
+                .iter()
+                .any(|p| !p.topology_anti_affinity.is_empty()),
             current: None,
             undo: Vec::new(),
         }
@@ -54,6 +61,8 @@ impl<'c, 'a> NaivePlacer<'c, 'a> {
                 return Err(NoRoom::AntiAffinity);
             }
         }
+        self.check_topology_anti_affinity(pod, node)?;
+        self.check_pod_affinity(pod, node)?;
         let needs_zone = pod
             .topology_spread
             .iter()
@@ -62,6 +71,80 @@ impl<'c, 'a> NaivePlacer<'c, 'a> {
             self.check_spread(pod, spread, needs_zone, node)?;
         }
         Ok(())
+    }
+
+    /// Pods on live nodes, with their node.
+    fn placed(&self) -> impl Iterator<Item = (&'a Node, &'a Pod)> + '_ {
+        let nodes = &self.context.snapshot.nodes;
+        (0..nodes.len())
+            .filter(|&m| self.alive[m])
+            .flat_map(move |m| {
+                self.residents[m]
+                    .iter()
+                    .map(move |&q| (&nodes[m], self.pod(q)))
+            })
+    }
+
+    /// Anti-affinity on keys other than the hostname: the pod's own terms, and every placed pod's.
+    fn check_topology_anti_affinity(&self, pod: &Pod, target: NodeId) -> Result<(), NoRoom> {
+        if !self.topology_anti {
+            return Ok(());
+        }
+        let labels = &self.node(target).labels;
+        let same_domain = |term: &PodAffinityTerm, m: &Node| {
+            labels
+                .get(&term.topology_key)
+                .is_some_and(|v| m.labels.get(&term.topology_key) == Some(v))
+        };
+        for (m, q) in self.placed() {
+            let mine = pod
+                .topology_anti_affinity
+                .iter()
+                .any(|t| same_domain(t, m) && selects(pod, t, q));
+            let theirs = q
+                .topology_anti_affinity
+                .iter()
+                .any(|t| same_domain(t, m) && selects(q, t, pod));
+            if mine || theirs {
+                return Err(NoRoom::AntiAffinity);
+            }
+        }
+        Ok(())
+    }
+
+    /// Required pod affinity, kube-scheduler's rule (see [`super::affinity`]).
+    fn check_pod_affinity(&self, pod: &Pod, target: NodeId) -> Result<(), NoRoom> {
+        let terms = &pod.pod_affinity;
+        if terms.is_empty() {
+            return Ok(());
+        }
+        let labels = &self.node(target).labels;
+        let Some(values) = terms
+            .iter()
+            .map(|t| labels.get(&t.topology_key))
+            .collect::<Option<Vec<_>>>()
+        else {
+            return Err(NoRoom::PodAffinity);
+        };
+        let mut satisfied = vec![false; terms.len()];
+        let mut present = false;
+        for (m, q) in self.placed() {
+            if !terms.iter().all(|t| selects(pod, t, q)) {
+                continue;
+            }
+            for (i, t) in terms.iter().enumerate() {
+                if let Some(v) = m.labels.get(&t.topology_key) {
+                    present = true;
+                    satisfied[i] |= v == values[i];
+                }
+            }
+        }
+        let first_of_its_group = !present && terms.iter().all(|t| selects(pod, t, pod));
+        if satisfied.iter().all(|s| *s) || first_of_its_group {
+            Ok(())
+        } else {
+            Err(NoRoom::PodAffinity)
+        }
     }
 
     fn check_spread(
@@ -126,6 +209,16 @@ impl<'c, 'a> NaivePlacer<'c, 'a> {
             Ok(())
         }
     }
+}
+
+/// Does `owner`'s term select `other` (its namespaces, or the owner's own, and its selector)?
+fn selects(owner: &Pod, term: &PodAffinityTerm, other: &Pod) -> bool {
+    let in_scope = if term.namespaces.is_empty() {
+        other.namespace == owner.namespace
+    } else {
+        term.namespaces.contains(&other.namespace)
+    };
+    in_scope && term.selector.matches(&other.labels)
 }
 
 /// Does one of `pod`'s anti-affinity terms match `other`?

@@ -4,17 +4,23 @@
 //!
 //! Pods are taken largest first (CPU, then memory, as Karpenter sorts them) and put on the first open
 //! node that has room and satisfies the constraints the planner models: hostname anti-affinity (both
-//! ways), `DoNotSchedule` topology spread on zone (every zone of the offering is a domain) and hostname
-//! (a new node is always a possible domain, so the hostname minimum is 0). Open nodes are as large as the
-//! largest instance type; when none accepts a pod, a new node is opened in the zone its zone spreads
-//! prefer. At the end every node takes the cheapest instance type that holds its pods.
+//! ways), required pod affinity on zone (kube-scheduler's rule: a zone that runs a pod matching all the
+//! terms, or any zone when no such pod is placed yet and the pod matches its own terms), `DoNotSchedule`
+//! topology spread on zone (every zone of the offering is a domain) and hostname (a new node is always a
+//! possible domain, so the hostname minimum is 0). Open nodes are as large as the largest instance type;
+//! when none accepts a pod, a new node is opened in the zone its zone spreads prefer. Pods whose
+//! affinity finds no zone on the first pass (their targets come later in the order) get a second pass
+//! after all others. At the end every node takes the cheapest instance type that holds its pods.
 //!
 //! First fit uses the planner's max segment trees, one per (constraint signature, zone): a node that
 //! refuses a signature (anti-affinity or hostname spread) refuses it forever, so it is disabled in that
 //! signature's tree and never visited again; zone spreads pick the allowed zones up front. Each pod
 //! costs a few logarithmic lookups, whatever the mix.
 
-use crate::engine::snapshot::{LabelSelector, Labels, Resources, TopologyKey, TopologySpread};
+use crate::engine::snapshot::{
+    LabelSelector, Labels, Resources, SelectorOperator, SelectorRequirement, TopologyKey,
+    TopologySpread,
+};
 
 use super::context::{FxMap, Interner};
 use super::tree::{DISABLED, FitTree};
@@ -41,6 +47,9 @@ pub struct PendingPod {
     pub spread: Vec<TopologySpread>,
     /// Required anti-affinity on hostname: selectors of pods it may not share a node with.
     pub anti_affinity: Vec<LabelSelector>,
+    /// Required pod affinity on zone: selectors of the pods (one pod matching all of them) whose zone
+    /// it must run in.
+    pub zone_affinity: Vec<LabelSelector>,
 }
 
 /// A node the packing opens.
@@ -165,7 +174,9 @@ pub fn pack(pods: &[PendingPod], types: &[InstanceShape], zones: usize) -> Packi
             unschedulable: (0..pods.len()).collect(),
         };
     };
-    // Selectors (spread and anti-affinity) are evaluated once per distinct label set.
+    // Selectors (spread, anti-affinity, affinity) are evaluated once per distinct label set.
+    let conjunctions: Vec<Option<LabelSelector>> =
+        pods.iter().map(|p| conjunction(&p.zone_affinity)).collect();
     let mut selectors: Interner<&LabelSelector> = Interner::new();
     let mut label_sets: Interner<&Labels> = Interner::new();
     let pod_set: Vec<u32> = pods.iter().map(|p| label_sets.intern(&p.labels)).collect();
@@ -190,6 +201,10 @@ pub fn pack(pods: &[PendingPod], types: &[InstanceShape], zones: usize) -> Packi
                 .map(|s| selectors.intern(s))
                 .collect()
         })
+        .collect();
+    let affinity: Vec<Option<u32>> = conjunctions
+        .iter()
+        .map(|c| c.as_ref().map(|s| selectors.intern(s)))
         .collect();
     let matches: Vec<Vec<bool>> = selectors
         .items()
@@ -258,58 +273,78 @@ pub fn pack(pods: &[PendingPod], types: &[InstanceShape], zones: usize) -> Packi
     };
     let mut zone_nodes: Vec<Vec<usize>> = vec![Vec::new(); zones];
     let mut unschedulable = Vec::new();
-    for &p in &order {
-        let request = pods[p].requests;
-        let set = pod_set[p] as usize;
-        let allowed: Vec<usize> = (0..zones)
-            .filter(|&z| {
-                spreads[p].iter().filter(|g| g.zone).all(|g| {
-                    let counts = &state.zone_counts[g.selector as usize];
-                    let min = counts.iter().copied().min().unwrap_or(0);
-                    counts[z] + u64::from(matches[g.selector as usize][set]) - min
-                        <= u64::from(g.max_skew)
+    let mut deferred = Vec::new();
+    let passes = [order, Vec::new()];
+    for (pass, mut batch) in passes.into_iter().enumerate() {
+        if pass == 1 {
+            batch = std::mem::take(&mut deferred);
+        }
+        for p in batch {
+            let request = pods[p].requests;
+            let set = pod_set[p] as usize;
+            let allowed: Vec<usize> = (0..zones)
+                .filter(|&z| {
+                    let attracted = affinity[p].is_none_or(|a| {
+                        let counts = &state.zone_counts[a as usize];
+                        if counts.iter().all(|c| *c == 0) {
+                            matches[a as usize][set]
+                        } else {
+                            counts[z] > 0
+                        }
+                    });
+                    attracted
+                        && spreads[p].iter().filter(|g| g.zone).all(|g| {
+                            let counts = &state.zone_counts[g.selector as usize];
+                            let min = counts.iter().copied().min().unwrap_or(0);
+                            counts[z] + u64::from(matches[g.selector as usize][set]) - min
+                                <= u64::from(g.max_skew)
+                        })
                 })
-            })
-            .collect();
-        if !request.fits_within(largest) || allowed.is_empty() {
-            unschedulable.push(p);
-            continue;
-        }
-        let (cpu, memory) = (signed(request.cpu_millis), signed(request.memory_bytes));
-        let signature = pod_signature[p] as usize;
-        // First fit in opening order across the allowed zones.
-        let existing = allowed
-            .iter()
-            .filter_map(|&z| {
-                state.trees[signature][z]
-                    .first_fit(0, cpu, memory)
-                    .map(|leaf| zone_nodes[z][leaf])
-            })
-            .min();
-        let node = match existing {
-            Some(node) => node,
-            None => {
-                let zone = best_zone(&state, &spreads[p], &matches, set, &allowed);
-                let node = state.open(&signatures, zone, largest);
-                zone_nodes[zone].push(node);
-                node
+                .collect();
+            if allowed.is_empty() && pass == 0 && affinity[p].is_some() {
+                deferred.push(p);
+                continue;
             }
-        };
-        state.used[node] = state.used[node].saturating_add(request);
-        state.pods_on[node].push(p);
-        for &s in &anti[p] {
-            if !state.anti_on[node].contains(&s) {
-                state.anti_on[node].push(s);
+            if !request.fits_within(largest) || allowed.is_empty() {
+                unschedulable.push(p);
+                continue;
             }
+            let (cpu, memory) = (signed(request.cpu_millis), signed(request.memory_bytes));
+            let signature = pod_signature[p] as usize;
+            // First fit in opening order across the allowed zones.
+            let existing = allowed
+                .iter()
+                .filter_map(|&z| {
+                    state.trees[signature][z]
+                        .first_fit(0, cpu, memory)
+                        .map(|leaf| zone_nodes[z][leaf])
+                })
+                .min();
+            let node = match existing {
+                Some(node) => node,
+                None => {
+                    let zone = best_zone(&state, &spreads[p], &matches, set, &allowed);
+                    let node = state.open(&signatures, zone, largest);
+                    zone_nodes[zone].push(node);
+                    node
+                }
+            };
+            state.used[node] = state.used[node].saturating_add(request);
+            state.pods_on[node].push(p);
+            for &s in &anti[p] {
+                if !state.anti_on[node].contains(&s) {
+                    state.anti_on[node].push(s);
+                }
+            }
+            let zone = state.node_zone[node];
+            for &s in &pod_selectors[p] {
+                state.zone_counts[s as usize][zone] += 1;
+                *state.node_counts[s as usize]
+                    .entry(node as u32)
+                    .or_insert(0) += 1;
+            }
+            state.refresh(&signatures, node, largest);
         }
-        let zone = state.node_zone[node];
-        for &s in &pod_selectors[p] {
-            state.zone_counts[s as usize][zone] += 1;
-            *state.node_counts[s as usize]
-                .entry(node as u32)
-                .or_insert(0) += 1;
-        }
-        state.refresh(&signatures, node, largest);
     }
     let nodes = state
         .used
@@ -325,6 +360,28 @@ pub fn pack(pods: &[PendingPod], types: &[InstanceShape], zones: usize) -> Packi
     Packing {
         nodes,
         unschedulable,
+    }
+}
+
+/// One selector matching exactly the pods every one of `terms` matches (`None` without terms).
+fn conjunction(terms: &[LabelSelector]) -> Option<LabelSelector> {
+    match terms {
+        [] => None,
+        [one] => Some(one.clone()),
+        many => Some(LabelSelector {
+            match_labels: Labels::new(),
+            match_expressions: many
+                .iter()
+                .flat_map(|t| {
+                    let pairs = t.match_labels.iter().map(|(k, v)| SelectorRequirement {
+                        key: k.clone(),
+                        operator: SelectorOperator::In,
+                        values: vec![v.clone()],
+                    });
+                    pairs.chain(t.match_expressions.iter().cloned())
+                })
+                .collect(),
+        }),
     }
 }
 
@@ -396,11 +453,12 @@ pub fn karpenter_types(count: usize) -> Vec<InstanceShape> {
         .collect()
 }
 
-/// The pod mixes of Karpenter's `makeDiversePods` that CloudOptim models, in equal parts: generic pods,
-/// zone spread, hostname spread (maxSkew 1, selector on a random `my-label` value) and hostname
-/// anti-affinity (`app: nginx`, all repelling each other); CPU from {100, 250, 500, 1000, 1500}m and
-/// memory from {100, 256, 512, 1024, 2048, 4096}Mi, seeded. (Karpenter's two pod-affinity mixes are
-/// left out: the planner pins pods with required pod affinity instead of modelling it.)
+/// The five pod mixes of Karpenter's `makeDiversePods`, in equal parts and in its order: generic pods,
+/// zone spread, hostname spread (maxSkew 1, selector on a random `my-label` value), zone self-affinity
+/// (`my-affininity` = a random value, required affinity to pods with the same value, as Karpenter spells
+/// the key) and hostname anti-affinity (`app: nginx`, all repelling each other); CPU from
+/// {100, 250, 500, 1000, 1500}m and memory from {100, 256, 512, 1024, 2048, 4096}Mi, seeded (CloudOptim's
+/// own generator: the same distributions as Karpenter's, not the same draws).
 pub fn karpenter_pods(count: usize, seed: u64) -> Vec<PendingPod> {
     let mut rng = super::scenario::Rng::new(seed);
     let values = ["a", "b", "c", "d", "e", "f", "g"];
@@ -418,12 +476,14 @@ pub fn karpenter_pods(count: usize, seed: u64) -> Vec<PendingPod> {
             labels: label(&mut rng),
             spread: Vec::new(),
             anti_affinity: Vec::new(),
+            zone_affinity: Vec::new(),
         };
-        match i * 4 / count.max(1) {
+        let kind = i * 5 / count.max(1);
+        match kind {
             0 => {}
             1 | 2 => pod.spread.push(TopologySpread {
                 max_skew: 1,
-                key: if i * 4 / count.max(1) == 1 {
+                key: if kind == 1 {
                     TopologyKey::Zone
                 } else {
                     TopologyKey::Hostname
@@ -436,6 +496,12 @@ pub fn karpenter_pods(count: usize, seed: u64) -> Vec<PendingPod> {
                 honor_node_affinity: true,
                 honor_node_taints: false,
             }),
+            3 => {
+                let value = *rng.pick(&values);
+                pod.labels = Labels::from([("my-affininity".to_owned(), value.to_owned())]);
+                pod.zone_affinity
+                    .push(LabelSelector::labels([("my-affininity", value)]));
+            }
             _ => {
                 pod.labels = Labels::from([("app".to_owned(), "nginx".to_owned())]);
                 pod.anti_affinity
@@ -449,6 +515,8 @@ pub fn karpenter_pods(count: usize, seed: u64) -> Vec<PendingPod> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
     use super::*;
 
     /// Pods whose spread selectors match only pods with the same constraint, so placement-time checks
@@ -456,6 +524,9 @@ mod tests {
     fn separable_pods(count: usize) -> Vec<PendingPod> {
         let mut pods = karpenter_pods(count, 7);
         for (i, pod) in pods.iter_mut().enumerate() {
+            if !pod.zone_affinity.is_empty() {
+                continue;
+            }
             let value = ["a", "b", "c"][i % 3];
             let key = match (
                 pod.spread.first().map(|s| s.key),
@@ -506,6 +577,26 @@ mod tests {
         }
         for &p in &packing.unschedulable {
             seen[p] = true;
+        }
+        let zone_of: BTreeMap<usize, usize> = packing
+            .nodes
+            .iter()
+            .flat_map(|n| n.pods.iter().map(move |&p| (p, n.zone)))
+            .collect();
+        for (&p, &zone) in &zone_of {
+            for s in &pods[p].zone_affinity {
+                // Final-state form of the rule: a matching pod in its zone, or none anywhere else.
+                let matching: Vec<(usize, usize)> = zone_of
+                    .iter()
+                    .filter(|(q, _)| **q != p && s.matches(&pods[**q].labels))
+                    .map(|(q, z)| (*q, *z))
+                    .collect();
+                assert!(
+                    matching.iter().any(|(_, z)| *z == zone)
+                        || (matching.is_empty() && s.matches(&pods[p].labels)),
+                    "pod {p} in zone {zone} away from its affinity: {matching:?}"
+                );
+            }
         }
         assert!(seen.iter().all(|s| *s), "every pod placed or reported");
         for pod in pods {
@@ -569,6 +660,51 @@ mod tests {
         assert_eq!(
             packing.nodes.iter().map(|n| n.pods.len()).sum::<usize>(),
             2000
+        );
+    }
+
+    #[test]
+    fn zone_self_affinity_keeps_each_group_in_one_zone_and_waits_for_its_targets() {
+        let types = karpenter_types(10);
+        let pods = separable_pods(1000);
+        let packing = pack(&pods, &types, 3);
+        assert!(packing.unschedulable.is_empty());
+        verify(&pods, &types, &packing, 3);
+        let mut zones: BTreeMap<&str, BTreeSet<usize>> = BTreeMap::new();
+        for n in &packing.nodes {
+            for &p in &n.pods {
+                if let Some(v) = pods[p].labels.get("my-affininity") {
+                    zones.entry(v).or_default().insert(n.zone);
+                }
+            }
+        }
+        assert!(zones.len() > 3, "several groups: {zones:?}");
+        assert!(zones.values().all(|z| z.len() == 1), "{zones:?}");
+        // A pod attracted to pods that come later in the order (smaller ones) waits for them.
+        let mut follower = pods[0].clone();
+        follower.requests = Resources::pod(4000, 1 << 30);
+        follower.labels = Labels::new();
+        follower.zone_affinity = vec![LabelSelector::labels([("role", "leader")])];
+        let mut leader = pods[0].clone();
+        leader.labels = Labels::from([("role".to_owned(), "leader".to_owned())]);
+        leader.zone_affinity.clear();
+        leader.spread.clear();
+        leader.anti_affinity.clear();
+        let lonely = PendingPod {
+            zone_affinity: vec![LabelSelector::labels([("role", "nobody")])],
+            ..follower.clone()
+        };
+        let pods = [follower, leader, lonely];
+        let packing = pack(&pods, &types, 3);
+        assert_eq!(packing.unschedulable, [2], "nothing matches the third pod");
+        verify(
+            &pods[..2],
+            &types,
+            &Packing {
+                unschedulable: vec![],
+                ..packing
+            },
+            3,
         );
     }
 

@@ -1,7 +1,13 @@
 //! Property tests of the planner on random small clusters: the indexed planner agrees with the naive one,
-//! and an independent replay of every plan (written from the Kubernetes rules, not from the planner's
-//! code) finds no overcommitted node, no pinned, do-not-disrupt or DaemonSet pod moved, no PDB allowance
-//! exceeded, no constraint the planner models broken at placement, and savings >= 0.
+//! and an independent replay of every plan finds no overcommitted node, no pinned, do-not-disrupt or
+//! DaemonSet pod moved, no PDB allowance exceeded, no constraint the planner models broken at placement
+//! (node selector and affinity, taints, anti-affinity and affinity on any topology key, spreads), and
+//! savings >= 0.
+//!
+//! The replay is an oracle: every rule it applies (label selectors, node selector terms, tolerations,
+//! PDB coverage, the fill limit, inter-pod terms, spreads) is written here from the Kubernetes rules,
+//! without calling the product's helpers (`LabelSelector::matches`, `Pod::accepts_node`,
+//! `tolerates_all`, `Pdb::covers`, `Options::max_fill`, ...), so a bug in those cannot hide itself.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,14 +16,16 @@ use proptest::prelude::*;
 use super::scenario::Rng;
 use super::*;
 use crate::engine::snapshot::{
-    AntiAffinityTerm, CapacityType, LABEL_ZONE, LabelSelector, Node, NodeOperator, NodeRequirement,
-    NodeSelectorTerm, OwnerKind, Pdb, Pod, Resources, Taint, TaintEffect, Toleration,
-    TolerationOperator, TopologyKey, TopologySpread, tolerates_all,
+    AntiAffinityTerm, CapacityType, LABEL_HOSTNAME, LABEL_ZONE, LabelSelector, Labels, Node,
+    NodeOperator, NodeRequirement, NodeSelectorTerm, OwnerKind, Pdb, Pod, PodAffinityTerm,
+    Resources, SelectorOperator, Taint, TaintEffect, Toleration, TolerationOperator, TopologyKey,
+    TopologySpread,
 };
 
 const MIB: u64 = 1 << 20;
 const NAMESPACES: [&str; 3] = ["default", "team", "kube-system"];
 const APPS: [&str; 4] = ["a", "b", "c", "d"];
+const RACK: &str = "example.com/rack";
 
 fn random_node(rng: &mut Rng, i: usize) -> Node {
     let cpu = *rng.pick(&[1000u64, 2000, 4000]);
@@ -38,6 +46,10 @@ fn random_node(rng: &mut Rng, i: usize) -> Node {
     }
     node.labels
         .insert("arch".into(), (*rng.pick(&["amd64", "arm64"])).into());
+    if rng.chance(0.7) {
+        node.labels
+            .insert(RACK.into(), (*rng.pick(&["r1", "r2"])).into());
+    }
     if rng.chance(0.2) {
         let effect = *rng.pick(&[
             TaintEffect::NoSchedule,
@@ -151,11 +163,34 @@ fn random_pod(rng: &mut Rng, i: usize) -> Pod {
             });
         }
     }
+    let keys = [LABEL_ZONE, LABEL_HOSTNAME, RACK];
+    if rng.chance(0.15) {
+        for _ in 0..1 + usize::from(rng.chance(0.2)) {
+            let key = *rng.pick(&keys);
+            pod.pod_affinity.push(pod_term(rng, key));
+        }
+    }
+    if rng.chance(0.1) {
+        let key = *rng.pick(&keys);
+        pod.topology_anti_affinity.push(pod_term(rng, key));
+    }
     pod.do_not_disrupt = rng.chance(0.02);
     if rng.chance(0.02) {
-        pod.unmodelled.push("required pod affinity".into());
+        pod.unmodelled.push("persistent volume claim data".into());
     }
     pod
+}
+
+fn pod_term(rng: &mut Rng, key: &str) -> PodAffinityTerm {
+    PodAffinityTerm {
+        topology_key: key.into(),
+        selector: selector(rng),
+        namespaces: if rng.chance(0.2) {
+            vec![(*rng.pick(&NAMESPACES)).to_owned()]
+        } else {
+            vec![]
+        },
+    }
 }
 
 /// A random cluster whose initial placement never exceeds allocatable.
@@ -195,6 +230,24 @@ fn random_snapshot(seed: u64, nodes: usize, pods: usize, pdbs: usize) -> Snapsho
     }
 }
 
+/// `s` with pod affinity or anti-affinity on a random key added to about a third of its pods, so that
+/// nearly every move meets an inter-pod term.
+fn with_inter_pod_terms(mut s: Snapshot, seed: u64) -> Snapshot {
+    let mut rng = Rng::new(seed ^ 0x7E57);
+    for pod in &mut s.pods {
+        if rng.chance(0.35) {
+            let key = *rng.pick(&[LABEL_ZONE, LABEL_HOSTNAME, RACK]);
+            let term = pod_term(&mut rng, key);
+            if rng.chance(0.5) {
+                pod.pod_affinity.push(term);
+            } else {
+                pod.topology_anti_affinity.push(term);
+            }
+        }
+    }
+    s
+}
+
 fn random_options(rng: &mut Rng) -> Options {
     Options {
         mode: *rng.pick(&[
@@ -219,6 +272,96 @@ fn random_options(rng: &mut Rng) -> Options {
     }
 }
 
+/// Kubernetes label selector semantics: every matchLabels pair present, every expression true.
+fn selector_matches(selector: &LabelSelector, labels: &Labels) -> bool {
+    let pairs = selector
+        .match_labels
+        .iter()
+        .all(|(k, v)| labels.get(k).is_some_and(|x| x == v));
+    let expressions = selector.match_expressions.iter().all(|r| {
+        let value = labels.get(&r.key);
+        let listed = value.is_some_and(|v| r.values.iter().any(|x| x == v));
+        match r.operator {
+            SelectorOperator::In => listed,
+            SelectorOperator::NotIn => !listed,
+            SelectorOperator::Exists => value.is_some(),
+            SelectorOperator::DoesNotExist => value.is_none(),
+        }
+    });
+    pairs && expressions
+}
+
+/// nodeSelector and required node affinity (terms ORed, expressions ANDed, an empty term matches
+/// nothing); only the operators the generator uses.
+fn node_labels_ok(pod: &Pod, labels: &Labels) -> bool {
+    let selector = pod
+        .node_selector
+        .iter()
+        .all(|(k, v)| labels.get(k).is_some_and(|x| x == v));
+    let affinity = match &pod.node_affinity {
+        None => true,
+        Some(terms) => terms.iter().any(|term| {
+            !term.match_expressions.is_empty()
+                && term.match_expressions.iter().all(|r| {
+                    let value = labels.get(&r.key);
+                    let listed = value.is_some_and(|v| r.values.contains(v));
+                    match r.operator {
+                        NodeOperator::In => listed,
+                        NodeOperator::NotIn => !listed,
+                        NodeOperator::Exists => value.is_some(),
+                        NodeOperator::DoesNotExist => value.is_none(),
+                        NodeOperator::Gt | NodeOperator::Lt => {
+                            unreachable!("the generator uses no Gt/Lt")
+                        }
+                    }
+                })
+        }),
+    };
+    selector && affinity
+}
+
+/// Every NoSchedule/NoExecute taint is tolerated: same key (or an empty key with Exists), same value
+/// for Equal, same effect when the toleration names one.
+fn taints_ok(pod: &Pod, taints: &[Taint]) -> bool {
+    taints
+        .iter()
+        .filter(|t| matches!(t.effect, TaintEffect::NoSchedule | TaintEffect::NoExecute))
+        .all(|taint| {
+            pod.tolerations.iter().any(|t| {
+                let effect = t.effect.is_none_or(|e| e == taint.effect);
+                let key = match (t.key.as_str(), t.operator) {
+                    ("", TolerationOperator::Exists) => true,
+                    ("", TolerationOperator::Equal) => false,
+                    (k, TolerationOperator::Exists) => k == taint.key,
+                    (k, TolerationOperator::Equal) => k == taint.key && t.value == taint.value,
+                };
+                effect && key
+            })
+        })
+}
+
+/// A PDB covers the pods of its namespace its selector matches.
+fn pdb_covers(pdb: &Pdb, pod: &Pod) -> bool {
+    pdb.namespace == pod.namespace && selector_matches(&pdb.selector, &pod.labels)
+}
+
+/// `aggressiveness` 0-100 sets the fill limit from 80% to 100% of allocatable.
+fn fill_limit(aggressiveness: u8, allocatable: u64) -> u64 {
+    let fill = 0.8 + 0.2 * f64::from(aggressiveness.min(100)) / 100.0;
+    (allocatable as f64 * fill).floor() as u64
+}
+
+/// Does `owner`'s inter-pod term select `other`: in the listed namespaces (or the owner's own) and
+/// matched by the selector?
+fn term_selects(owner: &Pod, selector: &LabelSelector, namespaces: &[String], other: &Pod) -> bool {
+    let in_scope = if namespaces.is_empty() {
+        other.namespace == owner.namespace
+    } else {
+        namespaces.contains(&other.namespace)
+    };
+    in_scope && selector_matches(selector, &other.labels)
+}
+
 /// The cluster as the replay sees it: which nodes are alive, where each pod is (None = gone).
 struct World<'s> {
     s: &'s Snapshot,
@@ -227,15 +370,15 @@ struct World<'s> {
 }
 
 impl World<'_> {
-    fn used(&self, node: usize) -> Resources {
-        self.s
-            .pods
-            .iter()
-            .zip(&self.at)
-            .filter(|(_, at)| **at == Some(node))
-            .fold(Resources::default(), |acc, (p, _)| {
-                acc.saturating_add(p.requests)
-            })
+    /// (cpu, memory, pods) requested on `node`.
+    fn used(&self, node: usize) -> (u64, u64, u64) {
+        self.pods_on(node).fold((0, 0, 0), |(c, m, n), p| {
+            (
+                c + p.requests.cpu_millis,
+                m + p.requests.memory_bytes,
+                n + u64::from(p.requests.pods),
+            )
+        })
     }
 
     fn pods_on(&self, node: usize) -> impl Iterator<Item = &Pod> {
@@ -247,65 +390,129 @@ impl World<'_> {
             .map(|(p, _)| p)
     }
 
+    /// Every pod on a live node, with the node's index.
+    fn placed(&self) -> impl Iterator<Item = (usize, &Pod)> {
+        self.s
+            .pods
+            .iter()
+            .zip(&self.at)
+            .filter_map(|(p, at)| at.filter(|&n| self.alive[n]).map(|n| (n, p)))
+    }
+
+    /// Are nodes `a` and `b` in the same domain of `key` (both labelled, equal values)?
+    fn same_domain(&self, key: &str, a: usize, b: usize) -> bool {
+        let value = |n: usize| self.s.nodes[n].labels.get(key);
+        value(a).is_some_and(|v| value(b) == Some(v))
+    }
+
     /// Every rule kube-scheduler would apply that the planner claims to model.
-    fn admits(&self, pod: &Pod, target: usize, fill: f64) -> Result<(), String> {
+    fn admits(&self, pod: &Pod, target: usize, aggressiveness: u8) -> Result<(), String> {
         let n = &self.s.nodes[target];
         if !self.alive[target] || n.unschedulable {
             return Err(format!("{} is gone or cordoned", n.name));
         }
-        if !pod.accepts_node(&n.labels, &n.taints) {
+        if !node_labels_ok(pod, &n.labels) || !taints_ok(pod, &n.taints) {
             return Err(format!("{} does not accept {}", n.name, pod.key()));
         }
-        let after = self.used(target).saturating_add(pod.requests);
+        let (cpu, memory, pods) = self.used(target);
         let a = n.allocatable;
-        if after.pods > a.pods
-            || after.cpu_millis > (a.cpu_millis as f64 * fill).floor() as u64
-            || after.memory_bytes > (a.memory_bytes as f64 * fill).floor() as u64
+        if pods + 1 > u64::from(a.pods)
+            || cpu + pod.requests.cpu_millis > fill_limit(aggressiveness, a.cpu_millis)
+            || memory + pod.requests.memory_bytes > fill_limit(aggressiveness, a.memory_bytes)
         {
             return Err(format!("{} overcommitted by {}", n.name, pod.key()));
         }
-        let repels = |x: &Pod, y: &Pod| {
-            x.anti_affinity.iter().any(|t| {
-                let namespaces: Vec<&str> = if t.namespaces.is_empty() {
-                    vec![x.namespace.as_str()]
-                } else {
-                    t.namespaces.iter().map(String::as_str).collect()
-                };
-                namespaces.contains(&y.namespace.as_str()) && t.selector.matches(&y.labels)
-            })
-        };
-        if self
-            .pods_on(target)
-            .any(|q| repels(pod, q) || repels(q, pod))
-        {
+        self.inter_pod_terms_hold(pod, target)?;
+        self.spreads_hold(pod, target)
+    }
+
+    /// Anti-affinity (hostname and other keys, both directions) and affinity (kube-scheduler's rule,
+    /// with its exception for the first pod of a group that attracts itself).
+    fn inter_pod_terms_hold(&self, pod: &Pod, target: usize) -> Result<(), String> {
+        let name = &self.s.nodes[target].name;
+        for (m, q) in self.placed() {
+            let hostname_anti = |x: &Pod, y: &Pod| {
+                m == target
+                    && x.anti_affinity
+                        .iter()
+                        .any(|t| term_selects(x, &t.selector, &t.namespaces, y))
+            };
+            let topology_anti = |x: &Pod, y: &Pod| {
+                x.topology_anti_affinity.iter().any(|t| {
+                    self.same_domain(&t.topology_key, m, target)
+                        && term_selects(x, &t.selector, &t.namespaces, y)
+                })
+            };
+            if hostname_anti(pod, q)
+                || hostname_anti(q, pod)
+                || topology_anti(pod, q)
+                || topology_anti(q, pod)
+            {
+                return Err(format!(
+                    "anti-affinity between {} and {} on {name}",
+                    pod.key(),
+                    q.key()
+                ));
+            }
+        }
+        let terms = &pod.pod_affinity;
+        if terms.is_empty() {
+            return Ok(());
+        }
+        let labels = &self.s.nodes[target].labels;
+        if terms.iter().any(|t| !labels.contains_key(&t.topology_key)) {
             return Err(format!(
-                "anti-affinity broken by {} on {}",
-                pod.key(),
-                n.name
+                "{name} lacks a key of {}'s pod affinity",
+                pod.key()
             ));
         }
+        let all_terms = |q: &Pod| {
+            terms
+                .iter()
+                .all(|t| term_selects(pod, &t.selector, &t.namespaces, q))
+        };
+        let each_term_met = terms.iter().all(|t| {
+            self.placed()
+                .any(|(m, q)| self.same_domain(&t.topology_key, m, target) && all_terms(q))
+        });
+        let any_match = self.placed().any(|(m, q)| {
+            all_terms(q)
+                && terms
+                    .iter()
+                    .any(|t| self.s.nodes[m].labels.contains_key(&t.topology_key))
+        });
+        if each_term_met || (!any_match && all_terms(pod)) {
+            Ok(())
+        } else {
+            Err(format!("pod affinity of {} broken on {name}", pod.key()))
+        }
+    }
+
+    /// `DoNotSchedule` spreads on zone and hostname, counted on eligible live nodes.
+    fn spreads_hold(&self, pod: &Pod, target: usize) -> Result<(), String> {
+        let n = &self.s.nodes[target];
         let needs_zone = pod
             .topology_spread
             .iter()
             .any(|c| c.key == TopologyKey::Zone);
         for c in &pod.topology_spread {
             let domain = |m: &Node| match c.key {
-                TopologyKey::Zone => m.zone.clone(),
+                TopologyKey::Zone => m.labels.get(LABEL_ZONE).cloned(),
                 TopologyKey::Hostname => Some(m.name.clone()),
             };
             let eligible = |i: usize| {
                 let m = &self.s.nodes[i];
                 self.alive[i]
-                    && (!c.honor_node_affinity || pod.matches_node_labels(&m.labels))
-                    && (!c.honor_node_taints || tolerates_all(&pod.tolerations, &m.taints))
-                    && (!needs_zone || m.zone.is_some())
+                    && (!c.honor_node_affinity || node_labels_ok(pod, &m.labels))
+                    && (!c.honor_node_taints || taints_ok(pod, &m.taints))
+                    && (!needs_zone || m.labels.contains_key(LABEL_ZONE))
             };
             let mut counts: BTreeMap<String, u64> = BTreeMap::new();
             for i in (0..self.s.nodes.len()).filter(|&i| eligible(i)) {
                 if let Some(d) = domain(&self.s.nodes[i]) {
-                    let matching = self
-                        .pods_on(i)
-                        .filter(|q| q.namespace == pod.namespace && c.selector.matches(&q.labels));
+                    let matching = self.pods_on(i).filter(|q| {
+                        q.namespace == pod.namespace && selector_matches(&c.selector, &q.labels)
+                    });
                     *counts.entry(d).or_insert(0) += matching.count() as u64;
                 }
             }
@@ -318,7 +525,7 @@ impl World<'_> {
                 counts.values().copied().min().unwrap_or(0)
             };
             let count = counts.get(&target_domain).copied().unwrap_or(0)
-                + u64::from(c.selector.matches(&pod.labels));
+                + u64::from(selector_matches(&c.selector, &pod.labels));
             if count.saturating_sub(min) > u64::from(c.max_skew) {
                 return Err(format!(
                     "{:?} spread of {} broken on {}",
@@ -377,7 +584,7 @@ fn verify(s: &Snapshot, o: &Options, plan: &Plan) -> Result<(), String> {
     }
     for &i in &moved {
         let p = &s.pods[i];
-        let pdbs = s.pdbs.iter().filter(|b| b.covers(p)).count();
+        let pdbs = s.pdbs.iter().filter(|b| pdb_covers(b, p)).count();
         if p.do_not_disrupt
             || !p.unmodelled.is_empty()
             || p.owner == OwnerKind::None
@@ -389,15 +596,27 @@ fn verify(s: &Snapshot, o: &Options, plan: &Plan) -> Result<(), String> {
     }
     for r in &plan.removals {
         let has_moves = plan.moves.iter().any(|m| m.from == r.node);
-        if has_moves && r.utilization > o.utilization_threshold {
-            return Err(format!("removed node above threshold: {}", r.utilization));
+        let n = &s.nodes[r.node.index()];
+        let on_it = s.pods.iter().filter(|p| p.node == r.node);
+        let (cpu, memory) = on_it.fold((0u64, 0u64), |(c, m), p| {
+            (c + p.requests.cpu_millis, m + p.requests.memory_bytes)
+        });
+        let share = |used: u64, total: u64| match (used, total) {
+            (0, _) => 0.0,
+            (_, 0) => 1.0,
+            (u, t) => u as f64 / t as f64,
+        };
+        let utilization =
+            share(cpu, n.allocatable.cpu_millis).max(share(memory, n.allocatable.memory_bytes));
+        if has_moves && utilization > o.utilization_threshold {
+            return Err(format!("removed node above threshold: {utilization}"));
         }
     }
     for pdb in &s.pdbs {
         let used = plan
             .moves
             .iter()
-            .filter(|m| pdb.covers(&s.pods[m.pod.index()]))
+            .filter(|m| pdb_covers(pdb, &s.pods[m.pod.index()]))
             .count();
         if used > pdb.disruptions_allowed as usize {
             return Err(format!(
@@ -413,7 +632,6 @@ fn verify(s: &Snapshot, o: &Options, plan: &Plan) -> Result<(), String> {
         alive: vec![true; s.nodes.len()],
         at: s.pods.iter().map(|p| Some(p.node.index())).collect(),
     };
-    let fill = o.max_fill();
     for r in &plan.removals {
         let n = r.node.index();
         world.alive[n] = false;
@@ -427,13 +645,15 @@ fn verify(s: &Snapshot, o: &Options, plan: &Plan) -> Result<(), String> {
             if removed.contains(&m.to.index()) {
                 return Err(format!("{} lands on a removed node", pod.key()));
             }
-            world.admits(pod, m.to.index(), fill)?;
+            world.admits(pod, m.to.index(), o.aggressiveness)?;
             world.at[m.pod.index()] = Some(m.to.index());
         }
     }
     for n in 0..s.nodes.len() {
         let received = plan.moves.iter().any(|m| m.to.index() == n);
-        if received && !world.used(n).fits_within(s.nodes[n].allocatable) {
+        let (cpu, memory, pods) = world.used(n);
+        let a = s.nodes[n].allocatable;
+        if received && (cpu > a.cpu_millis || memory > a.memory_bytes || pods > u64::from(a.pods)) {
             return Err(format!("{} overcommitted at the end", s.nodes[n].name));
         }
     }
@@ -482,6 +702,22 @@ proptest! {
     }
 
     #[test]
+    fn plans_under_dense_inter_pod_terms_are_valid_and_match_the_naive_planner(
+        seed in any::<u64>(),
+        nodes in 2usize..9,
+        pods in 5usize..40,
+    ) {
+        let s = with_inter_pod_terms(random_snapshot(seed, nodes, pods, 1), seed);
+        let o = Options { budget: Some(4), utilization_threshold: 0.8, ..Options::default() };
+        let fast = plan(&s, &o).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let slow = plan_naive(&s, &o).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(&fast, &slow);
+        if let Err(why) = verify(&s, &o, &fast) {
+            return Err(TestCaseError::fail(format!("{why}\nplan: {fast:#?}")));
+        }
+    }
+
+    #[test]
     fn scenario_plans_are_valid(seed in any::<u64>(), nodes in 5usize..40) {
         let s = scenario::generate(seed, nodes, nodes * 18);
         let o = Options { budget: Some(3), ..Options::default() };
@@ -496,20 +732,28 @@ proptest! {
 #[test]
 fn random_clusters_exercise_removals_moves_and_every_refusal() {
     // Guard against a generator so constrained that the properties hold vacuously.
-    let (mut removals, mut moves) = (0, 0);
+    let (mut removals, mut moves, mut affine_moves) = (0, 0, 0);
     let mut refusals: BTreeMap<String, usize> = BTreeMap::new();
     for seed in 0..300u64 {
         let s = random_snapshot(seed, 6, 20, 2);
-        let p = plan(
-            &s,
-            &Options {
-                budget: Some(3),
-                ..Options::default()
-            },
-        )
-        .unwrap();
+        let o = Options {
+            budget: Some(3),
+            ..Options::default()
+        };
+        let p = plan(&s, &o).unwrap();
+        if let Err(why) = verify(&s, &o, &p) {
+            panic!("seed {seed}: {why}");
+        }
         removals += p.removals.len();
         moves += p.moves.len();
+        affine_moves += p
+            .moves
+            .iter()
+            .filter(|m| {
+                let pod = &s.pods[m.pod.index()];
+                !pod.pod_affinity.is_empty() || !pod.topology_anti_affinity.is_empty()
+            })
+            .count();
         for k in &p.kept {
             if let KeepReason::NoRoom { why, .. } = k.reason {
                 *refusals.entry(format!("{why:?}")).or_insert(0) += 1;
@@ -517,12 +761,12 @@ fn random_clusters_exercise_removals_moves_and_every_refusal() {
         }
     }
     assert!(
-        removals > 100 && moves > 50,
-        "removals {removals}, moves {moves}"
+        removals > 100 && moves > 50 && affine_moves > 10,
+        "removals {removals}, moves {moves}, moves under inter-pod terms {affine_moves}"
     );
     assert_eq!(
         refusals.len(),
-        5,
+        6,
         "every kind of refusal occurs: {refusals:?}"
     );
 }

@@ -3,15 +3,16 @@
 //! Shape: three zones of us-east-1; a general pool of m5/c5/r5/m6i nodes, an arm64 pool (m7g) and a
 //! tainted batch pool; about 60% spot; three DaemonSets on every node; Deployments of 2-60 replicas (a few
 //! of 200) with a realistic spread of CPU and memory requests, 40% with zone topology spread, 25% with
-//! hostname anti-affinity, 10% with hostname spread, some pinned to arm64 or the batch pool; a few
-//! StatefulSets with volumes, bare pods, do-not-disrupt pods and pods with required pod affinity; PDBs on
-//! a third of the Deployments. Nodes are filled to a per-node target between 10% and 90% so many are
+//! hostname anti-affinity, 10% with hostname spread, 8% with required zone pod affinity to the previous
+//! Deployment (the service they call), some pinned to arm64 or the batch pool; a few StatefulSets with
+//! volumes, bare pods, do-not-disrupt pods and pods with a hostPath volume; PDBs on a third of the
+//! Deployments. Nodes are filled to a per-node target between 10% and 90% so many are
 //! underutilized, and never beyond allocatable. The same seed gives the same snapshot.
 
 use crate::engine::snapshot::{
     AntiAffinityTerm, CapacityType, LABEL_ZONE, LabelSelector, Labels, Node, NodeId, OwnerKind,
-    Pdb, Pod, Resources, Taint, TaintEffect, Toleration, TolerationOperator, TopologyKey,
-    TopologySpread,
+    Pdb, Pod, PodAffinityTerm, Resources, Taint, TaintEffect, Toleration, TolerationOperator,
+    TopologyKey, TopologySpread,
 };
 
 /// SplitMix64: a tiny, good-enough seeded generator (no dependency).
@@ -321,6 +322,15 @@ impl Builder {
                 .topology_spread
                 .push(spread(TopologyKey::Hostname, 2, &selector));
         }
+        if index > 0 && rng.chance(0.08) {
+            // Next to the service it calls: required zone affinity to the previous Deployment.
+            let other = index - 1;
+            template.pod_affinity.push(PodAffinityTerm {
+                topology_key: LABEL_ZONE.into(),
+                selector: LabelSelector::labels([("app", format!("svc-{other}").as_str())]),
+                namespaces: vec![format!("team-{}", other % 40)],
+            });
+        }
         if stateful {
             template
                 .unmodelled
@@ -341,7 +351,7 @@ impl Builder {
                 pod.owner = OwnerKind::None;
             }
             if rng.chance(0.0005) {
-                pod.unmodelled.push("required pod affinity".into());
+                pod.unmodelled.push("hostPath volume logs".into());
             }
             let Some(node) = self.place(&pod, pool, r, anti, first) else {
                 continue;

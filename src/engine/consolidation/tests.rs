@@ -2,8 +2,9 @@
 
 use super::*;
 use crate::engine::snapshot::{
-    AntiAffinityTerm, LABEL_ZONE, LabelSelector, Node, NodeId, OwnerKind, Pdb, Pod, PodId,
-    Resources, Taint, TaintEffect, Toleration, TolerationOperator, TopologyKey, TopologySpread,
+    AntiAffinityTerm, CapacityType, LABEL_HOSTNAME, LABEL_ZONE, LabelSelector, Labels, Node,
+    NodeId, OwnerKind, Pdb, Pod, PodAffinityTerm, PodId, Resources, Taint, TaintEffect, Toleration,
+    TolerationOperator, TopologyKey, TopologySpread,
 };
 
 const GIB: u64 = 1 << 30;
@@ -392,7 +393,9 @@ fn static_pods_are_ignored() {
 #[test]
 fn unmodelled_constraints_pin_their_node_with_the_reason() {
     let mut affine = pod("b1", 1, 100, 1);
-    affine.unmodelled.push("required pod affinity".into());
+    affine
+        .unmodelled
+        .push("required pod affinity with a namespaceSelector".into());
     let s = snapshot(
         vec![node("n0"), node("n1")],
         vec![pod("a1", 0, 2000, 1), affine],
@@ -400,7 +403,7 @@ fn unmodelled_constraints_pin_their_node_with_the_reason() {
     let p = run(&s, &options());
     assert_eq!(
         reason(&p, &s, "n1"),
-        "pinned: pod app/b1 has required pod affinity (not modelled)"
+        "pinned: pod app/b1 has required pod affinity with a namespaceSelector (not modelled)"
     );
 }
 
@@ -617,8 +620,239 @@ fn a_residents_anti_affinity_repels_the_mover_too() {
     assert!(p.removals.is_empty());
     assert_eq!(
         reason(&p, &s, "n1"),
-        "no room for pod app/web1 elsewhere without breaking hostname anti-affinity"
+        "no room for pod app/web1 elsewhere without breaking pod anti-affinity"
     );
+}
+
+fn term(key: &str, app: &str) -> PodAffinityTerm {
+    PodAffinityTerm {
+        topology_key: key.into(),
+        selector: LabelSelector::labels([("app", app)]),
+        namespaces: vec![],
+    }
+}
+
+/// `p` must run in a `key` domain that runs an `app` pod.
+fn attracted(mut p: Pod, key: &str, app: &str) -> Pod {
+    p.pod_affinity.push(term(key, app));
+    p
+}
+
+/// `p` must not run in a `key` domain that runs an `app` pod.
+fn repelled(mut p: Pod, key: &str, app: &str) -> Pod {
+    p.topology_anti_affinity.push(term(key, app));
+    p
+}
+
+#[test]
+fn zone_pod_affinity_moves_a_pod_only_into_a_zone_running_its_target() {
+    // Without affinity api1 would land on n2, the fullest; db runs in zone a only.
+    let s = snapshot(
+        vec![
+            in_zone(node("n0"), "a"),
+            in_zone(node("n1"), "b"),
+            in_zone(node("n2"), "b"),
+        ],
+        vec![
+            pod("db1", 0, 2500, 1),
+            attracted(pod("api1", 1, 100, 1), LABEL_ZONE, "db"),
+            pod("x1", 2, 3000, 1),
+        ],
+    );
+    let p = run(&s, &options());
+    assert_eq!(removed(&p, &s), ["n1"]);
+    assert_eq!(p.moves[0].to, NodeId(0));
+}
+
+#[test]
+fn pod_affinity_without_room_next_to_its_target_keeps_the_node() {
+    let s = snapshot(
+        vec![
+            in_zone(node("n0"), "a"),
+            in_zone(node("n1"), "b"),
+            in_zone(node("n2"), "b"),
+        ],
+        vec![
+            pod("db1", 0, 3900, 1),
+            attracted(pod("api1", 1, 500, 1), LABEL_ZONE, "db"),
+            pod("x1", 2, 2100, 1),
+        ],
+    );
+    let p = run(&s, &options());
+    assert!(p.removals.is_empty(), "{:?}", removed(&p, &s));
+    assert_eq!(
+        reason(&p, &s, "n1"),
+        "no room for pod app/api1 elsewhere next to the pods its pod affinity requires"
+    );
+}
+
+#[test]
+fn the_first_pod_of_a_self_attracting_group_may_go_anywhere_and_the_rest_follow() {
+    // web1 and web2 attract each other by zone and both leave n1: nothing matches them elsewhere, so
+    // the first may land on the fullest node (zone a) and the second must join it there.
+    let s = snapshot(
+        vec![
+            in_zone(node("n0"), "a"),
+            in_zone(node("n1"), "b"),
+            in_zone(node("n2"), "c"),
+        ],
+        vec![
+            pod("x1", 0, 2600, 1),
+            attracted(pod("web1", 1, 600, 1), LABEL_ZONE, "web"),
+            attracted(pod("web2", 1, 300, 1), LABEL_ZONE, "web"),
+            pod("y1", 2, 2200, 1),
+        ],
+    );
+    let p = run(&s, &options());
+    assert_eq!(removed(&p, &s), ["n1"]);
+    assert!(
+        p.moves.iter().all(|m| m.to == NodeId(0)),
+        "both in zone a: {:?}",
+        p.moves
+    );
+}
+
+#[test]
+fn hostname_pod_affinity_keeps_a_pod_next_to_its_target() {
+    let s = snapshot(
+        vec![node("n0"), node("n1"), node("n2")],
+        vec![
+            pod("leader1", 0, 2100, 1),
+            attracted(pod("follower1", 1, 100, 1), LABEL_HOSTNAME, "leader"),
+            pod("x1", 2, 3000, 1),
+        ],
+    );
+    let p = run(&s, &options());
+    assert_eq!(removed(&p, &s), ["n1"]);
+    assert_eq!(p.moves[0].to, NodeId(0), "next to leader1, not on n2");
+}
+
+#[test]
+fn any_node_label_is_a_topology_key_and_nodes_without_it_are_in_no_domain() {
+    let rack = |n: Node, r: &str| {
+        let mut n = n;
+        n.labels.insert("example.com/rack".into(), r.into());
+        n
+    };
+    // n2 is the fullest and runs db too, but has no rack label: api1 must go to n0 (rack r1, db).
+    let s = snapshot(
+        vec![rack(node("n0"), "r1"), rack(node("n1"), "r2"), node("n2")],
+        vec![
+            pod("db1", 0, 2100, 1),
+            attracted(pod("api1", 1, 100, 1), "example.com/rack", "db"),
+            pod("db2", 2, 3000, 1),
+        ],
+    );
+    let p = run(&s, &options());
+    assert_eq!(p.moves[0].to, NodeId(0));
+    // Anti-affinity on the rack: n2 (no rack) is no domain, so nothing there repels.
+    let s = snapshot(
+        vec![rack(node("n0"), "r1"), rack(node("n1"), "r2"), node("n2")],
+        vec![
+            pod("db1", 0, 3000, 1),
+            repelled(pod("db2", 1, 100, 1), "example.com/rack", "db"),
+            pod("db3", 2, 2100, 1),
+        ],
+    );
+    let p = run(&s, &options());
+    assert_eq!(p.moves[0].to, NodeId(2));
+}
+
+#[test]
+fn zone_anti_affinity_keeps_a_pod_out_of_zones_running_what_it_repels() {
+    let s = snapshot(
+        vec![
+            in_zone(node("n0"), "a"),
+            in_zone(node("n1"), "b"),
+            in_zone(node("n2"), "a"),
+            in_zone(node("n3"), "c"),
+        ],
+        vec![
+            pod("web1", 0, 2500, 1),
+            repelled(pod("web2", 1, 100, 1), LABEL_ZONE, "web"),
+            pod("x1", 2, 3000, 1),
+            pod("y1", 3, 2600, 1),
+        ],
+    );
+    let p = run(&s, &options());
+    assert_eq!(removed(&p, &s), ["n1"]);
+    assert_eq!(p.moves[0].to, NodeId(3), "zone a runs web1");
+}
+
+#[test]
+fn a_placed_pods_zone_anti_affinity_repels_the_mover_too() {
+    let s = snapshot(
+        vec![
+            in_zone(node("n0"), "a"),
+            in_zone(node("n1"), "b"),
+            in_zone(node("n2"), "a"),
+            in_zone(node("n3"), "c"),
+        ],
+        vec![
+            repelled(pod("guard1", 0, 2500, 1), LABEL_ZONE, "web"),
+            pod("web1", 1, 100, 1),
+            pod("x1", 2, 3000, 1),
+            pod("y1", 3, 2600, 1),
+        ],
+    );
+    let p = run(&s, &options());
+    assert_eq!(removed(&p, &s), ["n1"]);
+    assert_eq!(
+        p.moves[0].to,
+        NodeId(3),
+        "guard1 repels web pods from zone a"
+    );
+}
+
+/// Three 16 vCPU nodes at $0.768/h, six 1.5 vCPU web pods each, and one offer that holds two nodes' pods.
+fn replaceable() -> (Snapshot, ReplaceOptions) {
+    let mut s = Snapshot::default();
+    for i in 0..3u32 {
+        let mut n = in_zone(sized_node(&format!("n{i}"), 16_000, 64), "a");
+        n.hourly_price = Some(0.768);
+        s.nodes.push(n);
+        for k in 0..6 {
+            s.pods.push(pod(&format!("web{}", i * 10 + k), i, 1500, 2));
+        }
+    }
+    let offer = Offer {
+        instance_type: "c6i.8xlarge".into(),
+        zone: "a".into(),
+        capacity_type: CapacityType::OnDemand,
+        hourly: 1.36,
+        allocatable: kubelet_allocatable(32, 64 * 1024, 110),
+        labels: Labels::from([(LABEL_ZONE.to_owned(), "a".to_owned())]),
+        taints: vec![],
+    };
+    (s, ReplaceOptions::with_offers(vec![offer]))
+}
+
+fn replaced(s: &Snapshot, replace: &ReplaceOptions) -> Vec<NodeId> {
+    let p = run(s, &options());
+    plan_replacements(s, &p, &options(), replace)
+        .into_iter()
+        .flat_map(|r| r.replace)
+        .collect()
+}
+
+#[test]
+fn replacement_leaves_nodes_with_inter_pod_terms_it_does_not_check_alone() {
+    let (s, replace) = replaceable();
+    assert!(
+        replaced(&s, &replace).contains(&NodeId(0)),
+        "the baseline replaces n0"
+    );
+    let (mut s, replace) = replaceable();
+    s.pods[0] = attracted(s.pods[0].clone(), LABEL_ZONE, "web");
+    assert!(!replaced(&s, &replace).contains(&NodeId(0)));
+    // A pod another pod's zone anti-affinity selects pins its node as well.
+    let (mut s, replace) = replaceable();
+    let mut guard = pod("guard1", 2, 100, 1);
+    guard.labels = std::sync::Arc::new(Labels::from([("app".to_owned(), "guard".to_owned())]));
+    s.pods.push(repelled(guard, LABEL_ZONE, "web0"));
+    std::sync::Arc::make_mut(&mut s.pods[0].labels).insert("app".into(), "web0".into());
+    let r = replaced(&s, &replace);
+    assert!(!r.contains(&NodeId(0)) && !r.contains(&NodeId(2)), "{r:?}");
 }
 
 fn spread(mut p: Pod, key: TopologyKey, max_skew: u32) -> Pod {
