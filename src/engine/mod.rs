@@ -12,6 +12,7 @@ pub mod lifecycle;
 pub mod mix;
 pub mod ranking;
 pub mod release;
+pub mod rightsizing;
 pub mod savings;
 pub mod schedule;
 pub mod snapshot;
