@@ -61,6 +61,7 @@ mod pdb;
 mod pod;
 mod prices;
 mod quantity;
+mod rightsizing;
 mod snapshot;
 
 use constraints::*;
@@ -69,6 +70,7 @@ use pdb::*;
 pub use pod::*;
 pub use prices::*;
 pub use quantity::*;
+pub use rightsizing::*;
 pub use snapshot::*;
 
 /// Annotation (on nodes and pods) that keeps CloudOptim from disrupting them.

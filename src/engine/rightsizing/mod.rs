@@ -324,8 +324,9 @@ fn oom_bump(kills: &[OomKill], settings: &Settings) -> Option<u64> {
 }
 
 fn ceil_u64(value: f64) -> u64 {
-    // `as` saturates: NaN gives 0, values above u64::MAX give u64::MAX.
-    value.ceil() as u64
+    // Rounded to a millionth first, so 0.1 x 1.2 x 1000 (120.00000000000001) is 120, not 121. `as`
+    // saturates: NaN gives 0, values above u64::MAX give u64::MAX.
+    ((value * 1e6).round() / 1e6).ceil() as u64
 }
 
 fn round_up_mib(bytes: u64) -> u64 {

@@ -63,6 +63,17 @@ fn steady_usage_gets_percentile_times_buffer() {
 }
 
 #[test]
+fn float_noise_does_not_add_a_millicore_or_a_mib() {
+    let rec = recommend(
+        &usage(hourly(48, |_| 0.1), hourly(48, |_| 300.0 * MIB as f64)),
+        &Settings::default(),
+        None,
+    );
+    assert_eq!(rec.recommended.cpu_millis, Some(120));
+    assert_eq!(rec.recommended.memory_bytes, Some(360 * MIB));
+}
+
+#[test]
 fn idle_containers_get_the_floors() {
     let rec = recommend(
         &usage(hourly(48, |_| 0.0), hourly(48, |_| 1.0)),
