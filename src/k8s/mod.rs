@@ -63,6 +63,7 @@ mod prices;
 mod quantity;
 mod rightsizing;
 mod snapshot;
+mod usage;
 
 use constraints::*;
 pub use node::*;
@@ -72,6 +73,7 @@ pub use prices::*;
 pub use quantity::*;
 pub use rightsizing::*;
 pub use snapshot::*;
+pub use usage::{Rightsized, recommendations, resized};
 
 /// Annotation (on nodes and pods) that keeps CloudOptim from disrupting them.
 pub use crate::names::DO_NOT_DISRUPT;

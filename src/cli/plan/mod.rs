@@ -7,7 +7,6 @@
 
 mod policy;
 mod report;
-mod rightsizing;
 mod rightsizing_report;
 mod usage;
 
@@ -118,7 +117,7 @@ struct RightsizingSection {
     /// The usage file.
     source: String,
     /// The recommendations.
-    found: rightsizing::Rightsized,
+    found: k8s::Rightsized,
     /// The consolidation plan with the recommended requests.
     plan: Plan,
     /// Its cost.
@@ -274,7 +273,13 @@ fn rightsizing_section(
     let pods = k8s::pod_workloads(snapshot_text)
         .map_err(|e| CliError::BadInput(format!("{}: {e}", analysis.source)))?;
     let snapshot = &analysis.translated.snapshot;
-    let found = rightsizing::analyse(&file, &pods, snapshot, &analysis.policy.rightsizing);
+    let found = k8s::recommendations(
+        &file.observed,
+        file.owners.as_ref(),
+        &pods,
+        &snapshot.nodes,
+        &analysis.policy.rightsizing,
+    );
     if found.recommendations.is_empty() {
         return Err(bad(format!(
             "no container of a running workload in the snapshot has usage data \
@@ -283,7 +288,7 @@ fn rightsizing_section(
             found.unresolved, found.gone
         )));
     }
-    let resized = rightsizing::resized(snapshot, &pods, &found.recommendations);
+    let resized = k8s::resized(snapshot, &pods, &found.recommendations);
     let options = analysis.policy.options(resized.nodes.len(), now);
     let (plan, _, cost) = optimise(
         &resized,

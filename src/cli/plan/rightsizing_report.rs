@@ -15,7 +15,7 @@ const TABLE_ROWS: usize = 30;
 
 fn cpu_text(millis: Option<u64>) -> String {
     match millis {
-        Some(m) if m % 1000 == 0 => format!("{}", m / 1000),
+        Some(m) if m.is_multiple_of(1000) => format!("{}", m / 1000),
         Some(m) => format!("{m}m"),
         None => "-".to_owned(),
     }

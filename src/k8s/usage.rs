@@ -1,7 +1,8 @@
-//! The right-sizing section of `plan --usage FILE`: per workload container, requests now and
-//! recommended, and what consolidation saves once the pods ask for the recommended requests.
+//! Right-sizing from usage series and the pods (or pod templates) of the cluster, shared by `plan
+//! --usage FILE` and the OptimizationPolicy controller: per workload container, requests now and
+//! recommended, and the snapshot with the recommended requests (to plan consolidation after it).
 //!
-//! Pods in the usage file resolve to workloads through the file's owner series when it has them,
+//! Pods in the usage series resolve to workloads through the file's owner series when it has them,
 //! else through the snapshot: a pod of the snapshot by its owner, a pod gone since by its name minus
 //! its last `-suffix` matching a snapshot pod's owner (a ReplicaSet's or StatefulSet's pods). Current
 //! requests and replicas come from the workload's running pods in the snapshot; a workload with none is
@@ -13,38 +14,38 @@ use crate::engine::rightsizing::{
     Confidence, ContainerUsage, Recommendation, Sample, Settings, UnitPrices, Workload,
     recommend_all,
 };
-use crate::engine::snapshot::Snapshot;
+use crate::engine::snapshot::{Node, Snapshot};
 use crate::k8s::PodWorkload;
 use crate::prometheus::response::Series;
-use crate::prometheus::usage;
-
-use super::usage::UsageFile;
+use crate::prometheus::usage::{self, Observed, Owners};
 
 /// What right-sizing finds in a snapshot and a usage file.
 #[derive(Debug, Clone)]
-pub(super) struct Rightsized {
+pub struct Rightsized {
     /// Recommendations of the workloads running now, largest monthly saving first.
-    pub(super) recommendations: Vec<Recommendation>,
+    pub recommendations: Vec<Recommendation>,
     /// Workload containers in the usage file with no running pod in the snapshot.
-    pub(super) gone: usize,
+    pub gone: usize,
     /// Pods in the usage file with no workload (no owner, or not found in the snapshot).
-    pub(super) unresolved: usize,
+    pub unresolved: usize,
     /// The unit prices used.
-    pub(super) prices: Option<UnitPrices>,
+    pub prices: Option<UnitPrices>,
 }
 
 impl Rightsized {
     /// Dollars a month the requests free, over recommendations with enough data.
-    pub(super) fn monthly_savings(&self) -> f64 {
+    pub fn monthly_savings(&self) -> f64 {
         self.recommendations.iter().map(|r| r.monthly_savings).sum()
     }
 }
 
-/// Recommendations for the running workloads of `pods` from `file`.
-pub(super) fn analyse(
-    file: &UsageFile,
+/// Recommendations for the running workloads of `pods` from `observed` (pods resolved through
+/// `owners` first, when given), priced at `nodes`.
+pub fn recommendations(
+    observed: &Observed,
+    owners: Option<&Owners>,
     pods: &[PodWorkload],
-    snapshot: &Snapshot,
+    nodes: &[Node],
     settings: &Settings,
 ) -> Rightsized {
     let by_name: BTreeMap<(&str, &str), &PodWorkload> = pods
@@ -67,11 +68,10 @@ pub(super) fn analyse(
         let (owner, _) = pod.rsplit_once('-')?;
         by_owner.get(&(namespace, owner)).map(|w| (*w).clone())
     };
-    let mut observed = file.observed.clone();
+    let mut observed = observed.clone();
     observed.memory_limits.extend(snapshot_limits(pods));
     let grouped = usage::group(&observed, |namespace, pod| {
-        file.owners
-            .as_ref()
+        owners
             .and_then(|o| o.workload(namespace, pod))
             .or_else(|| from_snapshot(namespace, pod))
     });
@@ -99,7 +99,7 @@ pub(super) fn analyse(
             oom_kills: seen.oom_kills,
         });
     }
-    let prices = UnitPrices::of_nodes(&snapshot.nodes);
+    let prices = UnitPrices::of_nodes(nodes);
     Rightsized {
         recommendations: recommend_all(&usages, settings, prices.as_ref()),
         gone,
@@ -149,7 +149,7 @@ fn running_by_workload(pods: &[PodWorkload]) -> BTreeMap<Workload, Vec<&PodWorkl
 
 /// `snapshot` with every running pod of a recommended workload asking for the recommended requests
 /// instead of its current ones (only where both are set, as the savings count them).
-pub(super) fn resized(
+pub fn resized(
     snapshot: &Snapshot,
     pods: &[PodWorkload],
     recommendations: &[Recommendation],
