@@ -16,5 +16,6 @@ pub mod hub;
 pub mod k8s;
 pub mod metrics;
 pub mod names;
+pub mod prometheus;
 pub mod retry;
 pub mod telemetry;

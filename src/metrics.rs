@@ -32,6 +32,10 @@ pub struct Metrics {
     pub node_total_hourly_cost: GaugeVec,
     /// `cloudoptim_estimated_savings_dollars_per_hour{policy}`.
     pub estimated_savings: GaugeVec,
+    /// `cloudoptim_rightsizing_savings_dollars_per_month{policy}`: requests right-sizing would free.
+    pub rightsizing_savings: GaugeVec,
+    /// `cloudoptim_rightsizing_recommendations{policy}`: containers with a recommendation.
+    pub rightsizing_recommendations: GaugeVec,
     /// `cloudoptim_interruptions_total{kind}`.
     pub interruptions: IntCounterVec,
     /// `cloudoptim_drains_total{result}`.
@@ -150,6 +154,9 @@ pub enum Series {
     Nodes([String; 2]),
     /// `cloudoptim_estimated_savings_dollars_per_hour{policy}`.
     EstimatedSavings(String),
+    /// `cloudoptim_rightsizing_savings_dollars_per_month{policy}` and
+    /// `cloudoptim_rightsizing_recommendations{policy}`.
+    Rightsizing(String),
 }
 
 impl Metrics {
@@ -216,6 +223,16 @@ impl Metrics {
             estimated_savings: gauge(
                 "cloudoptim_estimated_savings_dollars_per_hour",
                 "Estimated savings against the same nodes on-demand, USD per hour.",
+                &["policy"],
+            )?,
+            rightsizing_savings: gauge(
+                "cloudoptim_rightsizing_savings_dollars_per_month",
+                "Requests right-sizing recommends freeing, priced per vCPU and GiB, USD per month.",
+                &["policy"],
+            )?,
+            rightsizing_recommendations: gauge(
+                "cloudoptim_rightsizing_recommendations",
+                "Containers with a right-sizing recommendation.",
                 &["policy"],
             )?,
             interruptions: counter(
@@ -506,6 +523,12 @@ impl Metrics {
                     .remove_label_values(&l.each_ref().map(String::as_str)),
                 Series::EstimatedSavings(policy) => {
                     self.estimated_savings.remove_label_values(&[policy])
+                }
+                Series::Rightsizing(policy) => {
+                    let _ = self
+                        .rightsizing_recommendations
+                        .remove_label_values(&[policy]);
+                    self.rightsizing_savings.remove_label_values(&[policy])
                 }
             };
         }

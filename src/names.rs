@@ -22,6 +22,10 @@ pub const DISRUPTED_REASON_ANNOTATION: &str = "cloudoptim.io/disrupted-reason";
 /// Node annotation: CloudOptim set `spec.unschedulable`, so releasing it uncordons.
 pub const CORDONED_ANNOTATION: &str = "cloudoptim.io/cordoned";
 
+/// Workload annotation (Deployments, StatefulSets, CronJobs): the requests right-sizing recommends per
+/// container, `{"<container>":{"cpu":"120m","memory":"360Mi"}}` (policy `rightsizing.mode: Recommend`).
+pub const RECOMMENDED_REQUESTS: &str = "cloudoptim.io/recommended-requests";
+
 /// NodeTemplate annotation: groups on on-demand after a Spot capacity error, until when.
 pub const SPOT_FALLBACK_ANNOTATION: &str = "cloudoptim.io/spot-fallback";
 

@@ -342,3 +342,114 @@ fn three_busy_on_demand_nodes_are_replaced_by_one_cheaper_node() {
     let text = stdout(&plan(&["--snapshot", snapshot.to_str().unwrap()]));
     assert!(text.contains("REPLACE 3 NODES WITH 1"), "{text}");
 }
+
+/// 14 days of hourly samples for the bundled example: shop/catalog steady (0.1 cores, 300Mi) on its
+/// three pods and on one pod of the same ReplicaSet gone since; shop/cart OOM-killed on day 10;
+/// search/query seen for 10 hours only; a pod of no workload.
+fn usage_csv() -> String {
+    let start = 1_764_000_000i64;
+    let mut csv = String::from("timestamp,namespace,pod,container,cpu,memory,oom_killed\n");
+    let mut row = |h: i64, ns: &str, pod: &str, c: &str, cpu: &str, mem: &str, oom: u8| {
+        csv.push_str(&format!(
+            "{},{ns},{pod},{c},{cpu},{mem},{oom}\n",
+            start + h * 3600
+        ));
+    };
+    for h in 0..14 * 24 {
+        for pod in [
+            "catalog-dnzgdglz2x-qzvms",
+            "catalog-dnzgdglz2x-227w6",
+            "catalog-dnzgdglz2x-rn9sq",
+            "catalog-dnzgdglz2x-gone0",
+        ] {
+            row(h, "shop", pod, "catalog", "100m", "300Mi", 0);
+        }
+        let oom = u8::from(h >= 10 * 24);
+        row(
+            h,
+            "shop",
+            "cart-bc8nkg8xjd-lggwl",
+            "cart",
+            "50m",
+            "400Mi",
+            oom,
+        );
+        row(h, "x", "ghost-1", "c", "1", "1Gi", 0);
+    }
+    for h in 0..10 {
+        row(
+            h,
+            "search",
+            "query-pqxczg4spp-qn2lk",
+            "query",
+            "10m",
+            "64Mi",
+            0,
+        );
+    }
+    csv
+}
+
+fn recommendation<'v>(v: &'v Value, name: &str) -> &'v Value {
+    v["rightsizing"]["recommendations"]
+        .as_array()
+        .expect("recommendations")
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("no recommendation for {name}: {v}"))
+}
+
+#[test]
+fn usage_adds_right_sizing_per_workload_and_the_consolidation_after_it() {
+    let usage = temp_file("usage.csv", &usage_csv());
+    let v = json(&["--usage", usage.to_str().unwrap(), "-o", "json"]);
+    let catalog = recommendation(&v, "catalog");
+    assert_eq!(catalog["kind"], "Deployment");
+    assert_eq!(catalog["replicas"], 3, "running pods in the snapshot");
+    assert_eq!(catalog["current"]["cpuMillis"], 500);
+    assert_eq!(catalog["recommended"]["cpuMillis"], 120, "0.1 x 1.2");
+    assert_eq!(
+        catalog["recommended"]["memoryBytes"],
+        360u64 << 20,
+        "300Mi x 1.2"
+    );
+    assert_eq!(catalog["confidence"], "High");
+    assert!(catalog["savingsMonthly"].as_f64().unwrap() > 0.0);
+    let cart = recommendation(&v, "cart");
+    assert_eq!(cart["oomBumped"], true);
+    // Killed at its 512Mi limit: 512Mi x 1.2, rounded up to a MiB.
+    assert_eq!(cart["recommended"]["memoryBytes"], 615u64 << 20);
+    let query = recommendation(&v, "query");
+    assert_eq!(query["confidence"], "None");
+    assert_eq!(query["recommended"], query["current"], "too new: unchanged");
+    let section = &v["rightsizing"];
+    assert_eq!(section["podsWithoutWorkload"], 1);
+    let before = v["cost"]["optimizedHourly"].as_f64().unwrap();
+    let after = &section["consolidationAfter"];
+    let further = after["furtherSavingsHourly"].as_f64().unwrap();
+    assert!((before - after["optimizedHourly"].as_f64().unwrap() - further).abs() < 1e-3);
+
+    let text = stdout(&plan(&["--usage", usage.to_str().unwrap()]));
+    for expected in [
+        "RIGHT-SIZING from",
+        "shop/Deployment/catalog",
+        "500m -> 120m",
+        "1Gi -> 360Mi",
+        "OOMKilled: bumped",
+        "consolidation after right-sizing",
+    ] {
+        assert!(text.contains(expected), "no {expected:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn a_bad_usage_file_is_refused_naming_the_line_and_column() {
+    let usage = temp_file(
+        "bad-usage.csv",
+        "timestamp,namespace,pod,container,cpu,memory\n1764000000,shop,cart-bc8nkg8xjd-lggwl,cart,lots,1Mi\n",
+    );
+    let output = plan(&["--usage", usage.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    assert!(message.contains("bad-usage.csv: line 2: cpu:"), "{message}");
+}

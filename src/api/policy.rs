@@ -323,10 +323,11 @@ pub enum DisruptionReason {
 /// Right-sizing of container requests from observed usage.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.mode != 'Apply' || has(self.prometheusUrl)").message("spec.rightsizing: mode Apply needs prometheusUrl"))]
-#[x_kube(validation = Rule::new("self.mode == 'Off'").message("spec.rightsizing.mode: Recommend and Apply are not implemented yet (issue #17): nothing would read them; set Off or leave rightsizing out"))]
+#[x_kube(validation = Rule::new("self.mode == 'Off' || has(self.prometheusUrl)").message("spec.rightsizing: modes Recommend and Apply need prometheusUrl"))]
+#[x_kube(validation = Rule::new("self.mode != 'Apply'").message("spec.rightsizing.mode: Apply is not implemented yet (issue #17): nothing would patch the workloads; use Recommend (status, Events, metrics and the cloudoptim.io/recommended-requests annotation) or Off"))]
 pub struct Rightsizing {
-    /// Off, Recommend (status and Events only) or Apply.
+    /// Off, Recommend (status, Events, metrics and the `cloudoptim.io/recommended-requests`
+    /// annotation on Deployments, StatefulSets and CronJobs) or Apply (refused: not implemented yet).
     #[serde(default)]
     pub mode: RightsizingMode,
     /// Prometheus base URL, e.g. `http://prometheus.monitoring:9090`.
@@ -389,25 +390,26 @@ fn default_safety_buffer() -> String {
     "20%".into()
 }
 fn default_min_cpu() -> String {
-    "25m".into()
+    "10m".into()
 }
 fn default_min_memory() -> String {
-    "64Mi".into()
+    "32Mi".into()
 }
 
 /// Right-sizing mode.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
 pub enum RightsizingMode {
-    /// No recommendations (the default: the only mode accepted until right-sizing is implemented).
+    /// No recommendations (the default).
     #[default]
     Off,
-    /// Recommendations in status and Events.
+    /// Recommendations in status, Events, metrics and a workload annotation; nothing is patched.
     Recommend,
-    /// Recommendations applied to the workloads.
+    /// Recommendations applied to the workloads (refused at admission: not implemented yet).
     Apply,
 }
 
-/// Memory bump after an OOMKill: recommended memory x `factor`, at least `minimum` more.
+/// Memory bump after an OOMKill: the memory request is never below the memory used at the kill (its
+/// limit, or the highest working set before it) x `factor`, nor below that usage + `minimum`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OomBump {

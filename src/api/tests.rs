@@ -216,13 +216,22 @@ fn policy_rejects_min_above_max_and_out_of_range_fields() {
         "disruption: {budgets: [{nodes: \"1\", schedule: \"0 9 * * *\"}]}",
     );
     assert_rejected(&crd, &window, "schedule and duration must be set together");
-    let apply = with_spec(POLICY, "rightsizing: {mode: Apply}");
-    assert_rejected(&crd, &apply, "mode Apply needs prometheusUrl");
+    let no_url = with_spec(POLICY, "rightsizing: {mode: Recommend}");
+    assert_rejected(
+        &crd,
+        &no_url,
+        "modes Recommend and Apply need prometheusUrl",
+    );
+    let apply = with_spec(
+        POLICY,
+        "rightsizing: {mode: Apply, prometheusUrl: \"http://p:9090\"}",
+    );
+    assert_rejected(&crd, &apply, "Apply is not implemented yet (issue #17)");
     let recommend = with_spec(
         POLICY,
         "rightsizing: {mode: Recommend, prometheusUrl: \"http://p:9090\"}",
     );
-    assert_rejected(&crd, &recommend, "not implemented yet (issue #17)");
+    assert_accepted(&crd, &recommend);
 }
 
 #[test]

@@ -13,6 +13,7 @@ pub mod mix;
 pub mod ranking;
 pub mod release;
 pub mod replacement;
+pub mod rightsizing;
 pub mod savings;
 pub mod schedule;
 pub mod snapshot;

@@ -61,7 +61,9 @@ mod pdb;
 mod pod;
 mod prices;
 mod quantity;
+mod rightsizing;
 mod snapshot;
+mod usage;
 
 use constraints::*;
 pub use node::*;
@@ -69,7 +71,9 @@ use pdb::*;
 pub use pod::*;
 pub use prices::*;
 pub use quantity::*;
+pub use rightsizing::*;
 pub use snapshot::*;
+pub use usage::{Rightsized, recommendations, resized};
 
 /// Annotation (on nodes and pods) that keeps CloudOptim from disrupting them.
 pub use crate::names::DO_NOT_DISRUPT;

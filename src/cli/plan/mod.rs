@@ -7,6 +7,8 @@
 
 mod policy;
 mod report;
+mod rightsizing_report;
+mod usage;
 
 use std::collections::BTreeMap;
 use std::io::{self, BufWriter, Write};
@@ -20,6 +22,7 @@ use crate::engine::catalog::{Arch, Catalog};
 use crate::engine::consolidation::{self, Offer, Options, Plan, ReplaceOptions, Replacement};
 use crate::engine::ranking::{self, CapacityType, RankedCandidate, Requirements, Strategy};
 use crate::engine::savings::{self, CostReport};
+use crate::engine::snapshot::Snapshot;
 use crate::k8s::{self, Translated};
 
 use policy::Policy;
@@ -42,6 +45,11 @@ pub struct PlanArgs {
     /// that timetable saves, averaged over the next 52 weeks.
     #[arg(long)]
     pub hibernation: Option<PathBuf>,
+    /// Container usage (a JSON object of Prometheus range-query answers, or a CSV): add a right-sizing
+    /// section (requests now and recommended per workload container) and what consolidation saves
+    /// after right-sizing. The policy's `spec.rightsizing` settings apply.
+    #[arg(long)]
+    pub usage: Option<PathBuf>,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
@@ -101,6 +109,19 @@ struct Analysis<'c> {
     ranking: Vec<RankedCandidate<'c>>,
     ranking_note: Option<String>,
     hibernation: Option<Hibernation>,
+    rightsizing: Option<RightsizingSection>,
+}
+
+/// What `--usage` adds.
+struct RightsizingSection {
+    /// The usage file.
+    source: String,
+    /// The recommendations.
+    found: k8s::Rightsized,
+    /// The consolidation plan with the recommended requests.
+    plan: Plan,
+    /// Its cost.
+    cost: CostReport,
 }
 
 /// Runs the what-if report and prints it.
@@ -135,6 +156,9 @@ pub fn run(args: &PlanArgs) -> Result<(), CliError> {
             analysis.cost.optimized_hourly,
             now,
         )?);
+    }
+    if let Some(path) = &args.usage {
+        analysis.rightsizing = Some(rightsizing_section(&analysis, path, &text, now)?);
     }
     let mut out = BufWriter::new(io::stdout().lock());
     let written = match args.output {
@@ -181,22 +205,10 @@ fn analyse<'c>(
     k8s::apply_prices(&mut translated.snapshot, catalog);
     let snapshot = &translated.snapshot;
     let options = policy.options(snapshot.nodes.len(), now);
-    let plan = consolidation::plan(snapshot, &options).map_err(|e| format!("{source}: {e}"))?;
     let region = main_region(&translated);
-    let replacements = match &region {
-        Some(region) => consolidation::plan_replacements(
-            snapshot,
-            &plan,
-            &options,
-            &ReplaceOptions {
-                spot: Some(policy.spot),
-                ..ReplaceOptions::with_offers(replacement_offers(catalog, region, &translated))
-            },
-        ),
-        None => Vec::new(),
-    };
-    let cost =
-        savings::estimate_with_replacements(snapshot, &plan, &replacements, Some(policy.spot));
+    let (plan, replacements, cost) =
+        optimise(snapshot, catalog, &policy, &options, region.as_deref())
+            .map_err(|e| format!("{source}: {e}"))?;
     let (ranking, ranking_note) = match &region {
         Some(region) => top_spot_per_zone(catalog, region, &translated),
         None => (
@@ -218,6 +230,79 @@ fn analyse<'c>(
         ranking,
         ranking_note,
         hibernation: None,
+        rightsizing: None,
+    })
+}
+
+/// The consolidation plan, its replacements and the cost estimate of `snapshot` under `options`.
+fn optimise(
+    snapshot: &Snapshot,
+    catalog: &Catalog,
+    policy: &Policy,
+    options: &Options,
+    region: Option<&str>,
+) -> Result<(Plan, Vec<Replacement>, CostReport), consolidation::PlanError> {
+    let plan = consolidation::plan(snapshot, options)?;
+    let replacements = match region {
+        Some(region) => consolidation::plan_replacements(
+            snapshot,
+            &plan,
+            options,
+            &ReplaceOptions {
+                spot: Some(policy.spot),
+                ..ReplaceOptions::with_offers(replacement_offers(catalog, region, snapshot))
+            },
+        ),
+        None => Vec::new(),
+    };
+    let cost =
+        savings::estimate_with_replacements(snapshot, &plan, &replacements, Some(policy.spot));
+    Ok((plan, replacements, cost))
+}
+
+/// Read `--usage FILE`, recommend, and plan again with the recommended requests.
+fn rightsizing_section(
+    analysis: &Analysis<'_>,
+    path: &Path,
+    snapshot_text: &str,
+    now: DateTime<Utc>,
+) -> Result<RightsizingSection, CliError> {
+    let source = path.display().to_string();
+    let bad = |e: String| CliError::BadInput(format!("--usage {source}: {e}"));
+    let file = usage::parse(&read(path, "--usage")?).map_err(bad)?;
+    let pods = k8s::pod_workloads(snapshot_text)
+        .map_err(|e| CliError::BadInput(format!("{}: {e}", analysis.source)))?;
+    let snapshot = &analysis.translated.snapshot;
+    let found = k8s::recommendations(
+        &file.observed,
+        file.owners.as_ref(),
+        &pods,
+        &snapshot.nodes,
+        &analysis.policy.rightsizing,
+    );
+    if found.recommendations.is_empty() {
+        return Err(bad(format!(
+            "no container of a running workload in the snapshot has usage data \
+             ({} pods without a workload, {} workload containers not running now); \
+             the namespace and pod labels must name pods of the snapshot",
+            found.unresolved, found.gone
+        )));
+    }
+    let resized = k8s::resized(snapshot, &pods, &found.recommendations);
+    let options = analysis.policy.options(resized.nodes.len(), now);
+    let (plan, _, cost) = optimise(
+        &resized,
+        analysis.catalog,
+        &analysis.policy,
+        &options,
+        analysis.region.as_deref(),
+    )
+    .map_err(|e| CliError::BadInput(format!("{}: {e}", analysis.source)))?;
+    Ok(RightsizingSection {
+        source,
+        found,
+        plan,
+        cost,
     })
 }
 
@@ -251,8 +336,8 @@ fn packing_families(catalog: &Catalog) -> Vec<String> {
 /// What a replacement may launch: the region's current-generation, non-burstable types in the cluster's
 /// zones and architectures, Spot and on-demand, ranked with Balanced weights (as a NodeTemplate with
 /// default requirements would), each with the labels a node of it carries.
-fn replacement_offers(catalog: &Catalog, region: &str, translated: &Translated) -> Vec<Offer> {
-    let nodes = &translated.snapshot.nodes;
+fn replacement_offers(catalog: &Catalog, region: &str, snapshot: &Snapshot) -> Vec<Offer> {
+    let nodes = &snapshot.nodes;
     let mut zones: Vec<String> = nodes.iter().filter_map(|n| n.zone.clone()).collect();
     zones.sort_unstable();
     zones.dedup();

@@ -26,6 +26,8 @@ pub(super) struct Policy {
     pub(super) spot: SpotTarget,
     /// The budget text, for the report.
     pub(super) budget_text: Vec<String>,
+    /// `spec.rightsizing`, checked (used with `--usage`).
+    pub(super) rightsizing: crate::engine::rightsizing::Settings,
 }
 
 impl Default for Policy {
@@ -86,6 +88,7 @@ fn admission(spec: &OptimizationPolicySpec) -> Result<(), String> {
 fn from_crd(policy: &OptimizationPolicy) -> Result<Policy, String> {
     admission(&policy.spec)?;
     let settings = settings(policy).map_err(|e| e.to_string())?;
+    let rightsizing = crate::k8s::rightsizing_settings(&policy.spec.rightsizing)?;
     let budget_text = policy
         .spec
         .disruption
@@ -105,6 +108,7 @@ fn from_crd(policy: &OptimizationPolicy) -> Result<Policy, String> {
         spot: settings.spot,
         budget_text,
         settings,
+        rightsizing,
     })
 }
 

@@ -29,7 +29,7 @@ fn budget_text(a: &Analysis<'_>) -> String {
 }
 
 /// `$1,234.56`.
-fn dollars(value: f64, decimals: usize) -> String {
+pub(super) fn dollars(value: f64, decimals: usize) -> String {
     let text = format!("{:.*}", decimals, value.abs());
     let (whole, fraction) = text.split_once('.').unwrap_or((&text, ""));
     let mut grouped = String::new();
@@ -119,7 +119,17 @@ pub(super) fn write_table(a: &Analysis<'_>, out: &mut impl Write) -> io::Result<
     write_replacements(a, out)?;
     write_moves(a, out)?;
     write_kept(a, out)?;
-    write_ranking(a, out)
+    write_ranking(a, out)?;
+    match &a.rightsizing {
+        Some(r) => super::rightsizing_report::write_table(
+            r,
+            &a.policy.rightsizing,
+            a.cost.optimized_hourly,
+            a.plan.removals.len(),
+            out,
+        ),
+        None => Ok(()),
+    }
 }
 
 fn write_cost(a: &Analysis<'_>, out: &mut impl Write) -> io::Result<()> {
@@ -502,6 +512,7 @@ pub(super) fn write_json(a: &Analysis<'_>, out: &mut impl Write) -> io::Result<(
             "savingsHourly": dollars_json(h.savings_hourly),
             "savingsMonthly": dollars_json(dollars_json(h.savings_hourly) * HOURS_PER_MONTH),
         })),
+        "rightsizing": a.rightsizing.as_ref().map(|r| super::rightsizing_report::json(r, a.cost.optimized_hourly)),
     });
     serde_json::to_writer_pretty(&mut *out, &document)?;
     writeln!(out)

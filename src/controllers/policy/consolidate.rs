@@ -21,6 +21,8 @@ pub(super) async fn pass<C: Cloud>(
     let settings = settings(policy)?;
     let dry_run = policy.spec.dry_run || ctx.config.dry_run;
     let inputs = read::read(policy, pctx).await?;
+    // Before anything acts: an unreachable Prometheus fails the pass and changes nothing.
+    let usage = rightsizing::read(policy, pctx).await?;
     let started = Instant::now();
     let decision = {
         let mut candidates = pctx.candidates.lock().await;
@@ -59,9 +61,19 @@ pub(super) async fn pass<C: Cloud>(
     )
     .await?;
     notes.extend(zombie_notes);
-    status::export_metrics(ctx, &policy.name_any(), &inputs, &decision);
+    let recs = usage
+        .as_ref()
+        .map(|usage| rightsizing::plan(usage, &inputs.snapshot.nodes));
+    let mut recommendations = Vec::new();
+    if let Some(recs) = &recs {
+        let (more, status) = rightsizing::act(pctx, policy, recs, dry_run).await;
+        notes.extend(more);
+        recommendations = status;
+    }
+    status::export_metrics(ctx, &policy.name_any(), &inputs, &decision, recs.as_deref());
     let in_flight = !inputs.replacements.is_empty() || !acted.replacements.launched.is_empty();
-    let status = status::build_status(policy, &previous, &inputs, &decision, &acted, zombies);
+    let mut status = status::build_status(policy, &previous, &inputs, &decision, &acted, zombies);
+    status.recommendations = recommendations;
     let message = status::message(&status, &inputs, &decision, dry_run, &notes);
     // A replacement in flight is looked at again soon: its deadline and its drains do not wait for
     // the next planning interval.

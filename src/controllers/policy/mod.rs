@@ -14,6 +14,7 @@ mod consolidate;
 mod plan;
 mod read;
 mod replace;
+mod rightsizing;
 mod settings;
 mod status;
 #[cfg(test)]
@@ -109,6 +110,9 @@ pub enum Error {
     /// A drain could not be carried out.
     #[error(transparent)]
     Drain(#[from] DrainError),
+    /// Right-sizing could not read Prometheus (the message names the URL).
+    #[error("right-sizing: {0}; nothing was changed")]
+    Prometheus(#[from] crate::prometheus::PromError),
 }
 
 impl Error {
@@ -125,6 +129,7 @@ impl Error {
             Error::Cloud(_) => "AwsError",
             Error::Kube(_) => "KubernetesError",
             Error::Drain(_) => "DrainError",
+            Error::Prometheus(_) => "PrometheusUnavailable",
         }
     }
 

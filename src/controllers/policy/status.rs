@@ -12,6 +12,7 @@ pub(super) fn export_metrics<C: Cloud>(
     policy: &str,
     inputs: &Inputs,
     decision: &Decision,
+    rightsizing: Option<&[crate::engine::rightsizing::Recommendation]>,
 ) {
     let metrics = &ctx.metrics;
     metrics
@@ -19,6 +20,18 @@ pub(super) fn export_metrics<C: Cloud>(
         .with_label_values(&[policy])
         .set(decision.cost.savings_hourly);
     let mut exported = BTreeSet::from([Series::EstimatedSavings(policy.to_string())]);
+    if let Some(recs) = rightsizing {
+        let total: f64 = recs.iter().map(|r| r.monthly_savings).sum();
+        metrics
+            .rightsizing_savings
+            .with_label_values(&[policy])
+            .set(total);
+        metrics
+            .rightsizing_recommendations
+            .with_label_values(&[policy])
+            .set(recs.len() as f64);
+        exported.insert(Series::Rightsizing(policy.to_string()));
+    }
     let mut by_template: BTreeMap<(String, &'static str), i64> = BTreeMap::new();
     // `assemble` keeps the order of `scope`: snapshot node i is scope node i.
     for (node, n) in inputs.scope.iter().zip(&inputs.snapshot.nodes) {
