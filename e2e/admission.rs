@@ -148,17 +148,32 @@ fn cases() -> Vec<Case> {
         case("OptimizationPolicy", "{nodes: {min: 3, max: 3}}", None),
         case(
             "OptimizationPolicy",
-            "{rightsizing: {mode: Apply}}",
-            Some("spec.rightsizing: mode Apply needs prometheusUrl"),
+            "{rightsizing: {mode: Recommend}}",
+            Some("spec.rightsizing: modes Recommend and Apply need prometheusUrl"),
         ),
         case(
             "OptimizationPolicy",
             "{rightsizing: {mode: Recommend, prometheusUrl: \"http://prometheus:9090\"}}",
+            None,
+        ),
+        case(
+            "OptimizationPolicy",
+            "{rightsizing: {mode: Apply, prometheusUrl: \"http://prometheus:9090\"}}",
             Some(
-                "spec.rightsizing.mode: Recommend and Apply are not implemented yet (issue #17): nothing would read them; set Off or leave rightsizing out",
+                "spec.rightsizing.mode: Apply is not implemented yet (issue #17): nothing would patch the workloads; use Recommend (status, Events, metrics and the cloudoptim.io/recommended-requests annotation) or Off",
             ),
         ),
         case("OptimizationPolicy", "{rightsizing: {mode: Off}}", None),
+        case(
+            "OptimizationPolicy",
+            "{consolidation: {replacement: {margin: 0.95}}}",
+            Some("should be less than or equal to 0.9"),
+        ),
+        case(
+            "OptimizationPolicy",
+            "{consolidation: {replacement: {margin: 0.2, enabled: false}}}",
+            None,
+        ),
         // HibernationSchedule
         case("HibernationSchedule", "{}", None),
         case(
@@ -194,6 +209,7 @@ fn cases() -> Vec<Case> {
         "{zombies: {gracePeriod: DUR}}",
         "{interruptions: {drainDeadline: DUR}}",
         "{spot: {restoreToSpotAfter: DUR}}",
+        "{consolidation: {replacement: {readyTimeout: DUR}}}",
     ];
     for field in fields {
         for good in ["1d", "14d", "90m", "1h30m"] {

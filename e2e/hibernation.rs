@@ -148,17 +148,6 @@ async fn state_of(api: &Api<HibernationSchedule>, name: &str) -> Option<Hibernat
     (status.observed_generation == s.metadata.generation).then_some(status.state)?
 }
 
-async fn event_reasons(client: &Client, schedule: &str) -> Vec<(String, String)> {
-    Api::<Event>::all(client.clone())
-        .list(&ListParams::default().fields(&format!("involvedObject.name={schedule}")))
-        .await
-        .expect("events")
-        .items
-        .into_iter()
-        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
-        .collect()
-}
-
 async fn set_override(api: &Api<HibernationSchedule>, name: &str, state: &str, seconds: i64) {
     let until = (Utc::now() + chrono::TimeDelta::seconds(seconds))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -492,7 +481,7 @@ async fn hibernation_sleeps_and_wakes_workloads_and_node_groups() {
         !tags.keys().any(|k| k.starts_with("cloudoptim.io/hib")),
         "{tags:?}"
     );
-    let events = event_reasons(&client, &name).await;
+    let events = support::events(&client, &name).await;
     for reason in ["Hibernated", "Woke", "ManualChangeKept"] {
         assert!(
             events.iter().any(|(r, _)| r == reason),
@@ -598,7 +587,7 @@ async fn hibernation_sleeps_and_wakes_workloads_and_node_groups() {
         "woke at {woke_event} ms, before the boundary {boundary}"
     );
     assert_eq!(deploy_state(&client, &timed_ns, "api").await, (2, None));
-    let events = event_reasons(&client, &timed).await;
+    let events = support::events(&client, &timed).await;
     assert!(events.iter().any(|(r, _)| r == "Hibernated"), "{events:?}");
     assert!(events.iter().any(|(r, _)| r == "Woke"), "{events:?}");
     eprintln!(

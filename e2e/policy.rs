@@ -12,22 +12,19 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use cloudoptim::api::OptimizationPolicy;
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use support::nodes::FakeNode;
 use support::operator::{Operator, eventually};
-use support::{ControlPlane, Moto, aws, create_namespace, unique};
+use support::{ControlPlane, Moto, aws, create_namespace, events, unique};
 
 const WAIT: Duration = Duration::from_secs(90);
 const CLUSTER: &str = "e2e";
@@ -166,17 +163,6 @@ async fn ready_message(api: &Api<OptimizationPolicy>, name: &str) -> Option<(Str
         .into_iter()
         .find(|c| c.type_ == "Ready")?;
     Some((c.status, c.message))
-}
-
-async fn events(client: &Client, name: &str) -> Vec<(String, String)> {
-    Api::<Event>::all(client.clone())
-        .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
-        .await
-        .expect("events")
-        .items
-        .into_iter()
-        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
-        .collect()
 }
 
 #[tokio::test]
@@ -403,31 +389,8 @@ async fn policy_consolidates_safely_resumes_after_a_crash_and_handles_zombies() 
         .expect("policy created");
 
     // Watch the pool's nodes for the whole run: never more than one draining at once (budget 1).
-    let most_draining = Arc::new(AtomicUsize::new(0));
-    let watch = {
-        let most = most_draining.clone();
-        let nodes: Api<Node> = Api::all(client.clone());
-        let selector = format!("e2e-pool={pool}");
-        tokio::spawn(async move {
-            let mut state: BTreeMap<String, bool> = BTreeMap::new();
-            let stream = watcher::watcher(nodes, watcher::Config::default().labels(&selector))
-                .default_backoff();
-            futures::pin_mut!(stream);
-            while let Some(event) = stream.next().await {
-                match event {
-                    Ok(watcher::Event::Apply(n)) | Ok(watcher::Event::InitApply(n)) => {
-                        state.insert(n.name_any(), tainted(&n));
-                    }
-                    Ok(watcher::Event::Delete(n)) => {
-                        state.remove(&n.name_any());
-                    }
-                    _ => continue,
-                }
-                let now = state.values().filter(|t| **t).count();
-                most.fetch_max(now, Ordering::SeqCst);
-            }
-        })
-    };
+    let (most_draining, watch) =
+        support::nodes::watch_most(&client, &format!("e2e-pool={pool}"), tainted);
 
     let mut operator = Operator::start(cp, &moto, CLUSTER, ZOMBIE_FLOORS_OFF);
 

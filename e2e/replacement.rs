@@ -34,7 +34,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use support::nodes::FakeNode;
 use support::operator::{Operator, eventually};
-use support::{ControlPlane, Moto, aws, create_namespace, unique};
+use support::{ControlPlane, Moto, aws, create_namespace, events, unique};
 
 const WAIT: Duration = Duration::from_secs(120);
 const CLUSTER: &str = "e2e";
@@ -201,17 +201,6 @@ fn cordoned(node: &Node) -> bool {
         || spec
             .and_then(|s| s.taints.as_ref())
             .is_some_and(|t| t.iter().any(|t| t.key == TAINT))
-}
-
-async fn events(client: &Client, name: &str) -> Vec<(String, String)> {
-    Api::<Event>::all(client.clone())
-        .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
-        .await
-        .expect("events")
-        .items
-        .into_iter()
-        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
-        .collect()
 }
 
 /// Plays the kubelet: while `join` is on, every running replacement instance without a Node gets one
@@ -658,31 +647,8 @@ async fn three_busy_nodes_become_one_cheaper_node_replace_before_delete_and_cras
     )
     .await;
     // Budget 1, watched for the whole convergence: never two of the pool's nodes in disruption.
-    let most_disrupted = Arc::new(AtomicI32::new(0));
-    let watch_b = {
-        let most = most_disrupted.clone();
-        let nodes: Api<Node> = Api::all(client.clone());
-        let selector = format!("e2e-pool={pool_b}");
-        tokio::spawn(async move {
-            let mut state: BTreeMap<String, bool> = BTreeMap::new();
-            let stream = watcher::watcher(nodes, watcher::Config::default().labels(&selector))
-                .default_backoff();
-            futures::pin_mut!(stream);
-            while let Some(event) = stream.next().await {
-                match event {
-                    Ok(watcher::Event::Apply(n)) | Ok(watcher::Event::InitApply(n)) => {
-                        state.insert(n.name_any(), cordoned(&n));
-                    }
-                    Ok(watcher::Event::Delete(n)) => {
-                        state.remove(&n.name_any());
-                    }
-                    _ => continue,
-                }
-                let now = state.values().filter(|c| **c).count() as i32;
-                most.fetch_max(now, Ordering::SeqCst);
-            }
-        })
-    };
+    let (most_disrupted, watch_b) =
+        support::nodes::watch_most(&client, &format!("e2e-pool={pool_b}"), cordoned);
     policies
         .patch(
             &name_b,

@@ -513,3 +513,15 @@ pub fn log_tail(path: &Path) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
+
+/// (reason, message) of the Events about the object named `name` (any kind, any namespace).
+pub async fn events(client: &Client, name: &str) -> Vec<(String, String)> {
+    Api::<k8s_openapi::api::core::v1::Event>::all(client.clone())
+        .list(&kube::api::ListParams::default().fields(&format!("involvedObject.name={name}")))
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .collect()
+}

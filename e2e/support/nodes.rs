@@ -103,3 +103,43 @@ impl FakeNode {
             .unwrap_or_else(|e| panic!("creating node {}: {e}", self.name))
     }
 }
+
+/// Watch the Nodes labelled `selector` for as long as the task runs and keep in the counter the most
+/// of them for which `disrupted` held at once (e.g. cordoned or tainted: a disruption budget's check
+/// from outside the operator).
+pub fn watch_most(
+    client: &Client,
+    selector: &str,
+    disrupted: fn(&Node) -> bool,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    use futures::StreamExt;
+    use kube::ResourceExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = most.clone();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let selector = selector.to_string();
+    let task = tokio::spawn(async move {
+        let mut state: BTreeMap<String, bool> = BTreeMap::new();
+        let stream =
+            watcher::watcher(nodes, watcher::Config::default().labels(&selector)).default_backoff();
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(watcher::Event::Apply(n)) | Ok(watcher::Event::InitApply(n)) => {
+                    state.insert(n.name_any(), disrupted(&n));
+                }
+                Ok(watcher::Event::Delete(n)) => {
+                    state.remove(&n.name_any());
+                }
+                _ => continue,
+            }
+            let now = state.values().filter(|d| **d).count();
+            seen.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    (most, task)
+}
