@@ -106,13 +106,19 @@ async fn read_candidates<C: Cloud>(
 ) -> Result<(Vec<InstanceFacts>, Vec<String>, BTreeSet<String>), Error> {
     let cluster = &ctx.config.cluster_name;
     let region = &ctx.config.region;
+    let policies: BTreeSet<String> = Api::<OptimizationPolicy>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
     let facts = ctx
         .cloud
         .instances(CLUSTER_TAG, cluster)
         .await?
         .iter()
-        // A replacement in flight has no Node yet by design; its own deadline terminates it.
-        .filter(|i| !i.tags.contains_key(crate::names::REPLACES_TAG))
+        .filter(|i| !in_flight_replacement(&i.tags, &policies))
         .map(|i| InstanceFacts {
             id: i.id.clone(),
             state: i.state.clone(),
@@ -266,4 +272,34 @@ async fn snapshot_then_delete<C: Cloud>(
         notes.push(format!("snapshot {id} of zombie {volume}"));
     }
     ctx.cloud.delete_volume(volume).await
+}
+
+/// A replacement in flight has no Node yet by design, and its own policy's deadline terminates it:
+/// not a zombie. One whose policy is gone has no one to finish it, so it is judged like any instance.
+fn in_flight_replacement(tags: &BTreeMap<String, String>, policies: &BTreeSet<String>) -> bool {
+    tags.contains_key(crate::names::REPLACES_TAG)
+        && tags
+            .get(crate::names::REPLACEMENT_POLICY_TAG)
+            .is_some_and(|p| policies.contains(p))
+}
+
+#[cfg(test)]
+mod replacement_tests {
+    use super::*;
+
+    #[test]
+    fn a_replacement_is_left_alone_only_while_its_policy_exists() {
+        let tags: BTreeMap<String, String> = [
+            (crate::names::REPLACES_TAG.to_string(), "i-1".to_string()),
+            (
+                crate::names::REPLACEMENT_POLICY_TAG.to_string(),
+                "cluster".to_string(),
+            ),
+        ]
+        .into();
+        let live = BTreeSet::from(["cluster".to_string()]);
+        assert!(in_flight_replacement(&tags, &live));
+        assert!(!in_flight_replacement(&tags, &BTreeSet::new()));
+        assert!(!in_flight_replacement(&BTreeMap::new(), &live));
+    }
 }
