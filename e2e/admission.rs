@@ -159,9 +159,17 @@ fn cases() -> Vec<Case> {
         case(
             "OptimizationPolicy",
             "{rightsizing: {mode: Apply, prometheusUrl: \"http://prometheus:9090\"}}",
-            Some(
-                "spec.rightsizing.mode: Apply is not implemented yet (issue #17): nothing would patch the workloads; use Recommend (status, Events, metrics and the cloudoptim.io/recommended-requests annotation) or Off",
-            ),
+            None,
+        ),
+        case(
+            "OptimizationPolicy",
+            "{rightsizing: {mode: Apply}}",
+            Some("spec.rightsizing: modes Recommend and Apply need prometheusUrl"),
+        ),
+        case(
+            "OptimizationPolicy",
+            "{disruption: {budgets: [{nodes: \"1\", reasons: [Rightsized]}]}}",
+            None,
         ),
         case("OptimizationPolicy", "{rightsizing: {mode: Off}}", None),
         case(

@@ -36,6 +36,12 @@ pub struct Metrics {
     pub rightsizing_savings: GaugeVec,
     /// `cloudoptim_rightsizing_recommendations{policy}`: containers with a recommendation.
     pub rightsizing_recommendations: GaugeVec,
+    /// `cloudoptim_rightsizing_changes_total{action,result}`: requests applied or reverted
+    /// (`ok`, `error`, `dry_run`).
+    pub rightsizing_changes: IntCounterVec,
+    /// `cloudoptim_rightsizing_held{policy,reason}`: workloads with a recommendation Apply did not
+    /// change this pass, by reason (ChangedRecently, Budget, BelowThreshold, DoNotDisrupt, ...).
+    pub rightsizing_held: IntGaugeVec,
     /// `cloudoptim_interruptions_total{kind}`.
     pub interruptions: IntCounterVec,
     /// `cloudoptim_drains_total{result}`.
@@ -234,6 +240,16 @@ impl Metrics {
                 "cloudoptim_rightsizing_recommendations",
                 "Containers with a right-sizing recommendation.",
                 &["policy"],
+            )?,
+            rightsizing_changes: counter(
+                "rightsizing_changes_total",
+                "Right-sizing changes to workloads' requests, by action (apply, revert) and result (ok, error, dry_run).",
+                &["action", "result"],
+            )?,
+            rightsizing_held: int_gauge(
+                "rightsizing_held",
+                "Workloads whose recommendation right-sizing Apply did not carry out in the last pass, by reason.",
+                &["policy", "reason"],
             )?,
             interruptions: counter(
                 "interruptions_total",
@@ -448,6 +464,12 @@ impl Metrics {
         for target in ["kubernetes", "aws"] {
             self.fenced_writes.with_label_values(&[target]);
         }
+        for action in ["apply", "revert"] {
+            for result in ["ok", "error", "dry_run"] {
+                self.rightsizing_changes
+                    .with_label_values(&[action, result]);
+            }
+        }
         for reason in ["consolidation", "spotMix"] {
             for result in ["launched", "replaced", "aborted", "error"] {
                 self.replacements.with_label_values(&[reason, result]);
@@ -525,6 +547,9 @@ impl Metrics {
                     self.estimated_savings.remove_label_values(&[policy])
                 }
                 Series::Rightsizing(policy) => {
+                    for reason in crate::engine::rightsizing::apply::Skip::REASONS {
+                        let _ = self.rightsizing_held.remove_label_values(&[policy, reason]);
+                    }
                     let _ = self
                         .rightsizing_recommendations
                         .remove_label_values(&[policy]);

@@ -22,9 +22,18 @@ pub const DISRUPTED_REASON_ANNOTATION: &str = "cloudoptim.io/disrupted-reason";
 /// Node annotation: CloudOptim set `spec.unschedulable`, so releasing it uncordons.
 pub const CORDONED_ANNOTATION: &str = "cloudoptim.io/cordoned";
 
-/// Workload annotation (Deployments, StatefulSets, CronJobs): the requests right-sizing recommends per
-/// container, `{"<container>":{"cpu":"120m","memory":"360Mi"}}` (policy `rightsizing.mode: Recommend`).
+/// Workload annotation (Deployments, StatefulSets, DaemonSets, CronJobs): the requests right-sizing
+/// recommends per container, `{"<container>":{"cpu":"120m","memory":"360Mi"}}` (policy
+/// `rightsizing.mode: Recommend` or `Apply`).
 pub const RECOMMENDED_REQUESTS: &str = "cloudoptim.io/recommended-requests";
+/// Workload annotation set by people: `revert` puts back the requests right-sizing replaced (the
+/// operator then writes `reverted`); any value keeps `mode: Apply` away from the workload.
+pub const RIGHTSIZING_CONTROL: &str = "cloudoptim.io/rightsizing";
+/// Workload annotation: when `mode: Apply` last changed the workload's requests (RFC 3339).
+pub const RIGHTSIZED_AT: &str = "cloudoptim.io/rightsized-at";
+/// Workload annotation: per container, the resource values before `mode: Apply` first changed them,
+/// `{"<container>":{"cpuRequest":"1","memoryRequest":"1Gi","memoryLimit":"2Gi"}}`.
+pub const RIGHTSIZING_PREVIOUS: &str = "cloudoptim.io/rightsizing-previous";
 
 /// NodeTemplate annotation: groups on on-demand after a Spot capacity error, until when.
 pub const SPOT_FALLBACK_ANNOTATION: &str = "cloudoptim.io/spot-fallback";
@@ -87,6 +96,9 @@ mod tests {
             super::CLUSTER_TAG,
             super::DO_NOT_DISRUPT,
             super::CAPACITY_TYPE_LABEL,
+            super::RIGHTSIZING_CONTROL,
+            super::RIGHTSIZED_AT,
+            super::RIGHTSIZING_PREVIOUS,
             super::DISRUPTED_TAINT,
             super::INTERRUPTED_TAINT,
             super::CORDONED_ANNOTATION,

@@ -27,6 +27,16 @@ impl Prometheus {
     /// Start Prometheus in `dir` scraping `jobs` every second and evaluating `rules` (rule files) every
     /// second; `None` (or a panic with `CLOUDOPTIM_E2E_REQUIRED=1`) when Prometheus is not installed.
     pub fn start(dir: &Path, jobs: &[Job<'_>], rules: &[&Path]) -> Option<Prometheus> {
+        Self::start_with(dir, jobs, rules, &[])
+    }
+
+    /// [`Prometheus::start`] with more command-line flags (e.g. `--web.config.file=...`).
+    pub fn start_with(
+        dir: &Path,
+        jobs: &[Job<'_>],
+        rules: &[&Path],
+        flags: &[String],
+    ) -> Option<Prometheus> {
         let Some(binary) = peer_env_public("CLOUDOPTIM_PROMETHEUS") else {
             return super::missing("CLOUDOPTIM_PROMETHEUS (the Debian package prometheus)");
         };
@@ -52,6 +62,7 @@ impl Prometheus {
                 dir.join("data").display()
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(flags)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("prometheus log"))

@@ -61,29 +61,32 @@ pub fn service_account(namespace: &str) -> String {
 
 /// The chart's RBAC objects and admission policies in `mode` for a release in `namespace`.
 pub fn rendered_rbac(namespace: &str, mode: Mode) -> Vec<serde_json::Value> {
+    rendered_rbac_with(namespace, mode, &[])
+}
+
+/// [`rendered_rbac`] with more chart values (e.g. `rightsizing.apply.enabled=true`).
+pub fn rendered_rbac_with(namespace: &str, mode: Mode, values: &[&str]) -> Vec<serde_json::Value> {
     let region = format!("region={}", aws::REGION);
     let mode_value = format!("mode={}", mode.value());
-    chart::render(
-        &release(namespace),
-        namespace,
-        &["clusterName=e2e", &region, &mode_value],
-    )
-    .into_iter()
-    .filter(|o| {
-        matches!(
-            o["kind"].as_str(),
-            Some(
-                "ServiceAccount"
-                    | "ClusterRole"
-                    | "ClusterRoleBinding"
-                    | "Role"
-                    | "RoleBinding"
-                    | "ValidatingAdmissionPolicy"
-                    | "ValidatingAdmissionPolicyBinding"
+    let mut all = vec!["clusterName=e2e", &region, &mode_value];
+    all.extend_from_slice(values);
+    chart::render(&release(namespace), namespace, &all)
+        .into_iter()
+        .filter(|o| {
+            matches!(
+                o["kind"].as_str(),
+                Some(
+                    "ServiceAccount"
+                        | "ClusterRole"
+                        | "ClusterRoleBinding"
+                        | "Role"
+                        | "RoleBinding"
+                        | "ValidatingAdmissionPolicy"
+                        | "ValidatingAdmissionPolicyBinding"
+                )
             )
-        )
-    })
-    .collect()
+        })
+        .collect()
 }
 
 fn blocking<F: std::future::Future<Output = ()> + Send + 'static>(make: impl FnOnce() -> F) {
@@ -140,6 +143,17 @@ impl ControlPlane {
     /// A kubeconfig acting as the chart's ServiceAccount of a release in `namespace` (one mode per
     /// namespace), after installing the namespace and the chart's RBAC for it (once).
     pub fn service_account_kubeconfig(&self, namespace: &str, mode: Mode) -> PathBuf {
+        self.service_account_kubeconfig_with(namespace, mode, &[])
+    }
+
+    /// [`ControlPlane::service_account_kubeconfig`] with the RBAC and admission policies rendered
+    /// with more chart `values`; the first call for a namespace decides its values.
+    pub fn service_account_kubeconfig_with(
+        &self,
+        namespace: &str,
+        mode: Mode,
+        values: &[&str],
+    ) -> PathBuf {
         static DONE: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
         let path = self.dir.join(format!("operator-{namespace}.kubeconfig"));
         let key = path.display().to_string();
@@ -147,7 +161,7 @@ impl ControlPlane {
         if done.contains(&key) {
             return path;
         }
-        let objects = rendered_rbac(namespace, mode);
+        let objects = rendered_rbac_with(namespace, mode, values);
         let (kubeconfig, ns) = (self.kubeconfig(), namespace.to_string());
         blocking(move || async move {
             let client = admin(kubeconfig).await;

@@ -318,16 +318,20 @@ pub enum DisruptionReason {
     Underutilized,
     /// The node is replaced by a cheaper one.
     Replaced,
+    /// Right-sizing (`mode: Apply`) rolls a workload out with new requests; each workload rolling out
+    /// counts as one against `nodes`.
+    Rightsized,
 }
 
 /// Right-sizing of container requests from observed usage.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.mode == 'Off' || has(self.prometheusUrl)").message("spec.rightsizing: modes Recommend and Apply need prometheusUrl"))]
-#[x_kube(validation = Rule::new("self.mode != 'Apply'").message("spec.rightsizing.mode: Apply is not implemented yet (issue #17): nothing would patch the workloads; use Recommend (status, Events, metrics and the cloudoptim.io/recommended-requests annotation) or Off"))]
 pub struct Rightsizing {
     /// Off, Recommend (status, Events, metrics and the `cloudoptim.io/recommended-requests`
-    /// annotation on Deployments, StatefulSets and CronJobs) or Apply (refused: not implemented yet).
+    /// annotation on Deployments, StatefulSets, DaemonSets and CronJobs) or Apply (Recommend, and the
+    /// requests patched into the workloads: more than 10% change, once a day, budgets, revert with
+    /// `cloudoptim.io/rightsizing: revert`; needs the chart's `rightsizing.apply.enabled`).
     #[serde(default)]
     pub mode: RightsizingMode,
     /// Prometheus base URL, e.g. `http://prometheus.monitoring:9090`.
@@ -404,7 +408,8 @@ pub enum RightsizingMode {
     Off,
     /// Recommendations in status, Events, metrics and a workload annotation; nothing is patched.
     Recommend,
-    /// Recommendations applied to the workloads (refused at admission: not implemented yet).
+    /// Recommendations applied to the workloads' requests (limits in proportion), within the safety
+    /// rules; needs the operator flag `--rightsizing-apply` (chart `rightsizing.apply.enabled`).
     Apply,
 }
 

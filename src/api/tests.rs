@@ -226,7 +226,7 @@ fn policy_rejects_min_above_max_and_out_of_range_fields() {
         POLICY,
         "rightsizing: {mode: Apply, prometheusUrl: \"http://p:9090\"}",
     );
-    assert_rejected(&crd, &apply, "Apply is not implemented yet (issue #17)");
+    assert_accepted(&crd, &apply);
     let recommend = with_spec(
         POLICY,
         "rightsizing: {mode: Recommend, prometheusUrl: \"http://p:9090\"}",

@@ -74,6 +74,23 @@ pub struct RunArgs {
     /// chart passes workloadGuard.protectedNamespaces, which its admission policies also enforce).
     #[arg(long, value_delimiter = ',', default_value = "kube-system")]
     pub protected_namespaces: Vec<String>,
+    /// Let `rightsizing.mode: Apply` patch workloads' container requests (off: a policy asking for
+    /// Apply is Ready=False saying so). The chart sets it with `rightsizing.apply.enabled`, which also
+    /// lets its workload guard accept changes to container resources.
+    #[arg(long, env = "CLOUDOPTIM_RIGHTSIZING_APPLY")]
+    pub rightsizing_apply: bool,
+    /// Bearer token file sent to every policy's Prometheus (read again each pass).
+    #[arg(long)]
+    pub prometheus_bearer_token_file: Option<PathBuf>,
+    /// CA bundle (PEM) that signs the Prometheus certificate, instead of the system roots.
+    #[arg(long)]
+    pub prometheus_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS to Prometheus; needs --prometheus-client-key-file.
+    #[arg(long, requires = "prometheus_client_key_file")]
+    pub prometheus_client_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM); needs --prometheus-client-cert-file.
+    #[arg(long, requires = "prometheus_client_cert_file")]
+    pub prometheus_client_key_file: Option<PathBuf>,
     /// Drains running at once in this process, consolidation and interruptions together.
     #[arg(long, default_value_t = crate::drain::DEFAULT_MAX_CONCURRENT_DRAINS)]
     pub max_concurrent_drains: usize,
@@ -166,6 +183,15 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
             .collect(),
         interruption_hold_floor: crate::engine::duration::parse(&args.interruption_hold_floor)
             .map_err(|e| CliError::BadInput(format!("--interruption-hold-floor: {e}")))?,
+        rightsizing_apply: args.rightsizing_apply,
+        prometheus: crate::prometheus::PrometheusAccess {
+            bearer_token_file: args.prometheus_bearer_token_file.clone(),
+            ca_file: args.prometheus_ca_file.clone(),
+            identity: args
+                .prometheus_client_cert_file
+                .clone()
+                .zip(args.prometheus_client_key_file.clone()),
+        },
     };
     let result = runtime.block_on(operator(args, config, base));
     // Whatever is still running (watch retries, lease renewals) is abandoned, not awaited.

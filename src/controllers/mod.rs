@@ -46,6 +46,11 @@ pub struct RunConfig {
     pub own_pod: Option<String>,
     /// Namespaces hibernation never touches (`--protected-namespaces`, default kube-system).
     pub protected_namespaces: Vec<String>,
+    /// `rightsizing.mode: Apply` may patch workloads' requests (`--rightsizing-apply`; the chart's
+    /// `rightsizing.apply.enabled` also opens the workload guard for container resources).
+    pub rightsizing_apply: bool,
+    /// Token, CA and client certificate files for every policy's Prometheus.
+    pub prometheus: crate::prometheus::PrometheusAccess,
 }
 
 /// What every reconcile gets.
@@ -126,7 +131,7 @@ impl<C: Cloud> Context<C> {
                 EventType::Normal
             },
             reason: reason.to_string(),
-            note: Some(note),
+            note: Some(truncate_note(note)),
             action: reason.to_string(),
             secondary: None,
         };
@@ -134,6 +139,20 @@ impl<C: Cloud> Context<C> {
             tracing::warn!(error = %e, reason, "could not record event");
         }
     }
+}
+
+/// The API server refuses an Event whose note is longer than 1024 bytes: keep the start, cut at a
+/// character boundary, and say it was cut.
+fn truncate_note(note: String) -> String {
+    const MAX: usize = 1024;
+    if note.len() <= MAX {
+        return note;
+    }
+    let mut end = MAX - 3;
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &note[..end])
 }
 
 /// Server-side apply `status` to the cluster-scoped object `name` of kind `K`, as field manager
@@ -211,4 +230,15 @@ pub fn labels_of(
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
 ) -> BTreeMap<String, String> {
     meta.labels.clone().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod note_tests {
+    #[test]
+    fn an_event_note_is_cut_to_what_the_api_server_accepts_at_a_character_boundary() {
+        assert_eq!(super::truncate_note("short".into()), "short");
+        let long = "é".repeat(700);
+        let cut = super::truncate_note(long);
+        assert!(cut.len() <= 1024 && cut.ends_with("..."), "{}", cut.len());
+    }
 }

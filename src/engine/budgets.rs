@@ -6,7 +6,8 @@
 //! - A budget with a `schedule` (5-field cron) is active for `duration` after each time the schedule fires,
 //!   in its `timeZone` (IANA, default UTC); a budget without a schedule is always active. `schedule` and
 //!   `duration` come together.
-//! - A budget with `reasons` only limits those disruption reasons (`Empty`, `Underutilized`, `Drifted`).
+//! - A budget with `reasons` only limits those disruption reasons (`Empty`, `Underutilized`, `Drifted`,
+//!   `Rightsized`: a workload rollout right-sizing starts, counted like a node).
 //! - The most restrictive active budget wins. When the policy gives no budgets at all, the default is
 //!   `nodes: "10%"` (DESIGN.md 3.2); an explicitly empty list means no limit.
 //! - Budgets fail closed: the caller turns any [`BudgetError`] into "no voluntary disruption".
@@ -90,6 +91,8 @@ pub enum DisruptionReason {
     Underutilized,
     /// Replacing a node that no longer matches its template.
     Drifted,
+    /// A rollout right-sizing starts (one workload's new requests): counted per workload.
+    Rightsized,
 }
 
 impl FromStr for DisruptionReason {
@@ -100,6 +103,7 @@ impl FromStr for DisruptionReason {
             "Empty" => Ok(DisruptionReason::Empty),
             "Underutilized" => Ok(DisruptionReason::Underutilized),
             "Drifted" => Ok(DisruptionReason::Drifted),
+            "Rightsized" => Ok(DisruptionReason::Rightsized),
             other => Err(BudgetError::Reason(other.to_owned())),
         }
     }

@@ -23,6 +23,16 @@ pub enum HttpError {
         /// Why.
         message: String,
     },
+    /// The client certificate or its key could not be used.
+    #[error("client certificate {cert} with key {key}: {message}")]
+    Identity {
+        /// The certificate file (PEM).
+        cert: PathBuf,
+        /// The key file (PEM).
+        key: PathBuf,
+        /// Why.
+        message: String,
+    },
     /// A proxy variable holds no usable URL.
     #[error("{variable}={url:?}: {source}")]
     Proxy {
@@ -118,6 +128,9 @@ pub struct ClientOptions {
     pub proxies: Proxies,
     /// Trust only the CA certificates in this PEM bundle instead of the system's roots.
     pub ca_file: Option<PathBuf>,
+    /// Present this client certificate (PEM certificate chain, PEM private key) when the server
+    /// asks: mutual TLS.
+    pub identity: Option<(PathBuf, PathBuf)>,
     /// Refuse `http://` URLs.
     pub https_only: bool,
     /// Time to open a connection (TCP, and the proxy's tunnel when there is one).
@@ -151,6 +164,9 @@ pub fn client(options: &ClientOptions) -> Result<reqwest::Client, HttpError> {
             builder = builder.add_root_certificate(cert);
         }
     }
+    if let Some((cert, key)) = &options.identity {
+        builder = builder.identity(identity(cert, key)?);
+    }
     if let Some(timeout) = options.connect_timeout {
         builder = builder.connect_timeout(timeout);
     }
@@ -175,6 +191,19 @@ fn ca_bundle(path: &Path) -> Result<Vec<Certificate>, HttpError> {
         return Err(ca_err("no CERTIFICATE in it".into()));
     }
     Ok(certs)
+}
+
+/// A client identity from a PEM certificate chain and a PEM private key (PKCS#8, PKCS#1 or SEC1).
+fn identity(cert: &Path, key: &Path) -> Result<reqwest::Identity, HttpError> {
+    let err = |message: String| HttpError::Identity {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+        message,
+    };
+    let mut pem = std::fs::read(cert).map_err(|e| err(format!("{}: {e}", cert.display())))?;
+    pem.push(b'\n');
+    pem.extend(std::fs::read(key).map_err(|e| err(format!("{}: {e}", key.display())))?);
+    reqwest::Identity::from_pem(&pem).map_err(|e| err(chain(&e)))
 }
 
 /// The whole body, refused as soon as it passes `max` bytes.

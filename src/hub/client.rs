@@ -149,6 +149,7 @@ impl HubTls {
         ClientOptions {
             proxies: Proxies::from_env(),
             ca_file: self.ca_file.clone(),
+            identity: None,
             https_only: !self.insecure,
             connect_timeout: Some(CONNECT_TIMEOUT),
             timeout: None,

@@ -1,5 +1,6 @@
 //! The Prometheus HTTP API client: `query` (instant) and `query_range`, over the project's one HTTP
-//! client ([`crate::http::client`]: proxies, CA bundle, timeouts), with an optional bearer token.
+//! client ([`crate::http::client`]: proxies, CA bundle, client certificate for mutual TLS, timeouts),
+//! with an optional bearer token.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -21,6 +22,8 @@ pub struct PrometheusOptions {
     pub bearer_token: Option<String>,
     /// Trust only the CA certificates in this PEM bundle.
     pub ca_file: Option<PathBuf>,
+    /// Mutual TLS: the client certificate (PEM) and its key (PEM).
+    pub identity: Option<(PathBuf, PathBuf)>,
     /// Time for one query, body included.
     pub timeout: Duration,
     /// Proxies (the environment's by default).
@@ -34,9 +37,49 @@ impl PrometheusOptions {
             url: url.into(),
             bearer_token: None,
             ca_file: None,
+            identity: None,
             timeout: DEFAULT_TIMEOUT,
             proxies: Proxies::default(),
         }
+    }
+}
+
+/// How the operator reaches a policy's Prometheus beyond its URL: operator flags
+/// (`--prometheus-bearer-token-file`, `--prometheus-ca-file`, `--prometheus-client-cert-file` with
+/// `--prometheus-client-key-file`), set from the chart's `rightsizing.prometheus` values. Files, not
+/// CRD fields: a policy cannot point the operator at a secret, and nothing secret is in the API.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PrometheusAccess {
+    /// Bearer token file, read again for every pass (projected tokens rotate).
+    pub bearer_token_file: Option<PathBuf>,
+    /// CA bundle (PEM) that signs Prometheus's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl PrometheusAccess {
+    /// The options for `url`, with the token read now.
+    pub fn options(&self, url: &str, proxies: Proxies) -> Result<PrometheusOptions, PromError> {
+        let bearer_token = match &self.bearer_token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| PromError::Token {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        Ok(PrometheusOptions {
+            bearer_token,
+            ca_file: self.ca_file.clone(),
+            identity: self.identity.clone(),
+            proxies,
+            ..PrometheusOptions::new(url)
+        })
     }
 }
 
@@ -50,6 +93,14 @@ pub enum PromError {
         url: String,
         /// Why.
         source: HttpError,
+    },
+    /// The bearer token file could not be read (the token itself is never in a message).
+    #[error("Prometheus bearer token file {path}: {message}; check --prometheus-bearer-token-file")]
+    Token {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
     },
     /// No answer: connection refused, DNS, TLS or timeout.
     #[error(
@@ -106,6 +157,7 @@ impl PromError {
     pub fn label(&self) -> &'static str {
         match self {
             PromError::Client { .. } => "client",
+            PromError::Token { .. } => "token",
             PromError::Unreachable { .. } => "unreachable",
             PromError::Http { .. } => "http",
             PromError::BadQuery { .. } => "bad_query",
@@ -137,6 +189,7 @@ impl Prometheus {
         let http = client::client(&ClientOptions {
             proxies: options.proxies.clone(),
             ca_file: options.ca_file.clone(),
+            identity: options.identity.clone(),
             connect_timeout: Some(options.timeout.min(Duration::from_secs(10))),
             timeout: Some(options.timeout),
             ..ClientOptions::default()

@@ -1,7 +1,7 @@
 //! Reading container usage from the Prometheus a cluster already runs (issue #17, item 1).
 //!
 //! - [`client`]: the HTTP API (`/api/v1/query`, `/api/v1/query_range`) over the project's one HTTP
-//!   client, with a bearer token, a CA bundle and a timeout; errors tell an unreachable server from a
+//!   client, with a bearer token, a CA bundle, a client certificate (mutual TLS) and a timeout; errors tell an unreachable server from a
 //!   refused query and from a query that matched nothing.
 //! - [`response`]: the API's JSON (vector and matrix results) as plain series.
 //! - [`queries`]: the PromQL for CPU (`container_cpu_usage_seconds_total` rate), memory
@@ -17,5 +17,5 @@ pub mod read;
 pub mod response;
 pub mod usage;
 
-pub use client::{PromError, Prometheus, PrometheusOptions};
+pub use client::{PromError, Prometheus, PrometheusAccess, PrometheusOptions};
 pub use response::{ResponseError, Series};

@@ -77,6 +77,8 @@ fn config(own: Option<&str>) -> crate::controllers::RunConfig {
         own_namespace: own.map(String::from),
         own_pod: None,
         protected_namespaces: vec!["kube-system".into()],
+        rightsizing_apply: false,
+        prometheus: Default::default(),
     }
 }
 

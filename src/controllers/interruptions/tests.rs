@@ -82,6 +82,8 @@ impl Harness {
             own_namespace: None,
             own_pod: None,
             protected_namespaces: vec!["kube-system".into()],
+            rightsizing_apply: false,
+            prometheus: Default::default(),
         };
         let ctx = Context::new(
             client.clone(),

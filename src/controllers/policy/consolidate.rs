@@ -65,8 +65,16 @@ pub(super) async fn pass<C: Cloud>(
         .as_ref()
         .map(|usage| rightsizing::plan(usage, &inputs.snapshot.nodes));
     let mut recommendations = Vec::new();
-    if let Some(recs) = &recs {
-        let (more, status) = rightsizing::act(pctx, policy, recs, dry_run).await;
+    if let (Some(usage), Some(recs)) = (&usage, &recs) {
+        // Each rollout right-sizing starts counts against the budgets like one node.
+        let rollouts = budgets::allowed_disruptions(
+            &settings.budgets,
+            inputs.snapshot.nodes.len(),
+            Utc::now(),
+            DisruptionReason::Rightsized,
+        );
+        let changes = rightsizing::decide(usage, recs, Utc::now(), rollouts);
+        let (more, status) = rightsizing::act(pctx, policy, usage, recs, &changes, dry_run).await;
         notes.extend(more);
         recommendations = status;
     }

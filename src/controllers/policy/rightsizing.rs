@@ -1,43 +1,58 @@
-//! rightsizing (`spec.rightsizing.mode: Recommend`, issue #17): read container usage from the
-//! policy's Prometheus and the workloads' pod templates -> validate the settings -> recommend (engine)
-//! -> annotate each Deployment, StatefulSet and CronJob with a recommendation
-//! (`cloudoptim.io/recommended-requests`), record an Event -> the top 20 in `status.recommendations`.
+//! rightsizing (`spec.rightsizing`, issue #17): read container usage from the policy's Prometheus and
+//! the workloads (Deployments, StatefulSets, DaemonSets, CronJobs) -> validate the settings ->
+//! recommend (engine) -> decide what Apply changes or a revert restores (engine) -> annotate each
+//! workload with its recommendation (`cloudoptim.io/recommended-requests`, written only when it
+//! changes), patch the requests (`mode: Apply`), Events and metrics -> the top 20 in
+//! `status.recommendations`.
 //!
 //! The read runs before anything else of the pass acts: an unreachable Prometheus (or a refused query)
 //! fails the pass, so the policy turns `Ready=False` naming the URL and nothing is changed. In dry run
-//! the recommendations go to the status and an Event only; no workload is annotated. DaemonSets and
-//! bare ReplicaSets and Jobs are recommended in the status but not annotated (the operator may patch
-//! only Deployments, StatefulSets and CronJobs). `mode: Apply` is refused at admission (not done yet).
+//! the recommendations and the changes Apply would make go to the status and Events only. Bare
+//! ReplicaSets and Jobs are recommended in the status only. Every patch carries the resourceVersion it
+//! was decided on: a workload changed in between is left for the next pass (HTTP 409), never
+//! overwritten.
 
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::{Pod as CorePod, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod as CorePod, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams};
 
 use super::*;
 use crate::api::policy::{Recommendation as StatusRecommendation, RightsizingMode};
+use crate::engine::rightsizing::apply::{
+    self, Action as Change, Container, Control, Rules, Skip, Written, cpu_text, memory_text,
+};
 use crate::engine::rightsizing::{
-    Confidence, Recommendation, Settings as RsSettings, WorkloadKind,
+    Confidence, Recommendation, Requests, Settings as RsSettings, Workload, WorkloadKind,
 };
 use crate::http::client::Proxies;
 use crate::k8s::PodWorkload;
-use crate::names::RECOMMENDED_REQUESTS;
+use crate::names::{
+    RECOMMENDED_REQUESTS, RIGHTSIZED_AT, RIGHTSIZING_CONTROL, RIGHTSIZING_PREVIOUS,
+};
+use crate::prometheus::Prometheus;
 use crate::prometheus::read::Read;
-use crate::prometheus::{Prometheus, PrometheusOptions};
 
 /// Recommendations kept in the status.
 pub(super) const STATUS_TOP: usize = 20;
 
-/// What the read step found: the usage, the workloads' pod templates, the settings.
+/// What the read step found: the usage, the workloads, the settings.
 pub(super) struct Usage {
+    mode: RightsizingMode,
     settings: RsSettings,
     read: Read,
     templates: Vec<PodWorkload>,
+    /// Each workload as Apply sees it.
+    states: Vec<apply::State>,
+    /// Each workload's resourceVersion and `cloudoptim.io/recommended-requests`, as read.
+    seen: BTreeMap<Workload, (Option<String>, Option<String>)>,
 }
 
 /// `spec.rightsizing` checked: `None` when the mode is Off; errors name the field.
 pub(super) fn validate(
     policy: &OptimizationPolicy,
+    apply_allowed: bool,
 ) -> Result<Option<(RsSettings, String, Duration)>, Error> {
     let spec = &policy.spec.rightsizing;
     let invalid = |field: &str, message: String| Error::Invalid {
@@ -47,17 +62,18 @@ pub(super) fn validate(
     match spec.mode {
         RightsizingMode::Off => return Ok(None),
         RightsizingMode::Recommend => {}
-        RightsizingMode::Apply => {
+        RightsizingMode::Apply if !apply_allowed => {
             return Err(invalid(
                 "mode",
-                "Apply is not implemented yet (issue #17); use Recommend".into(),
+                "Apply is not enabled in this install: the operator runs without --rightsizing-apply; set the chart value rightsizing.apply.enabled=true (it also lets the workload guard accept changes to container resources), or use Recommend".into(),
             ));
         }
+        RightsizingMode::Apply => {}
     }
     let url = spec.prometheus_url.clone().ok_or_else(|| {
         invalid(
             "prometheusUrl",
-            "mode Recommend needs the Prometheus that holds container usage, e.g. http://prometheus.monitoring:9090".into(),
+            "modes Recommend and Apply need the Prometheus that holds container usage, e.g. http://prometheus.monitoring:9090".into(),
         )
     })?;
     let settings = crate::k8s::rightsizing_settings(spec).map_err(|message| {
@@ -74,104 +90,246 @@ pub(super) fn validate(
     Ok(Some((settings, url, window)))
 }
 
-/// read: usage from Prometheus over the window, and the pod templates of the cluster's Deployments,
-/// StatefulSets and CronJobs. `None` when the mode is Off.
+/// read: usage from Prometheus over the window, and the cluster's workloads. `None` when the mode is
+/// Off.
 pub(super) async fn read<C: Cloud>(
     policy: &OptimizationPolicy,
     pctx: &PolicyContext<C>,
 ) -> Result<Option<Usage>, Error> {
-    let Some((settings, url, window)) = validate(policy)? else {
+    let config = &pctx.base.config;
+    let Some((settings, url, window)) = validate(policy, config.rightsizing_apply)? else {
         return Ok(None);
     };
-    let options = PrometheusOptions {
-        proxies: Proxies::from_env(),
-        ..PrometheusOptions::new(&url)
-    };
+    let options = config.prometheus.options(&url, Proxies::from_env())?;
     let prom = Prometheus::new(&options)?;
     let read = crate::prometheus::read::read(&prom, None, window, Utc::now().timestamp()).await?;
-    let templates = workload_templates(&pctx.base.client).await?;
+    let excluded: BTreeSet<&str> = policy
+        .spec
+        .disruption
+        .exclude_namespaces
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let mut found = Found::default();
+    read_workloads(&pctx.base.client, &excluded, &mut found).await?;
     Ok(Some(Usage {
+        mode: policy.spec.rightsizing.mode,
         settings,
         read,
-        templates,
+        templates: found.templates,
+        states: found.states,
+        seen: found.seen,
     }))
 }
 
-/// Every Deployment's, StatefulSet's and CronJob's pod template as a running "pod" of the workload,
-/// once per replica (so the savings count each replica).
-async fn workload_templates(client: &kube::Client) -> Result<Vec<PodWorkload>, Error> {
-    let mut out = Vec::new();
+#[derive(Default)]
+struct Found {
+    templates: Vec<PodWorkload>,
+    states: Vec<apply::State>,
+    seen: BTreeMap<Workload, (Option<String>, Option<String>)>,
+}
+
+/// One workload object as read: its kind, metadata, pod template, replicas and whether a rollout is
+/// still going on.
+struct Object<'a> {
+    kind: WorkloadKind,
+    meta: &'a ObjectMeta,
+    template: Option<&'a PodTemplateSpec>,
+    replicas: i32,
+    rolling_out: bool,
+}
+
+/// Every Deployment, StatefulSet, DaemonSet and CronJob: its pod template as running "pods" of the
+/// workload (once per replica, so the savings count each replica) and its Apply state.
+async fn read_workloads(
+    client: &kube::Client,
+    excluded: &BTreeSet<&str>,
+    found: &mut Found,
+) -> Result<(), Error> {
     let list = ListParams::default();
+    let behind = |meta: &ObjectMeta, observed: Option<i64>| {
+        observed.unwrap_or(0) < meta.generation.unwrap_or(0)
+    };
     for d in Api::<Deployment>::all(client.clone()).list(&list).await? {
-        let spec = d.spec.as_ref();
-        let replicas = spec.and_then(|s| s.replicas).unwrap_or(1);
-        let template = spec.map(|s| s.template.clone());
-        push_template(
-            &mut out,
-            &d.metadata,
-            WorkloadKind::Deployment,
-            template,
-            replicas,
+        let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let status = d.status.clone().unwrap_or_default();
+        let rolling_out = behind(&d.metadata, status.observed_generation)
+            || status.updated_replicas.unwrap_or(0) < replicas
+            || status.available_replicas.unwrap_or(0) < replicas;
+        found.add(
+            Object {
+                kind: WorkloadKind::Deployment,
+                meta: &d.metadata,
+                template: d.spec.as_ref().map(|s| &s.template),
+                replicas,
+                rolling_out,
+            },
+            excluded,
         );
     }
     for s in Api::<StatefulSet>::all(client.clone()).list(&list).await? {
-        let spec = s.spec.as_ref();
-        let replicas = spec.and_then(|s| s.replicas).unwrap_or(1);
-        let template = spec.map(|s| s.template.clone());
-        push_template(
-            &mut out,
-            &s.metadata,
-            WorkloadKind::StatefulSet,
-            template,
-            replicas,
+        let replicas = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let status = s.status.clone().unwrap_or_default();
+        let rolling_out = behind(&s.metadata, status.observed_generation)
+            || status.updated_replicas.unwrap_or(0) < replicas
+            || status.current_revision != status.update_revision;
+        found.add(
+            Object {
+                kind: WorkloadKind::StatefulSet,
+                meta: &s.metadata,
+                template: s.spec.as_ref().map(|s| &s.template),
+                replicas,
+                rolling_out,
+            },
+            excluded,
+        );
+    }
+    for d in Api::<DaemonSet>::all(client.clone()).list(&list).await? {
+        let status = d.status.clone().unwrap_or_default();
+        let rolling_out = behind(&d.metadata, status.observed_generation)
+            || status.updated_number_scheduled.unwrap_or(0) < status.desired_number_scheduled
+            || status.number_unavailable.unwrap_or(0) > 0;
+        found.add(
+            Object {
+                kind: WorkloadKind::DaemonSet,
+                meta: &d.metadata,
+                template: d.spec.as_ref().map(|s| &s.template),
+                replicas: status.desired_number_scheduled.max(1),
+                rolling_out,
+            },
+            excluded,
         );
     }
     for c in Api::<CronJob>::all(client.clone()).list(&list).await? {
-        let template = c
-            .spec
-            .as_ref()
-            .and_then(|s| s.job_template.spec.as_ref())
-            .map(|j| j.template.clone());
-        push_template(&mut out, &c.metadata, WorkloadKind::CronJob, template, 1);
+        found.add(
+            Object {
+                kind: WorkloadKind::CronJob,
+                meta: &c.metadata,
+                template: c
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.job_template.spec.as_ref())
+                    .map(|j| &j.template),
+                replicas: 1,
+                rolling_out: false,
+            },
+            excluded,
+        );
     }
-    Ok(out)
+    Ok(())
 }
 
-fn push_template(
-    out: &mut Vec<PodWorkload>,
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    kind: WorkloadKind,
-    template: Option<PodTemplateSpec>,
-    replicas: i32,
-) {
-    let (Some(name), Some(template)) = (meta.name.clone(), template) else {
-        return;
+impl Found {
+    fn add(&mut self, object: Object<'_>, excluded: &BTreeSet<&str>) {
+        let meta = object.meta;
+        let (Some(name), Some(template)) = (meta.name.clone(), object.template) else {
+            return;
+        };
+        let namespace = meta.namespace.clone().unwrap_or_default();
+        let workload = Workload {
+            namespace: namespace.clone(),
+            kind: object.kind,
+            name: name.clone(),
+        };
+        let annotations = meta.annotations.clone().unwrap_or_default();
+        let pod = CorePod {
+            metadata: ObjectMeta {
+                name: Some(format!("{name}-template")),
+                namespace: Some(namespace.clone()),
+                ..Default::default()
+            },
+            spec: template.spec.clone(),
+            status: None,
+        };
+        if let Ok(mut as_pod) = crate::k8s::pod_workload(
+            &pod,
+            &format!("{} {namespace}/{name}", object.kind.as_str()),
+        ) {
+            as_pod.workload = Some(workload.clone());
+            as_pod.running = true;
+            for i in 0..object.replicas.max(0) {
+                let mut replica = as_pod.clone();
+                replica.name = format!("{}-{i}", replica.name);
+                self.templates.push(replica);
+            }
+        }
+        let mut control =
+            Control::from_annotation(annotations.get(RIGHTSIZING_CONTROL).map(String::as_str));
+        let previous = match annotations.get(RIGHTSIZING_PREVIOUS) {
+            None => BTreeMap::new(),
+            Some(text) => serde_json::from_str(text).unwrap_or_else(|e| {
+                // Never overwrite a record that cannot be read: the original values would be lost.
+                control = Control::Out(format!("unreadable {RIGHTSIZING_PREVIOUS}: {e}"));
+                BTreeMap::new()
+            }),
+        };
+        let changed_at = annotations
+            .get(RIGHTSIZED_AT)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc));
+        let containers = template
+            .spec
+            .as_ref()
+            .map(|s| s.containers.iter().map(container).collect())
+            .unwrap_or_default();
+        self.states.push(apply::State {
+            workload: workload.clone(),
+            containers,
+            control,
+            do_not_disrupt: crate::k8s::pod_forbids_disruption(meta)
+                || template
+                    .metadata
+                    .as_ref()
+                    .is_some_and(crate::k8s::pod_forbids_disruption),
+            excluded: excluded.contains(namespace.as_str()),
+            rolling_out: object.rolling_out && changed_at.is_some(),
+            changed_at,
+            previous,
+        });
+        self.seen.insert(
+            workload,
+            (
+                meta.resource_version.clone(),
+                annotations.get(RECOMMENDED_REQUESTS).cloned(),
+            ),
+        );
+    }
+}
+
+/// A container's resources as written and parsed (an unparsable quantity counts as not set: Apply
+/// leaves that field alone).
+fn container(c: &k8s_openapi::api::core::v1::Container) -> Container {
+    let resources = c.resources.clone().unwrap_or_default();
+    let text =
+        |map: &Option<
+            BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+        >,
+         key: &str| map.as_ref().and_then(|m| m.get(key)).map(|q| q.0.clone());
+    let written = Written {
+        cpu_request: text(&resources.requests, "cpu"),
+        memory_request: text(&resources.requests, "memory"),
+        cpu_limit: text(&resources.limits, "cpu"),
+        memory_limit: text(&resources.limits, "memory"),
     };
-    let namespace = meta.namespace.clone().unwrap_or_default();
-    let pod = CorePod {
-        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-            name: Some(format!("{name}-template")),
-            namespace: Some(namespace.clone()),
-            ..Default::default()
+    let cpu = |t: &Option<String>| {
+        t.as_deref()
+            .and_then(|t| crate::k8s::parse_cpu_millis(t).ok())
+    };
+    let memory = |t: &Option<String>| {
+        t.as_deref()
+            .and_then(|t| crate::k8s::parse_memory_bytes(t).ok())
+    };
+    Container {
+        name: c.name.clone(),
+        requests: Requests {
+            cpu_millis: cpu(&written.cpu_request),
+            memory_bytes: memory(&written.memory_request),
         },
-        spec: template.spec,
-        status: None,
-    };
-    let Ok(mut workload) =
-        crate::k8s::pod_workload(&pod, &format!("{} {namespace}/{name}", kind.as_str()))
-    else {
-        return;
-    };
-    workload.workload = Some(crate::engine::rightsizing::Workload {
-        namespace,
-        kind,
-        name,
-    });
-    workload.running = true;
-    for i in 0..replicas.max(0) {
-        let mut replica = workload.clone();
-        replica.name = format!("{}-{i}", replica.name);
-        out.push(replica);
+        limits: Requests {
+            cpu_millis: cpu(&written.cpu_limit),
+            memory_bytes: memory(&written.memory_limit),
+        },
+        written,
     }
 }
 
@@ -193,18 +351,24 @@ pub(super) fn plan(usage: &Usage, nodes: &[crate::engine::snapshot::Node]) -> Ve
         .collect()
 }
 
-/// `250m`, `2`.
-fn cpu_text(millis: u64) -> String {
-    if millis.is_multiple_of(1000) {
-        format!("{}", millis / 1000)
+/// decide (pure): what Apply changes and what is reverted this pass. In Recommend mode only reverts
+/// (a workload changed while the policy was on Apply can still be put back).
+pub(super) fn decide(
+    usage: &Usage,
+    recs: &[Recommendation],
+    now: chrono::DateTime<Utc>,
+    rollouts_allowed: Option<usize>,
+) -> Vec<(Workload, Change)> {
+    let rules = Rules {
+        rollouts_allowed,
+        ..Rules::default()
+    };
+    let recs: &[Recommendation] = if usage.mode == RightsizingMode::Apply {
+        recs
     } else {
-        format!("{millis}m")
-    }
-}
-
-/// `360Mi`.
-fn memory_text(bytes: u64) -> String {
-    format!("{}Mi", bytes.div_ceil(crate::engine::rightsizing::MIB))
+        &[]
+    };
+    apply::decide(&usage.states, recs, now, &rules)
 }
 
 /// The status form of the top recommendations.
@@ -228,9 +392,7 @@ pub(super) fn status_recommendations(recs: &[Recommendation]) -> Vec<StatusRecom
 }
 
 /// The annotation value per workload: `{"<container>":{"cpu":"120m","memory":"360Mi"},...}`.
-pub(super) fn annotations(
-    recs: &[Recommendation],
-) -> BTreeMap<crate::engine::rightsizing::Workload, String> {
+pub(super) fn annotations(recs: &[Recommendation]) -> BTreeMap<Workload, String> {
     let mut by_workload: BTreeMap<_, serde_json::Map<String, serde_json::Value>> = BTreeMap::new();
     for r in recs {
         let target = r.target();
@@ -252,43 +414,274 @@ pub(super) fn annotations(
         .collect()
 }
 
-/// act: annotate the workloads (not in dry run), record one Event; returns the notes for the Ready
-/// message and the status recommendations.
+/// The strategic-merge patch of a change: the container fields (merged by container name), the
+/// annotations, and the resourceVersion it was decided on.
+pub(super) fn change_patch(
+    kind: WorkloadKind,
+    set: &BTreeMap<String, Written>,
+    annotations: serde_json::Value,
+    resource_version: Option<&str>,
+) -> serde_json::Value {
+    let containers: Vec<serde_json::Value> = set
+        .iter()
+        .map(|(name, w)| {
+            let pick = |pairs: [(&str, &Option<String>); 2]| {
+                pairs
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k.to_string(), serde_json::Value::from(v.clone()?))))
+                    .collect::<serde_json::Map<_, _>>()
+            };
+            let mut resources = serde_json::Map::new();
+            let requests = pick([("cpu", &w.cpu_request), ("memory", &w.memory_request)]);
+            let limits = pick([("cpu", &w.cpu_limit), ("memory", &w.memory_limit)]);
+            if !requests.is_empty() {
+                resources.insert("requests".into(), requests.into());
+            }
+            if !limits.is_empty() {
+                resources.insert("limits".into(), limits.into());
+            }
+            serde_json::json!({"name": name, "resources": resources})
+        })
+        .collect();
+    let pod_spec = serde_json::json!({"template": {"spec": {"containers": containers}}});
+    let spec = if kind == WorkloadKind::CronJob {
+        serde_json::json!({"jobTemplate": {"spec": pod_spec}})
+    } else {
+        pod_spec
+    };
+    let mut metadata = serde_json::json!({"annotations": annotations});
+    if let Some(rv) = resource_version {
+        metadata["resourceVersion"] = rv.into();
+    }
+    serde_json::json!({"metadata": metadata, "spec": spec})
+}
+
+/// `app: cpu 1 -> 250m, memory 1Gi -> 360Mi` for each container.
+fn describe(from: &BTreeMap<String, Written>, to: &BTreeMap<String, Written>) -> String {
+    to.iter()
+        .map(|(name, w)| {
+            let was = from.get(name).cloned().unwrap_or_default();
+            let mut parts = Vec::new();
+            for (what, old, new) in [
+                ("cpu", &was.cpu_request, &w.cpu_request),
+                ("memory", &was.memory_request, &w.memory_request),
+                ("cpu limit", &was.cpu_limit, &w.cpu_limit),
+                ("memory limit", &was.memory_limit, &w.memory_limit),
+            ] {
+                if let Some(new) = new {
+                    parts.push(format!("{what} {} -> {new}", old.as_deref().unwrap_or("-")));
+                }
+            }
+            format!("{name}: {}", parts.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn object_ref(w: &Workload) -> ObjectReference {
+    let api_version = match w.kind {
+        WorkloadKind::CronJob | WorkloadKind::Job => "batch/v1",
+        _ => "apps/v1",
+    };
+    ObjectReference {
+        api_version: Some(api_version.into()),
+        kind: Some(w.kind.as_str().into()),
+        namespace: Some(w.namespace.clone()),
+        name: Some(w.name.clone()),
+        ..Default::default()
+    }
+}
+
+/// Strategic-merge `patch` into the workload.
+async fn patch_workload(
+    client: &kube::Client,
+    w: &Workload,
+    patch: &serde_json::Value,
+) -> Result<(), kube::Error> {
+    let params = PatchParams {
+        field_manager: Some(crate::controllers::FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    let patch = Patch::Strategic(patch);
+    let (ns, name) = (w.namespace.as_str(), w.name.as_str());
+    match w.kind {
+        WorkloadKind::Deployment => Api::<Deployment>::namespaced(client.clone(), ns)
+            .patch(name, &params, &patch)
+            .await
+            .map(drop),
+        WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(client.clone(), ns)
+            .patch(name, &params, &patch)
+            .await
+            .map(drop),
+        WorkloadKind::DaemonSet => Api::<DaemonSet>::namespaced(client.clone(), ns)
+            .patch(name, &params, &patch)
+            .await
+            .map(drop),
+        WorkloadKind::CronJob => Api::<CronJob>::namespaced(client.clone(), ns)
+            .patch(name, &params, &patch)
+            .await
+            .map(drop),
+        WorkloadKind::ReplicaSet | WorkloadKind::Job => Ok(()),
+    }
+}
+
+/// act: annotate the workloads whose recommendation changed, carry out `changes` (not in dry run),
+/// record Events and metrics; returns the notes for the Ready message and the status
+/// recommendations.
 pub(super) async fn act<C: Cloud>(
     pctx: &PolicyContext<C>,
     policy: &OptimizationPolicy,
+    usage: &Usage,
     recs: &[Recommendation],
+    changes: &[(Workload, Change)],
     dry_run: bool,
 ) -> (Vec<String>, Vec<StatusRecommendation>) {
     let mut notes = Vec::new();
     let client = &pctx.base.client;
+    let metrics = &pctx.base.metrics;
     let mut annotated = 0;
+    let seen = |w: &Workload| usage.seen.get(w).cloned().unwrap_or_default();
     if !dry_run {
         for (workload, value) in annotations(recs) {
+            if seen(&workload).1.as_deref() == Some(value.as_str()) {
+                continue;
+            }
+            if !matches!(
+                workload.kind,
+                WorkloadKind::Deployment
+                    | WorkloadKind::StatefulSet
+                    | WorkloadKind::DaemonSet
+                    | WorkloadKind::CronJob
+            ) {
+                continue;
+            }
             let patch =
                 serde_json::json!({"metadata": {"annotations": {RECOMMENDED_REQUESTS: value}}});
-            let params = PatchParams::default();
-            let (ns, name) = (workload.namespace.as_str(), workload.name.as_str());
-            let result = match workload.kind {
-                WorkloadKind::Deployment => Api::<Deployment>::namespaced(client.clone(), ns)
-                    .patch(name, &params, &Patch::Merge(&patch))
-                    .await
-                    .map(drop),
-                WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(client.clone(), ns)
-                    .patch(name, &params, &Patch::Merge(&patch))
-                    .await
-                    .map(drop),
-                WorkloadKind::CronJob => Api::<CronJob>::namespaced(client.clone(), ns)
-                    .patch(name, &params, &Patch::Merge(&patch))
-                    .await
-                    .map(drop),
-                _ => continue,
-            };
-            match result {
+            match patch_workload(client, &workload, &patch).await {
                 Ok(()) => annotated += 1,
                 Err(e) => notes.push(format!("annotating {workload}: {e}")),
             }
         }
+    }
+    let (mut applied, mut reverted, mut failed) = (0, 0, 0);
+    let mut held: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let states: BTreeMap<&Workload, &apply::State> =
+        usage.states.iter().map(|s| (&s.workload, s)).collect();
+    for (workload, change) in changes {
+        let current: BTreeMap<String, Written> = states
+            .get(workload)
+            .map(|s| {
+                s.containers
+                    .iter()
+                    .map(|c| (c.name.clone(), c.written.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (action, patch, summary) = match change {
+            Change::Skip(skip) => {
+                *held.entry(skip.reason()).or_default() += 1;
+                if let Skip::OptedOut(why) = skip
+                    && why.starts_with("unreadable")
+                {
+                    notes.push(format!("right-sizing leaves {workload} alone: {why}"));
+                }
+                continue;
+            }
+            Change::Apply {
+                set, previous, oom, ..
+            } => {
+                let record = serde_json::to_string(previous).unwrap_or_default();
+                let annotations = serde_json::json!({
+                    RIGHTSIZING_PREVIOUS: record,
+                    RIGHTSIZED_AT: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                });
+                let summary = format!(
+                    "{}{}",
+                    describe(&current, set),
+                    if *oom { " (OOM bump)" } else { "" }
+                );
+                (
+                    "apply",
+                    change_patch(workload.kind, set, annotations, seen(workload).0.as_deref()),
+                    summary,
+                )
+            }
+            Change::Revert { set } => {
+                let annotations = serde_json::json!({
+                    RIGHTSIZING_PREVIOUS: null,
+                    RIGHTSIZED_AT: null,
+                    RIGHTSIZING_CONTROL: "reverted",
+                });
+                let summary = if set.is_empty() {
+                    "nothing was recorded to restore".to_string()
+                } else {
+                    describe(&current, set)
+                };
+                (
+                    "revert",
+                    change_patch(workload.kind, set, annotations, seen(workload).0.as_deref()),
+                    summary,
+                )
+            }
+        };
+        if dry_run {
+            metrics
+                .rightsizing_changes
+                .with_label_values(&[action, "dry_run"])
+                .inc();
+            notes.push(format!("dry run: would {action} {workload}: {summary}"));
+            continue;
+        }
+        let (reason, warning, note, result) = match patch_workload(client, workload, &patch).await {
+            Ok(()) if action == "apply" => {
+                applied += 1;
+                (
+                    "RightsizingApplied",
+                    false,
+                    format!(
+                        "{summary}; previous values in {RIGHTSIZING_PREVIOUS}; to undo: kubectl annotate {} {} {RIGHTSIZING_CONTROL}=revert",
+                        workload.kind.as_str().to_lowercase(),
+                        workload.name
+                    ),
+                    "ok",
+                )
+            }
+            Ok(()) => {
+                reverted += 1;
+                (
+                    "RightsizingReverted",
+                    false,
+                    format!(
+                        "{summary}; {RIGHTSIZING_CONTROL} set to reverted, remove it to let Apply manage the workload again"
+                    ),
+                    "ok",
+                )
+            }
+            Err(e) => {
+                failed += 1;
+                let why = match &e {
+                    kube::Error::Api(s) if s.code == 409 => {
+                        "it changed since it was read; decided again next pass".to_string()
+                    }
+                    kube::Error::Api(s) => format!("HTTP {}: {}", s.code, s.message),
+                    e => e.to_string(),
+                };
+                notes.push(format!("right-sizing could not {action} {workload}: {why}"));
+                (
+                    "RightsizingFailed",
+                    true,
+                    format!("could not {action} ({summary}): {why}"),
+                    "error",
+                )
+            }
+        };
+        metrics
+            .rightsizing_changes
+            .with_label_values(&[action, result])
+            .inc();
+        pctx.base
+            .event(&object_ref(workload), warning, reason, note)
+            .await;
     }
     let total: f64 = recs.iter().map(|r| r.monthly_savings).sum();
     let top = recs.first().map(|r| {
@@ -303,7 +696,7 @@ pub(super) async fn act<C: Cloud>(
             target.memory_bytes.map_or("-".into(), memory_text),
         )
     });
-    let note = format!(
+    let mut note = format!(
         "{}right-sizing: {} container recommendations, ${total:.2}/month of requests freed; {}{}",
         if dry_run { "dry run: " } else { "" },
         recs.len(),
@@ -314,6 +707,21 @@ pub(super) async fn act<C: Cloud>(
         },
         top.unwrap_or_default()
     );
+    if usage.mode == RightsizingMode::Apply || reverted + failed > 0 {
+        note.push_str(&format!(
+            "; applied {applied}, reverted {reverted}, failed {failed}"
+        ));
+        if !held.is_empty() {
+            let held: Vec<String> = held.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            note.push_str(&format!(", held: {}", held.join(", ")));
+        }
+    }
+    for reason in Skip::REASONS {
+        metrics
+            .rightsizing_held
+            .with_label_values(&[&policy.name_any(), reason])
+            .set(held.get(reason).copied().unwrap_or(0) as i64);
+    }
     if !recs.is_empty() {
         pctx.base
             .event(
@@ -331,7 +739,7 @@ pub(super) async fn act<C: Cloud>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::rightsizing::{GIB, MIB, Requests, Sample, Workload};
+    use crate::engine::rightsizing::{GIB, MIB, Sample};
     use crate::k8s::ContainerRequests;
     use crate::prometheus::response::Series;
     use crate::prometheus::usage::{Observed, Owners};
@@ -345,17 +753,22 @@ mod tests {
 
     #[test]
     fn validate_names_the_field_and_off_reads_nothing() {
-        assert!(validate(&policy("{mode: Off}")).expect("valid").is_none());
-        let no_url = validate(&policy("{mode: Recommend}")).expect_err("refused");
+        assert!(
+            validate(&policy("{mode: Off}"), false)
+                .expect("valid")
+                .is_none()
+        );
+        let no_url = validate(&policy("{mode: Recommend}"), false).expect_err("refused");
         assert!(
             no_url
                 .to_string()
                 .starts_with("spec.rightsizing.prometheusUrl:"),
             "{no_url}"
         );
-        let bad = validate(&policy(
-            "{mode: Recommend, prometheusUrl: 'http://p:9090', minCpu: x}",
-        ))
+        let bad = validate(
+            &policy("{mode: Recommend, prometheusUrl: 'http://p:9090', minCpu: x}"),
+            false,
+        )
         .expect_err("refused");
         assert!(
             bad.to_string().starts_with("spec.rightsizing.minCpu:"),
@@ -365,12 +778,18 @@ mod tests {
             matches!(bad, Error::Invalid { .. }),
             "waits for a change to the spec"
         );
-        let apply = validate(&policy("{mode: Apply, prometheusUrl: 'http://p:9090'}"))
-            .expect_err("refused");
-        assert!(apply.to_string().contains("not implemented"), "{apply}");
-        let (settings, url, window) = validate(&policy(
-            "{mode: Recommend, prometheusUrl: 'http://p:9090', window: 7d}",
-        ))
+        let apply = "{mode: Apply, prometheusUrl: 'http://p:9090'}";
+        let refused = validate(&policy(apply), false).expect_err("refused without the flag");
+        assert!(
+            refused.to_string().starts_with("spec.rightsizing.mode:")
+                && refused.to_string().contains("rightsizing.apply.enabled"),
+            "{refused}"
+        );
+        assert!(validate(&policy(apply), true).expect("valid").is_some());
+        let (settings, url, window) = validate(
+            &policy("{mode: Recommend, prometheusUrl: 'http://p:9090', window: 7d}"),
+            false,
+        )
         .expect("valid")
         .expect("on");
         assert_eq!(url, "http://p:9090");
@@ -445,6 +864,9 @@ mod tests {
             samples: vec![Sample { at: 0, value: 1.0 }],
         };
         let usage = Usage {
+            mode: RightsizingMode::Recommend,
+            states: Vec::new(),
+            seen: BTreeMap::new(),
             settings: RsSettings::default(),
             read: Read {
                 observed: Observed {

@@ -56,6 +56,7 @@ pub fn settings(policy: &OptimizationPolicy) -> Result<Settings, Error> {
                 ApiReason::Underutilized => "Underutilized",
                 // Replacements are budgeted under the engine's replace-a-node reason.
                 ApiReason::Replaced => "Drifted",
+                ApiReason::Rightsized => "Rightsized",
             })
             .map(str::to_string)
             .collect();

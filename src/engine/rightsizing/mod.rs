@@ -16,6 +16,7 @@
 //!
 //! The function is pure and deterministic: the same samples in any order give the same recommendation.
 
+pub mod apply;
 pub mod owners;
 pub mod prices;
 
