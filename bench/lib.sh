@@ -54,8 +54,11 @@ bench_e2e_env() {
 }
 
 # Runs one test of an e2e test executable from the shared build: bench_e2e <target> <test> [--ignored].
+# libtest prints `test <name> ... ` without a newline before the test's own output; that prefix is cut
+# so that every line the test prints starts a line.
 bench_e2e() {
     local target=$1 name=$2
     shift 2
-    "${BENCH_EXE[$target]}" --exact "$name" --nocapture --test-threads=1 "$@" 2>&1
+    "${BENCH_EXE[$target]}" --exact "$name" --nocapture --test-threads=1 "$@" 2>&1 |
+        sed 's/^test [^ ]* \.\.\. //'
 }
