@@ -4,7 +4,8 @@
 # taken between a target and a figure of this run, or between two figures of this run (Karpenter and
 # CloudOptim on one input); a figure measured elsewhere is shown for context only, marked so.
 #
-#   bench/run.sh                          # everything (about 30-60 min on 2 cores, Karpenter dominates)
+#   bench/run.sh                          # everything: about 13 min on 2 cores with KARPENTER_PODS=5000,
+#                                         # about 25 min more at the default 20,000 (Karpenter ~1 min/Solve)
 #   bench/run.sh consolidation ranking    # some of: consolidation ranking hub karpenter interruptions
 #                                         #          fleet hibernation scale
 #   KARPENTER_PODS=5000 CLOUDOPTIM_SCALE_NODES=2000 bench/run.sh
