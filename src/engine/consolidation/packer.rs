@@ -25,15 +25,55 @@ use crate::engine::snapshot::{
 use super::context::{FxMap, Interner};
 use super::tree::{DISABLED, FitTree};
 
-/// An instance type offered in every zone.
+/// An instance type: what it holds and where it is offered at what price.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstanceShape {
     /// Name.
     pub name: String,
-    /// Allocatable CPU and memory, and pod slots.
+    /// CPU and memory of the machine, and its pod slots (the per-type pod cap).
     pub capacity: Resources,
+    /// CPU and memory reserved for the system (kubelet, eviction threshold); `pods` is ignored.
+    pub overhead: Resources,
+    /// Where it can be launched; a type without an available offering in a zone is never used there.
+    pub offerings: Vec<Offering>,
+}
+
+impl InstanceShape {
+    /// What pods may use: capacity less overhead, all pod slots.
+    pub fn allocatable(&self) -> Resources {
+        Resources {
+            cpu_millis: self
+                .capacity
+                .cpu_millis
+                .saturating_sub(self.overhead.cpu_millis),
+            memory_bytes: self
+                .capacity
+                .memory_bytes
+                .saturating_sub(self.overhead.memory_bytes),
+            pods: self.capacity.pods,
+        }
+    }
+
+    /// The cheapest available offering in `zone` (Spot first on equal prices).
+    pub fn cheapest_offering(&self, zone: usize) -> Option<&Offering> {
+        self.offerings
+            .iter()
+            .filter(|o| o.available && o.zone == zone)
+            .min_by(|a, b| a.price.total_cmp(&b.price).then(b.spot.cmp(&a.spot)))
+    }
+}
+
+/// One (zone, capacity type) in which a type can be launched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Offering {
+    /// Index into the zones.
+    pub zone: usize,
+    /// Spot (`true`) or on-demand.
+    pub spot: bool,
     /// USD per hour.
     pub price: f64,
+    /// Whether it can be launched now.
+    pub available: bool,
 }
 
 /// A pending pod (all in one namespace).
@@ -59,6 +99,10 @@ pub struct PackedNode {
     pub instance_type: usize,
     /// Index into the zones.
     pub zone: usize,
+    /// The offering it launches with: Spot or on-demand.
+    pub spot: bool,
+    /// USD per hour of that offering.
+    pub price: f64,
     /// Indices of its pods.
     pub pods: Vec<usize>,
 }
@@ -70,6 +114,13 @@ pub struct Packing {
     pub nodes: Vec<PackedNode>,
     /// Pods no instance type can hold.
     pub unschedulable: Vec<usize>,
+}
+
+impl Packing {
+    /// USD per hour of all new nodes.
+    pub fn hourly_cost(&self) -> f64 {
+        self.nodes.iter().map(|n| n.price).sum()
+    }
 }
 
 /// A topology spread of a pod, interned.
@@ -128,8 +179,9 @@ impl State {
     }
 
     /// Recompute `node`'s leaf in every signature's tree of its zone.
-    fn refresh(&mut self, signatures: &[Signature], node: usize, largest: Resources) {
+    fn refresh(&mut self, signatures: &[Signature], node: usize, limits: &[Resources]) {
         let used = self.used[node];
+        let largest = limits[self.node_zone[node]];
         let free = if used.pods >= largest.pods {
             DISABLED
         } else {
@@ -149,7 +201,7 @@ impl State {
         }
     }
 
-    fn open(&mut self, signatures: &[Signature], zone: usize, largest: Resources) -> usize {
+    fn open(&mut self, signatures: &[Signature], zone: usize, limits: &[Resources]) -> usize {
         let node = self.used.len();
         self.node_zone.push(zone);
         self.node_leaf.push(self.zone_len[zone]);
@@ -160,7 +212,7 @@ impl State {
         for trees in &mut self.trees {
             trees[zone].ensure_len(self.zone_len[zone]);
         }
-        self.refresh(signatures, node, largest);
+        self.refresh(signatures, node, limits);
         node
     }
 }
@@ -168,12 +220,8 @@ impl State {
 /// Pack `pods` onto new nodes of `types` across `zones` zones.
 pub fn pack(pods: &[PendingPod], types: &[InstanceShape], zones: usize) -> Packing {
     let zones = zones.max(1);
-    let Some(largest) = largest(types) else {
-        return Packing {
-            nodes: Vec::new(),
-            unschedulable: (0..pods.len()).collect(),
-        };
-    };
+    // Per zone, the size of an open node there (zero where no type is offered).
+    let limits: Vec<Resources> = (0..zones).map(|z| largest(types, z)).collect();
     // Selectors (spread, anti-affinity, affinity) are evaluated once per distinct label set.
     let conjunctions: Vec<Option<LabelSelector>> =
         pods.iter().map(|p| conjunction(&p.zone_affinity)).collect();
@@ -293,6 +341,7 @@ pub fn pack(pods: &[PendingPod], types: &[InstanceShape], zones: usize) -> Packi
                         }
                     });
                     attracted
+                        && request.fits_within(limits[z])
                         && spreads[p].iter().filter(|g| g.zone).all(|g| {
                             let counts = &state.zone_counts[g.selector as usize];
                             let min = counts.iter().copied().min().unwrap_or(0);
@@ -305,7 +354,7 @@ pub fn pack(pods: &[PendingPod], types: &[InstanceShape], zones: usize) -> Packi
                 deferred.push(p);
                 continue;
             }
-            if !request.fits_within(largest) || allowed.is_empty() {
+            if allowed.is_empty() {
                 unschedulable.push(p);
                 continue;
             }
@@ -324,7 +373,7 @@ pub fn pack(pods: &[PendingPod], types: &[InstanceShape], zones: usize) -> Packi
                 Some(node) => node,
                 None => {
                     let zone = best_zone(&state, &spreads[p], &matches, set, &allowed);
-                    let node = state.open(&signatures, zone, largest);
+                    let node = state.open(&signatures, zone, &limits);
                     zone_nodes[zone].push(node);
                     node
                 }
@@ -343,20 +392,23 @@ pub fn pack(pods: &[PendingPod], types: &[InstanceShape], zones: usize) -> Packi
                     .entry(node as u32)
                     .or_insert(0) += 1;
             }
-            state.refresh(&signatures, node, largest);
+            state.refresh(&signatures, node, &limits);
         }
     }
-    let nodes = state
-        .used
-        .iter()
-        .zip(state.pods_on)
-        .zip(state.node_zone)
-        .map(|((used, pods), zone)| PackedNode {
-            instance_type: cheapest(types, *used),
-            zone,
-            pods,
-        })
-        .collect();
+    let mut nodes = Vec::with_capacity(state.used.len());
+    for ((used, pods), zone) in state.used.iter().zip(state.pods_on).zip(state.node_zone) {
+        match cheapest(types, *used, zone) {
+            Some((instance_type, offering)) => nodes.push(PackedNode {
+                instance_type,
+                zone,
+                spot: offering.spot,
+                price: offering.price,
+                pods,
+            }),
+            // Only when no single type is as large as the zone's component-wise largest.
+            None => unschedulable.extend(pods),
+        }
+    }
     Packing {
         nodes,
         unschedulable,
@@ -389,24 +441,31 @@ fn signed(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// The component-wise largest capacity any type offers (the size of an open node).
-fn largest(types: &[InstanceShape]) -> Option<Resources> {
-    types.iter().map(|t| t.capacity).reduce(|a, b| Resources {
-        cpu_millis: a.cpu_millis.max(b.cpu_millis),
-        memory_bytes: a.memory_bytes.max(b.memory_bytes),
-        pods: a.pods.max(b.pods),
-    })
+/// The component-wise largest allocatable of the types offered in `zone` (the size of an open node
+/// there; zero when none is). When one type is the largest in every dimension, as in every real family,
+/// each node fits it; otherwise a node may hold more than any one type, and its pods are reported
+/// unschedulable rather than overcommitted.
+fn largest(types: &[InstanceShape], zone: usize) -> Resources {
+    types
+        .iter()
+        .filter(|t| t.cheapest_offering(zone).is_some())
+        .map(InstanceShape::allocatable)
+        .fold(Resources::default(), |a, b| Resources {
+            cpu_millis: a.cpu_millis.max(b.cpu_millis),
+            memory_bytes: a.memory_bytes.max(b.memory_bytes),
+            pods: a.pods.max(b.pods),
+        })
 }
 
-/// The cheapest type that holds `used` (the largest when none does, which cannot happen for packings
-/// built within one type's capacity).
-fn cheapest(types: &[InstanceShape], used: Resources) -> usize {
+/// The type and offering in `zone` with the lowest price whose allocatable holds `used` (the first type
+/// on ties).
+fn cheapest(types: &[InstanceShape], used: Resources, zone: usize) -> Option<(usize, &Offering)> {
     types
         .iter()
         .enumerate()
-        .filter(|(_, t)| used.fits_within(t.capacity))
+        .filter(|(_, t)| used.fits_within(t.allocatable()))
+        .filter_map(|(i, t)| Some((i, t.cheapest_offering(zone)?)))
         .min_by(|a, b| a.1.price.total_cmp(&b.1.price).then(a.0.cmp(&b.0)))
-        .map_or(0, |(i, _)| i)
 }
 
 /// The zone where the pod's zone spreads are least loaded (first zone on ties).
@@ -434,20 +493,41 @@ fn best_zone(
         .unwrap_or(0)
 }
 
-/// Karpenter's benchmark instance types: type `i` has `i + 1` vCPU and `2(i + 1)` GiB, 110 pods, and
-/// costs in proportion to its size.
+/// Karpenter's benchmark instance types (`fake.InstanceTypes`): type `i` has `i + 1` vCPU, `2(i + 1)`
+/// GiB and `10(i + 1)` pod slots, 100m CPU and 10 MiB reserved, and five offerings at one price
+/// (0.1 per vCPU plus 0.1 per 10^9 bytes of memory): Spot in zones 0 and 1, on-demand in zones 0, 1
+/// and 2.
 pub fn karpenter_types(count: usize) -> Vec<InstanceShape> {
     (0..count)
         .map(|i| {
             let size = i as u64 + 1;
+            let memory_bytes = (size * 2) << 30;
+            let price = 0.1 * size as f64 + 0.1 * memory_bytes as f64 / 1e9;
+            let offer = |zone, spot| Offering {
+                zone,
+                spot,
+                price,
+                available: true,
+            };
             InstanceShape {
                 name: format!("fake-it-{i}"),
                 capacity: Resources {
                     cpu_millis: size * 1000,
-                    memory_bytes: (size * 2) << 30,
-                    pods: 110,
+                    memory_bytes,
+                    pods: (i as u32 + 1) * 10,
                 },
-                price: size as f64 * 0.05,
+                overhead: Resources {
+                    cpu_millis: 100,
+                    memory_bytes: 10 << 20,
+                    pods: 0,
+                },
+                offerings: vec![
+                    offer(0, true),
+                    offer(1, true),
+                    offer(0, false),
+                    offer(1, false),
+                    offer(2, false),
+                ],
             }
         })
         .collect()
@@ -551,16 +631,19 @@ mod tests {
             let used = n.pods.iter().fold(Resources::default(), |a, &p| {
                 a.saturating_add(pods[p].requests)
             });
-            assert!(
-                used.fits_within(types[n.instance_type].capacity),
-                "node overcommitted"
+            let chosen = &types[n.instance_type];
+            assert!(used.fits_within(chosen.allocatable()), "node overcommitted");
+            assert_eq!(
+                chosen.cheapest_offering(n.zone).map(|o| o.price),
+                Some(n.price),
+                "the node pays its type's cheapest offering in its zone"
             );
-            if n.instance_type > 0 {
-                assert!(
-                    !used.fits_within(types[n.instance_type - 1].capacity),
-                    "a cheaper type would do"
-                );
-            }
+            assert!(
+                types.iter().all(|t| !used.fits_within(t.allocatable())
+                    || t.cheapest_offering(n.zone)
+                        .is_none_or(|o| o.price >= n.price)),
+                "a cheaper type would do"
+            );
             for &p in &n.pods {
                 assert!(!seen[p], "pod placed twice");
                 seen[p] = true;
@@ -706,6 +789,112 @@ mod tests {
             },
             3,
         );
+    }
+
+    fn generic_pods(count: usize, cpu_millis: u64) -> Vec<PendingPod> {
+        (0..count)
+            .map(|_| PendingPod {
+                requests: Resources::pod(cpu_millis, 100 << 20),
+                labels: Labels::new(),
+                spread: Vec::new(),
+                anti_affinity: Vec::new(),
+                zone_affinity: Vec::new(),
+            })
+            .collect()
+    }
+
+    fn shape(
+        cpu_millis: u64,
+        pods: u32,
+        overhead_millis: u64,
+        offerings: Vec<Offering>,
+    ) -> InstanceShape {
+        InstanceShape {
+            name: format!("t-{cpu_millis}"),
+            capacity: Resources {
+                cpu_millis,
+                memory_bytes: 64 << 30,
+                pods,
+            },
+            overhead: Resources {
+                cpu_millis: overhead_millis,
+                memory_bytes: 0,
+                pods: 0,
+            },
+            offerings,
+        }
+    }
+
+    fn on_demand(zone: usize, price: f64) -> Offering {
+        Offering {
+            zone,
+            spot: false,
+            price,
+            available: true,
+        }
+    }
+
+    #[test]
+    fn overhead_takes_room_from_every_node() {
+        // 2000m less 500m of overhead holds three 500m pods, not four.
+        let types = [shape(2000, 100, 500, vec![on_demand(0, 1.0)])];
+        let packing = pack(&generic_pods(10, 500), &types, 1);
+        assert!(packing.unschedulable.is_empty());
+        assert_eq!(packing.nodes.len(), 4);
+        assert!(packing.nodes.iter().all(|n| n.pods.len() <= 3));
+    }
+
+    #[test]
+    fn a_types_pod_cap_bounds_its_nodes() {
+        let types = [shape(64_000, 2, 0, vec![on_demand(0, 1.0)])];
+        let packing = pack(&generic_pods(10, 100), &types, 1);
+        assert_eq!(packing.nodes.len(), 5);
+        assert!(packing.nodes.iter().all(|n| n.pods.len() == 2));
+    }
+
+    #[test]
+    fn nodes_open_only_where_a_type_is_offered_and_pay_its_cheapest_offering() {
+        let spot = Offering {
+            spot: true,
+            price: 0.3,
+            ..on_demand(1, 0.3)
+        };
+        let types = [shape(
+            4000,
+            100,
+            0,
+            vec![on_demand(1, 1.0), spot, on_demand(2, 0.9)],
+        )];
+        let packing = pack(&generic_pods(6, 1000), &types, 3);
+        assert!(packing.unschedulable.is_empty());
+        assert_eq!(packing.nodes.len(), 2);
+        assert!(
+            packing
+                .nodes
+                .iter()
+                .all(|n| n.zone == 1 && n.spot && n.price == 0.3)
+        );
+        assert!((packing.hourly_cost() - 0.6).abs() < 1e-9);
+        // Unavailable offerings do not count.
+        let mut gone = types.clone();
+        gone[0]
+            .offerings
+            .iter_mut()
+            .for_each(|o| o.available = false);
+        assert_eq!(pack(&generic_pods(2, 1000), &gone, 3).unschedulable, [0, 1]);
+    }
+
+    #[test]
+    fn the_cheapest_type_in_the_nodes_zone_is_chosen() {
+        // The small type is cheaper but not offered in zone 0, where the pods go first.
+        let types = [
+            shape(2000, 100, 0, vec![on_demand(1, 0.1)]),
+            shape(8000, 100, 0, vec![on_demand(0, 0.5), on_demand(1, 0.5)]),
+        ];
+        let packing = pack(&generic_pods(1, 1000), &types, 2);
+        assert_eq!(packing.nodes.len(), 1);
+        assert_eq!(packing.nodes[0].zone, 0);
+        assert_eq!(packing.nodes[0].instance_type, 1);
     }
 
     #[test]
