@@ -195,6 +195,9 @@ struct State<'a> {
     anti_owners: Vec<PodId>,
     /// Some pod has required pod affinity or such anti-affinity (else those checks are skipped).
     inter_pod_terms: bool,
+    /// Nodes the removal plan moves pods to, whatever their keep reason says (a node above the
+    /// threshold receives pods and stays `AboveThreshold`): never replaced.
+    receiving: BTreeSet<NodeId>,
 }
 
 /// Where a pod runs in the end state.
@@ -280,6 +283,7 @@ impl<'a> State<'a> {
             new_nodes: Vec::new(),
             anti_owners,
             inter_pod_terms,
+            receiving: plan.moves.iter().map(|m| m.to).collect(),
         }
     }
 
@@ -295,7 +299,7 @@ impl<'a> State<'a> {
                     KeepReason::AboveThreshold { .. }
                         | KeepReason::NotEmpty { .. }
                         | KeepReason::NoRoom { .. }
-                )
+                ) && !self.receiving.contains(&k.node)
             })
             .filter_map(|k| {
                 let node = &self.snapshot.nodes[k.node.index()];
@@ -519,6 +523,7 @@ impl<'a> State<'a> {
                 !k.reason.pins_node()
                     && !matches!(k.reason, KeepReason::Destination { .. })
                     && !taken.contains(&k.node)
+                    && !self.receiving.contains(&k.node)
                     && self.snapshot.nodes[k.node.index()].capacity_type == CapacityType::OnDemand
             })
             .filter_map(|k| self.to_spot(k.node))
