@@ -50,16 +50,8 @@ pub(super) async fn pass<C: Cloud>(
             inputs.snapshot.nodes.len()
         ));
     }
-    let (zombies, zombie_notes) = handle_zombies(
-        pctx,
-        policy,
-        dry_run,
-        &settings,
-        &inputs.all_node_ids,
-        &previous,
-        &inputs.catalog,
-    )
-    .await?;
+    let (zombies, zombie_notes) =
+        handle_zombies(pctx, policy, dry_run, &settings, &inputs, &previous).await?;
     notes.extend(zombie_notes);
     let recs = usage
         .as_ref()

@@ -29,6 +29,11 @@ pub(super) struct Inputs {
     pub(super) nodes_by_instance: BTreeMap<String, String>,
     /// This policy's replacements in flight.
     pub(super) replacements: Vec<super::replace::InFlight>,
+    /// Every instance tagged with this cluster (one DescribeInstances per pass: the replacements in
+    /// flight and the zombie sweep both read it).
+    pub(super) instances: Vec<crate::cloud::Instance>,
+    /// The names of every OptimizationPolicy of the cluster (one list per pass).
+    pub(super) policies: BTreeSet<String>,
     /// The cluster's name (the `cloudoptim.io/cluster` tag value).
     pub(super) cluster: String,
     /// The policy's name.
@@ -120,8 +125,13 @@ pub(super) async fn read<C: Cloud>(
         .filter_map(|n| Some((node_instance(n)?.to_string(), n.name_any())))
         .collect();
     let all_node_ids = nodes_by_instance.keys().cloned().collect();
+    let instances = ctx
+        .cloud
+        .instances(CLUSTER_TAG, &ctx.config.cluster_name)
+        .await?;
     let replacements =
-        super::replace::read_in_flight(ctx, &policy.name_any(), &nodes_by_instance).await?;
+        super::replace::read_in_flight(ctx, &policy.name_any(), &nodes_by_instance, &instances)
+            .await?;
     let scope: Vec<Arc<Node>> = all_nodes
         .into_iter()
         .filter(|n| node_instance(n).is_some_and(|id| owners.contains_key(id)))
@@ -155,6 +165,8 @@ pub(super) async fn read<C: Cloud>(
         groups,
         nodes_by_instance,
         replacements,
+        instances,
+        policies: policies.iter().map(|p| p.name_any()).collect(),
         cluster: ctx.config.cluster_name.clone(),
         policy: policy.name_any(),
     })

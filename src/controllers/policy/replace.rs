@@ -33,18 +33,15 @@ pub(super) struct Start {
     pub(super) launch: Launch,
 }
 
-/// This policy's replacements in flight: running instances of this cluster tagged with a replacement
-/// of `policy`, with their Nodes' readiness (read from the API server: the node cache keeps no
-/// conditions).
+/// This policy's replacements in flight: running `instances` (this cluster's) tagged with a
+/// replacement of `policy`, with their Nodes' readiness (read from the API server: the node cache keeps
+/// no conditions).
 pub(super) async fn read_in_flight<C: Cloud>(
     ctx: &Context<C>,
     policy: &str,
     nodes_by_instance: &BTreeMap<String, String>,
+    instances: &[crate::cloud::Instance],
 ) -> Result<Vec<InFlight>, Error> {
-    let instances = ctx
-        .cloud
-        .instances(CLUSTER_TAG, &ctx.config.cluster_name)
-        .await?;
     let nodes = Api::<Node>::all(ctx.client.clone());
     let mut found = Vec::new();
     for instance in instances {
@@ -70,7 +67,7 @@ pub(super) async fn read_in_flight<C: Cloud>(
             },
         };
         found.push(InFlight {
-            instance,
+            instance: instance.clone(),
             record,
             node,
             node_state,

@@ -232,6 +232,8 @@ mod decide {
                 .map(|(i, n)| (format!("i-{i}"), n.to_string()))
                 .collect(),
             replacements: Vec::new(),
+            instances: Vec::new(),
+            policies: BTreeSet::new(),
             cluster: "c1".into(),
             policy: "p".into(),
         }

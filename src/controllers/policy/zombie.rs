@@ -1,6 +1,7 @@
 //! Zombies: tagged instances without a Node and tagged, unreferenced, available volumes, past their
 //! grace period; reported, or (mode Delete) snapshotted and deleted.
 
+use super::read::Inputs;
 use super::*;
 
 fn previous_zombies(status: &OptimizationPolicyStatus) -> BTreeMap<(ZombieKind, String), i64> {
@@ -23,16 +24,15 @@ pub(super) async fn handle_zombies<C: Cloud>(
     policy: &OptimizationPolicy,
     dry_run: bool,
     settings: &Settings,
-    all_node_ids: &BTreeSet<String>,
+    inputs: &Inputs,
     previous: &OptimizationPolicyStatus,
-    prices: &crate::engine::catalog::Catalog,
 ) -> Result<(Vec<ZombieStatus>, Vec<String>), Error> {
     let ctx = &pctx.base;
     let spec = &policy.spec.zombies;
     if spec.mode == ZombieMode::Off {
         return Ok((Vec::new(), Vec::new()));
     }
-    let (facts, volumes, referenced) = read_candidates(ctx, spec.volumes, prices).await?;
+    let (facts, volumes, referenced) = read_candidates(ctx, spec.volumes, inputs).await?;
     let seen = previous_zombies(previous);
     let now = Utc::now().timestamp();
     let grace = zombies::Grace::with_floors(
@@ -41,7 +41,7 @@ pub(super) async fn handle_zombies<C: Cloud>(
     );
     let found = zombies::find(
         &facts,
-        all_node_ids,
+        &inputs.all_node_ids,
         &volumes,
         &referenced,
         &seen,
@@ -96,33 +96,24 @@ pub(super) async fn handle_zombies<C: Cloud>(
     Ok((kept, notes))
 }
 
-/// This cluster's tagged instances (with their on-demand price), its available tagged volumes, and the
-/// volume ids PersistentVolumes and VolumeSnapshotContents name (read before anything is judged: if
-/// they cannot be read, nothing is deleted).
+/// This cluster's tagged instances (read once per pass, in `inputs`, with their on-demand price), its
+/// available tagged volumes, and the volume ids PersistentVolumes and VolumeSnapshotContents name (read
+/// before anything is judged: if they cannot be read, nothing is deleted).
 async fn read_candidates<C: Cloud>(
     ctx: &Context<C>,
     with_volumes: bool,
-    prices: &crate::engine::catalog::Catalog,
+    inputs: &Inputs,
 ) -> Result<(Vec<InstanceFacts>, Vec<String>, BTreeSet<String>), Error> {
     let cluster = &ctx.config.cluster_name;
     let region = &ctx.config.region;
-    let policies: BTreeSet<String> = Api::<OptimizationPolicy>::all(ctx.client.clone())
-        .list(&ListParams::default())
-        .await?
-        .items
+    let facts = inputs
+        .instances
         .iter()
-        .map(|p| p.name_any())
-        .collect();
-    let facts = ctx
-        .cloud
-        .instances(CLUSTER_TAG, cluster)
-        .await?
-        .iter()
-        .filter(|i| !in_flight_replacement(&i.tags, &policies))
+        .filter(|i| !in_flight_replacement(&i.tags, &inputs.policies))
         .map(|i| InstanceFacts {
             id: i.id.clone(),
             state: i.state.clone(),
-            hourly: prices.on_demand_price(region, &i.instance_type),
+            hourly: inputs.catalog.on_demand_price(region, &i.instance_type),
         })
         .collect();
     if !with_volumes {

@@ -13,10 +13,18 @@
 //!
 //! Required anti-affinity on `kubernetes.io/hostname` keeps its faster resident scan in the indexed
 //! placer ([`crate::engine::snapshot::Pod::anti_affinity`]); everything else is here.
+//!
+//! The same rules for a node that does not exist yet (the replacement pass, [`own_terms_allow`] and
+//! [`repelled_by`]): its hostname is a domain of its own, its zone is the offer's, other keys take the
+//! offer's labels; a key the offer does not carry is unknown, so it satisfies no affinity and may
+//! clash with any anti-affinity (the pod is refused).
 
-use crate::engine::snapshot::{LabelSelector, Labels, PodAffinityTerm, PodId, Snapshot};
+use crate::engine::snapshot::{
+    LABEL_HOSTNAME, LABEL_ZONE, LabelSelector, Labels, Pod, PodAffinityTerm, PodId, Snapshot,
+};
 
 use super::context::{Context, FxMap, Interner, Rows};
+use super::replace::Offer;
 
 /// A node without the key's label: in no domain.
 const NO_DOMAIN: u32 = u32::MAX;
@@ -234,35 +242,140 @@ fn domains(snapshot: &Snapshot, keys: &[&str]) -> Vec<Vec<u32>> {
         .collect()
 }
 
-/// Nodes whose movable pods the replacement pass must leave alone because of inter-pod terms it does
-/// not check for a new node: a pod with required pod affinity or with anti-affinity on a key other than
-/// the hostname, or a pod that such an anti-affinity term (anyone's) selects. Hostname anti-affinity
-/// between the moved pods is checked by the replacement pass itself. Per node: the first such pod.
-pub(super) fn pinned_for_replacement(snapshot: &Snapshot) -> Vec<Option<PodId>> {
-    let mut terms: Interner<(&str, &PodAffinityTerm)> = Interner::new();
-    for pod in &snapshot.pods {
-        for term in &pod.topology_anti_affinity {
-            terms.intern((pod.namespace.as_str(), term));
+/// Where a pod runs as the replacement pass sees it: a node of the snapshot or a new node.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Place<'a> {
+    /// A node of the snapshot, by its labels.
+    Node(&'a Labels),
+    /// The `host`-th new node of the replacement pass, launched from `offer`.
+    New {
+        /// Its index among the new nodes: its hostname domain, shared with no other node.
+        host: usize,
+        /// What it is launched from: its zone and the labels it will carry.
+        offer: &'a Offer,
+    },
+}
+
+/// A node's domain of one topology key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Domain<'a> {
+    /// The node lacks the label: in no domain.
+    Absent,
+    /// The label's value.
+    Value(&'a str),
+    /// A new node's hostname: unlike any other node's.
+    Host(usize),
+    /// A new node's label the offer does not model: it may carry any value, or none.
+    Unknown,
+}
+
+impl<'a> Place<'a> {
+    fn domain(self, key: &str) -> Domain<'a> {
+        match self {
+            Place::Node(labels) => labels.get(key).map_or(Domain::Absent, |v| Domain::Value(v)),
+            Place::New { host, .. } if key == LABEL_HOSTNAME => Domain::Host(host),
+            Place::New { offer, .. } if key == LABEL_ZONE => Domain::Value(&offer.zone),
+            Place::New { offer, .. } => offer
+                .labels
+                .get(key)
+                .map_or(Domain::Unknown, |v| Domain::Value(v)),
         }
     }
-    let mut selected: FxMap<(&str, &Labels), bool> = FxMap::default();
-    let mut pinned = vec![None; snapshot.nodes.len()];
-    for (i, pod) in snapshot.pods.iter().enumerate() {
-        let is_selected = *selected
-            .entry((pod.namespace.as_str(), &*pod.labels))
-            .or_insert_with(|| {
-                terms.items().iter().any(|(owner, term)| {
-                    let in_scope = if term.namespaces.is_empty() {
-                        pod.namespace == *owner
-                    } else {
-                        term.namespaces.contains(&pod.namespace)
-                    };
-                    in_scope && term.selector.matches(&pod.labels)
-                })
-            });
-        if is_selected || !pod.pod_affinity.is_empty() || !pod.topology_anti_affinity.is_empty() {
-            pinned[pod.node.index()].get_or_insert(PodId(i as u32));
+}
+
+/// Certainly one domain: both known and equal.
+fn same(a: Domain<'_>, b: Domain<'_>) -> bool {
+    match (a, b) {
+        (Domain::Value(x), Domain::Value(y)) => x == y,
+        (Domain::Host(x), Domain::Host(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// Possibly one domain: the same, or one unknown while the other is a domain.
+fn may_share(a: Domain<'_>, b: Domain<'_>) -> bool {
+    same(a, b)
+        || matches!((a, b), (Domain::Unknown, d) | (d, Domain::Unknown) if d != Domain::Absent)
+}
+
+/// Why a pod may not go to a new node now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// Required anti-affinity (the pod's own, on a key other than the hostname) would break: no later
+    /// placement can mend that.
+    AntiAffinity,
+    /// Required pod affinity does not hold yet: it may once the pods it wants have landed.
+    PodAffinity,
+}
+
+/// kube-scheduler's rules (module docs) for `pod`'s own required terms, anti-affinity on keys other than
+/// the hostname and pod affinity on any key, on `target` among `placed` pods. The planner's rules, with
+/// one difference a node that does not exist yet brings: a label of the new node the offer does not
+/// model satisfies no affinity and may clash with any anti-affinity.
+pub(super) fn own_terms_allow<'a>(
+    pod: &Pod,
+    target: Place<'a>,
+    placed: impl Iterator<Item = (&'a Pod, Place<'a>)>,
+) -> Result<(), Refusal> {
+    let terms = &pod.pod_affinity;
+    let wanted: Vec<Domain<'a>> = terms
+        .iter()
+        .map(|t| target.domain(&t.topology_key))
+        .collect();
+    if wanted
+        .iter()
+        .any(|d| matches!(d, Domain::Absent | Domain::Unknown))
+    {
+        return Err(Refusal::PodAffinity);
+    }
+    let mut satisfied = vec![false; terms.len()];
+    let mut present = false;
+    for (q, at) in placed {
+        let repelled = pod.topology_anti_affinity.iter().any(|t| {
+            selects(pod, t, q)
+                && may_share(at.domain(&t.topology_key), target.domain(&t.topology_key))
+        });
+        if repelled {
+            return Err(Refusal::AntiAffinity);
+        }
+        if terms.is_empty() || !terms.iter().all(|t| selects(pod, t, q)) {
+            continue;
+        }
+        for (i, t) in terms.iter().enumerate() {
+            let domain = at.domain(&t.topology_key);
+            present |= domain != Domain::Absent;
+            satisfied[i] |= same(domain, wanted[i]);
         }
     }
-    pinned
+    let first_of_its_group = !present && terms.iter().all(|t| selects(pod, t, pod));
+    if satisfied.iter().all(|s| *s) || first_of_its_group {
+        Ok(())
+    } else {
+        Err(Refusal::PodAffinity)
+    }
+}
+
+/// Symmetry: does an anti-affinity term (on a key other than the hostname) of one of `owners` select
+/// `pod` on `target`?
+pub(super) fn repelled_by<'a>(
+    pod: &Pod,
+    target: Place<'a>,
+    mut owners: impl Iterator<Item = (&'a Pod, Place<'a>)>,
+) -> bool {
+    owners.any(|(q, at)| {
+        q.topology_anti_affinity.iter().any(|t| {
+            selects(q, t, pod)
+                && may_share(at.domain(&t.topology_key), target.domain(&t.topology_key))
+        })
+    })
+}
+
+/// Does `owner`'s term select `other` (its namespaces, or the owner's own, and its selector)?
+pub(super) fn selects(owner: &Pod, term: &PodAffinityTerm, other: &Pod) -> bool {
+    let in_scope = if term.namespaces.is_empty() {
+        other.namespace == owner.namespace
+    } else {
+        term.namespaces.contains(&other.namespace)
+    };
+    in_scope && term.selector.matches(&other.labels)
 }

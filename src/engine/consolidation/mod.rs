@@ -39,8 +39,8 @@
 //! benchmark baseline and the property tests' oracle.
 //!
 //! Replacement (k kept nodes replaced by one cheaper new node) is a second pass over the plan:
-//! [`plan_replacements`]; it leaves nodes with pods under inter-pod terms other than hostname
-//! anti-affinity alone.
+//! [`plan_replacements`]; it checks the moved pods' inter-pod terms against the new node's domains
+//! with the same rules (`replace.rs`).
 //!
 //! # Not modelled
 //! Preferred affinities and
@@ -78,6 +78,7 @@ use crate::engine::snapshot::{NodeId, Pod, PodId, Snapshot, SnapshotError};
 use context::Context;
 pub use replace::{
     NEW_NODE_PODS, Offer, ReplaceOptions, ReplaceReason, Replacement, kubelet_allocatable, offers,
+    plan_replacements,
 };
 
 /// When the planner may remove nodes (`spec.consolidation.mode`).
@@ -447,31 +448,6 @@ pub fn plan_naive(snapshot: &Snapshot, options: &Options) -> Result<Plan, PlanEr
     let context = Context::new(snapshot, options);
     let placer = naive::NaivePlacer::new(&context);
     Ok(drive(&context, options, placer))
-}
-
-/// The replacements for `plan` of `snapshot` ([`replace`]'s rules). Nodes running a pod with
-/// required pod affinity or non-hostname anti-affinity, or a pod such anti-affinity selects, are left
-/// out: the replacement pass does not check those terms for a new node (safe: such nodes are kept).
-pub fn plan_replacements(
-    snapshot: &Snapshot,
-    plan: &Plan,
-    options: &Options,
-    replace: &ReplaceOptions,
-) -> Vec<Replacement> {
-    let pinned = affinity::pinned_for_replacement(snapshot);
-    if pinned.iter().all(Option::is_none) {
-        return replace::plan_replacements(snapshot, plan, options, replace);
-    }
-    let mut plan = plan.clone();
-    for kept in &mut plan.kept {
-        if let (Some(pod), false) = (pinned[kept.node.index()], kept.reason.pins_node()) {
-            kept.reason = KeepReason::Unmodelled {
-                pod,
-                what: "inter-pod affinity (not checked for a new node)".to_owned(),
-            };
-        }
-    }
-    replace::plan_replacements(snapshot, &plan, options, replace)
 }
 
 /// What both placers implement: a transactional "what if this node left" simulation.

@@ -10,6 +10,7 @@ use crate::engine::snapshot::{
     tolerates_all,
 };
 
+use super::affinity::selects;
 use super::context::Context;
 use super::{NoRoom, Placer};
 
@@ -209,16 +210,6 @@ impl<'c, 'a> NaivePlacer<'c, 'a> {
             Ok(())
         }
     }
-}
-
-/// Does `owner`'s term select `other` (its namespaces, or the owner's own, and its selector)?
-fn selects(owner: &Pod, term: &PodAffinityTerm, other: &Pod) -> bool {
-    let in_scope = if term.namespaces.is_empty() {
-        other.namespace == owner.namespace
-    } else {
-        term.namespaces.contains(&other.namespace)
-    };
-    in_scope && term.selector.matches(&other.labels)
 }
 
 /// Does one of `pod`'s anti-affinity terms match `other`?

@@ -2,7 +2,9 @@
 //! and an independent replay of every plan finds no overcommitted node, no pinned, do-not-disrupt or
 //! DaemonSet pod moved, no PDB allowance exceeded, no constraint the planner models broken at placement
 //! (node selector and affinity, taints, anti-affinity and affinity on any topology key, spreads), and
-//! savings >= 0.
+//! savings >= 0. Replacements of every plan under random offers are replayed the same way: each new
+//! node becomes a node with the offer's labels, its zone and a hostname of its own, the replaced nodes
+//! leave, and the moved pods land on it one by one, each checked as kube-scheduler would.
 //!
 //! The replay is an oracle: every rule it applies (label selectors, node selector terms, tolerations,
 //! PDB coverage, the fill limit, inter-pod terms, spreads) is written here from the Kubernetes rules,
@@ -15,6 +17,7 @@ use proptest::prelude::*;
 
 use super::scenario::Rng;
 use super::*;
+use crate::engine::savings::SpotTarget;
 use crate::engine::snapshot::{
     AntiAffinityTerm, CapacityType, LABEL_HOSTNAME, LABEL_ZONE, LabelSelector, Labels, Node,
     NodeOperator, NodeRequirement, NodeSelectorTerm, OwnerKind, Pdb, Pod, PodAffinityTerm,
@@ -539,6 +542,41 @@ impl World<'_> {
     }
 }
 
+/// Replay `plan` on `s`, whose first `existing` nodes are the cluster (any after them are new nodes of
+/// replacements, not there yet): each removal takes its node (and its pods) away, then places its pods
+/// one by one, each checked as kube-scheduler would.
+fn replay_removals<'s>(
+    s: &'s Snapshot,
+    existing: usize,
+    o: &Options,
+    plan: &Plan,
+) -> Result<World<'s>, String> {
+    let removed: BTreeSet<usize> = plan.removals.iter().map(|r| r.node.index()).collect();
+    let mut world = World {
+        s,
+        alive: (0..s.nodes.len()).map(|n| n < existing).collect(),
+        at: s.pods.iter().map(|p| Some(p.node.index())).collect(),
+    };
+    for r in &plan.removals {
+        let n = r.node.index();
+        world.alive[n] = false;
+        for (i, p) in s.pods.iter().enumerate() {
+            if p.node.index() == n {
+                world.at[i] = None;
+            }
+        }
+        for m in plan.moves.iter().filter(|m| m.from == r.node) {
+            let pod = &s.pods[m.pod.index()];
+            if removed.contains(&m.to.index()) {
+                return Err(format!("{} lands on a removed node", pod.key()));
+            }
+            world.admits(pod, m.to.index(), o.aggressiveness)?;
+            world.at[m.pod.index()] = Some(m.to.index());
+        }
+    }
+    Ok(world)
+}
+
 /// Check `plan` against `s` and `o` from first principles.
 fn verify(s: &Snapshot, o: &Options, plan: &Plan) -> Result<(), String> {
     let removed: BTreeSet<usize> = plan.removals.iter().map(|r| r.node.index()).collect();
@@ -626,29 +664,7 @@ fn verify(s: &Snapshot, o: &Options, plan: &Plan) -> Result<(), String> {
             ));
         }
     }
-    // Replay: each removal takes its node (and its pods) away, then places its pods one by one.
-    let mut world = World {
-        s,
-        alive: vec![true; s.nodes.len()],
-        at: s.pods.iter().map(|p| Some(p.node.index())).collect(),
-    };
-    for r in &plan.removals {
-        let n = r.node.index();
-        world.alive[n] = false;
-        for (i, p) in s.pods.iter().enumerate() {
-            if p.node.index() == n {
-                world.at[i] = None;
-            }
-        }
-        for m in plan.moves.iter().filter(|m| m.from == r.node) {
-            let pod = &s.pods[m.pod.index()];
-            if removed.contains(&m.to.index()) {
-                return Err(format!("{} lands on a removed node", pod.key()));
-            }
-            world.admits(pod, m.to.index(), o.aggressiveness)?;
-            world.at[m.pod.index()] = Some(m.to.index());
-        }
-    }
+    let world = replay_removals(s, s.nodes.len(), o, plan)?;
     for n in 0..s.nodes.len() {
         let received = plan.moves.iter().any(|m| m.to.index() == n);
         let (cpu, memory, pods) = world.used(n);
@@ -681,6 +697,278 @@ fn verify(s: &Snapshot, o: &Options, plan: &Plan) -> Result<(), String> {
     Ok(())
 }
 
+/// 1-4 random offers in the zones of [`random_node`], some carrying the rack label, some tainted.
+fn random_replace_options(rng: &mut Rng) -> ReplaceOptions {
+    let offers = (0..1 + rng.below(4))
+        .map(|i| {
+            let zone = *rng.pick(&["a", "b", "c"]);
+            let mut labels = Labels::from([
+                (LABEL_ZONE.to_owned(), zone.to_owned()),
+                (
+                    "arch".to_owned(),
+                    (*rng.pick(&["amd64", "arm64"])).to_owned(),
+                ),
+            ]);
+            if rng.chance(0.5) {
+                labels.insert(RACK.into(), (*rng.pick(&["r1", "r2"])).into());
+            }
+            let taints = if rng.chance(0.2) {
+                vec![Taint {
+                    key: "dedicated".into(),
+                    value: "x".into(),
+                    effect: TaintEffect::NoSchedule,
+                }]
+            } else {
+                vec![]
+            };
+            Offer {
+                instance_type: format!("t{i}"),
+                zone: zone.into(),
+                capacity_type: *rng.pick(&[CapacityType::Spot, CapacityType::OnDemand]),
+                hourly: 0.01 + rng.unit(),
+                allocatable: Resources {
+                    cpu_millis: *rng.pick(&[2000u64, 4000, 8000]),
+                    memory_bytes: *rng.pick(&[4u64, 8, 16]) * 1024 * MIB,
+                    pods: 110,
+                },
+                labels,
+                taints,
+            }
+        })
+        .collect();
+    ReplaceOptions {
+        offers,
+        margin: *rng.pick(&[0.0, 0.1]),
+        max_nodes: 1 + rng.below(5),
+        spot: rng.chance(0.6).then(|| SpotTarget {
+            percentage: *rng.pick(&[0u32, 50, 100]),
+            on_demand_base: rng.below(3),
+        }),
+    }
+}
+
+/// Does a pod's term `key` have a known value on a new node of `offer`: the hostname (its own), the
+/// zone (the offer's) or one of the offer's labels?
+fn offer_models(offer: &Offer, key: &str) -> bool {
+    key == LABEL_HOSTNAME || key == LABEL_ZONE || offer.labels.contains_key(key)
+}
+
+/// Check `replacements` of `plan` from first principles: each replaces kept, unprotected nodes no
+/// earlier step touched by one cheaper new node that holds exactly their movable pods (capacity with
+/// their DaemonSets, labels, taints, PDBs, nodes.min), and a replay lands those pods on it one by one in
+/// the listed order, each meeting its inter-pod terms as kube-scheduler would, on a snapshot where every
+/// new node is a node with the offer's labels, its zone and a hostname of its own.
+fn verify_replacements(
+    s: &Snapshot,
+    o: &Options,
+    plan: &Plan,
+    replace: &ReplaceOptions,
+    replacements: &[Replacement],
+) -> Result<(), String> {
+    let existing = s.nodes.len();
+    let mut x = s.clone();
+    for (j, r) in replacements.iter().enumerate() {
+        let mut node = Node::new(format!("(new node {j})"), r.with.allocatable);
+        node.labels.extend(r.with.labels.clone());
+        node.labels.insert(LABEL_ZONE.into(), r.with.zone.clone());
+        node.zone = Some(r.with.zone.clone());
+        node.taints = r.with.taints.clone();
+        x.nodes.push(node);
+    }
+    let mut world = replay_removals(&x, existing, o, plan)?;
+    let removed: BTreeSet<usize> = plan.removals.iter().map(|r| r.node.index()).collect();
+    let destinations: BTreeSet<usize> = plan.moves.iter().map(|m| m.to.index()).collect();
+    let mut touched = removed.clone();
+    let mut live = existing - removed.len();
+    let mut pdb_left: Vec<u32> = s
+        .pdbs
+        .iter()
+        .map(|b| {
+            let used = plan
+                .moves
+                .iter()
+                .filter(|m| pdb_covers(b, &s.pods[m.pod.index()]))
+                .count() as u32;
+            b.disruptions_allowed.saturating_sub(used)
+        })
+        .collect();
+    for (j, r) in replacements.iter().enumerate() {
+        let new = existing + j;
+        let mut price = 0.0;
+        for id in &r.replace {
+            let n = &s.nodes[id.index()];
+            if !touched.insert(id.index()) {
+                return Err(format!("{} removed or replaced already", n.name));
+            }
+            if destinations.contains(&id.index()) {
+                return Err(format!(
+                    "{} replaced while it receives pods of the plan",
+                    n.name
+                ));
+            }
+            if n.do_not_disrupt || n.unschedulable {
+                return Err(format!("replaced protected node {}", n.name));
+            }
+            price += n
+                .hourly_price
+                .ok_or(format!("replaced unpriced node {}", n.name))?;
+        }
+        let movable = |p: &Pod| !matches!(p.owner, OwnerKind::DaemonSet | OwnerKind::Static);
+        let expected: BTreeSet<usize> = (0..s.pods.len())
+            .filter(|&i| r.replace.contains(&s.pods[i].node) && movable(&s.pods[i]))
+            .collect();
+        let moved: BTreeSet<usize> = r.pods.iter().map(|p| p.index()).collect();
+        if moved != expected || moved.len() != r.pods.len() {
+            return Err(format!(
+                "replacement moves {moved:?}, expected {expected:?}"
+            ));
+        }
+        let offer = &r.with;
+        // The DaemonSet pods of the fullest replaced node run on the new node too.
+        let (mut cpu, mut memory, mut slots) = (0u64, 0u64, 0u64);
+        for id in &r.replace {
+            let daemons = s.pods.iter().filter(|p| p.node == *id && !movable(p));
+            let (c, m, n) = daemons.fold((0, 0, 0), |(c, m, n), p| {
+                (
+                    c + p.requests.cpu_millis,
+                    m + p.requests.memory_bytes,
+                    n + u64::from(p.requests.pods),
+                )
+            });
+            if (c, m) > (cpu, memory) {
+                (cpu, memory, slots) = (c, m, n);
+            }
+        }
+        for &i in &moved {
+            let p = &s.pods[i];
+            let pdbs = s.pdbs.iter().filter(|b| pdb_covers(b, p)).count();
+            if p.do_not_disrupt
+                || !p.unmodelled.is_empty()
+                || p.owner == OwnerKind::None
+                || o.excluded_namespaces.contains(&p.namespace)
+                || pdbs > 1
+                || !p.topology_spread.is_empty()
+            {
+                return Err(format!(
+                    "replacement moves pinned or spread pod {}",
+                    p.key()
+                ));
+            }
+            if !node_labels_ok(p, &offer.labels) || !taints_ok(p, &offer.taints) {
+                return Err(format!(
+                    "{} does not accept {}",
+                    offer.instance_type,
+                    p.key()
+                ));
+            }
+            cpu += p.requests.cpu_millis;
+            memory += p.requests.memory_bytes;
+            slots += u64::from(p.requests.pods);
+        }
+        let a = offer.allocatable;
+        if cpu > fill_limit(o.aggressiveness, a.cpu_millis)
+            || memory > fill_limit(o.aggressiveness, a.memory_bytes)
+            || slots > u64::from(a.pods)
+        {
+            return Err(format!("new node {} overcommitted", offer.instance_type));
+        }
+        for (b, left) in s.pdbs.iter().zip(&mut pdb_left) {
+            let used = moved.iter().filter(|&&i| pdb_covers(b, &s.pods[i])).count() as u32;
+            if used > 0 && *left == 0 {
+                return Err(format!("PDB {} allows no more disruptions", b.key()));
+            }
+            *left = left.saturating_sub(used);
+        }
+        let live_after = live + 1 - r.replace.len();
+        if live_after < o.min_nodes.min(live) {
+            return Err("a replacement went below nodes.min".into());
+        }
+        live = live_after;
+        let cheap_enough = match r.reason {
+            ReplaceReason::Consolidation => offer.hourly <= price * (1.0 - replace.margin),
+            ReplaceReason::SpotMix => {
+                offer.capacity_type == CapacityType::Spot
+                    && offer.hourly < price
+                    && r.replace.len() == 1
+            }
+        };
+        if !cheap_enough
+            || (r.replaced_hourly - price).abs() > 1e-9
+            || (r.savings_hourly - (price - offer.hourly)).abs() > 1e-9
+        {
+            return Err(format!(
+                "replacement by {} does not save as claimed",
+                offer.instance_type
+            ));
+        }
+        // The replay: the replaced nodes leave with their pods, which land on the new node in order.
+        for id in &r.replace {
+            world.alive[id.index()] = false;
+            for (i, p) in s.pods.iter().enumerate() {
+                if p.node == *id {
+                    world.at[i] = None;
+                }
+            }
+        }
+        world.alive[new] = true;
+        for id in &r.pods {
+            unknown_domain_clash(&world, &s.pods[id.index()], offer)?;
+            world.inter_pod_terms_hold(&s.pods[id.index()], new)?;
+            world.at[id.index()] = Some(new);
+        }
+    }
+    Ok(())
+}
+
+/// A new node of `offer` has no known value for a term's key the offer does not model: the real node
+/// may share any resident's domain. So `pod` must own no pod affinity on such a key, and no
+/// anti-affinity on one (its own, or a resident's selecting it) may meet a resident whose node has it.
+fn unknown_domain_clash(world: &World<'_>, pod: &Pod, offer: &Offer) -> Result<(), String> {
+    if let Some(t) = pod
+        .pod_affinity
+        .iter()
+        .find(|t| !offer_models(offer, &t.topology_key))
+    {
+        return Err(format!(
+            "{}'s pod affinity on {} cannot be known to hold",
+            pod.key(),
+            t.topology_key
+        ));
+    }
+    for (m, q) in world.placed() {
+        let clash = |owner: &Pod, other: &Pod| {
+            owner.topology_anti_affinity.iter().any(|t| {
+                !offer_models(offer, &t.topology_key)
+                    && world.s.nodes[m].labels.contains_key(&t.topology_key)
+                    && term_selects(owner, &t.selector, &t.namespaces, other)
+            })
+        };
+        if clash(pod, q) || clash(q, pod) {
+            return Err(format!(
+                "anti-affinity between {} and {} on a key {} does not model",
+                pod.key(),
+                q.key(),
+                offer.instance_type
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The replacements of `p` under random offers, checked.
+fn replacements_hold(
+    s: &Snapshot,
+    o: &Options,
+    p: &Plan,
+    seed: u64,
+) -> Result<Vec<Replacement>, String> {
+    let replace = random_replace_options(&mut Rng::new(seed ^ 0x5EED));
+    let r = plan_replacements(s, p, o, &replace);
+    verify_replacements(s, o, p, &replace, &r)
+        .map_err(|why| format!("{why}\nreplacements: {r:#?}"))?;
+    Ok(r)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
 
@@ -699,6 +987,7 @@ proptest! {
         if let Err(why) = verify(&s, &o, &fast) {
             return Err(TestCaseError::fail(format!("{why}\nplan: {fast:#?}")));
         }
+        replacements_hold(&s, &o, &fast, seed).map_err(TestCaseError::fail)?;
     }
 
     #[test]
@@ -715,6 +1004,7 @@ proptest! {
         if let Err(why) = verify(&s, &o, &fast) {
             return Err(TestCaseError::fail(format!("{why}\nplan: {fast:#?}")));
         }
+        replacements_hold(&s, &o, &fast, seed).map_err(TestCaseError::fail)?;
     }
 
     #[test]
@@ -725,6 +1015,7 @@ proptest! {
         if let Err(why) = verify(&s, &o, &fast) {
             return Err(TestCaseError::fail(why));
         }
+        replacements_hold(&s, &o, &fast, seed).map_err(TestCaseError::fail)?;
         prop_assert_eq!(fast, plan_naive(&s, &o).map_err(|e| TestCaseError::fail(e.to_string()))?);
     }
 }
@@ -768,5 +1059,40 @@ fn random_clusters_exercise_removals_moves_and_every_refusal() {
         refusals.len(),
         6,
         "every kind of refusal occurs: {refusals:?}"
+    );
+}
+
+#[test]
+fn random_clusters_exercise_replacements_under_inter_pod_terms() {
+    // Guard against offers so far from the clusters that the replacement replay holds vacuously.
+    let (mut replacements, mut affine_pods) = (0, 0);
+    for seed in 0..300u64 {
+        let mut s = with_inter_pod_terms(random_snapshot(seed, 8, 30, 1), seed);
+        // Spreads pin a node for replacement; without them most nodes are candidates.
+        for pod in &mut s.pods {
+            pod.topology_spread.clear();
+        }
+        // Only empty nodes are removed: every other node is a replacement candidate.
+        let o = Options {
+            budget: Some(3),
+            utilization_threshold: 0.0,
+            ..Options::default()
+        };
+        let p = plan(&s, &o).unwrap();
+        let r =
+            replacements_hold(&s, &o, &p, seed).unwrap_or_else(|why| panic!("seed {seed}: {why}"));
+        replacements += r.len();
+        affine_pods += r
+            .iter()
+            .flat_map(|r| &r.pods)
+            .filter(|id| {
+                let pod = &s.pods[id.index()];
+                !pod.pod_affinity.is_empty() || !pod.topology_anti_affinity.is_empty()
+            })
+            .count();
+    }
+    assert!(
+        replacements > 50 && affine_pods > 20,
+        "replacements {replacements}, moved pods under inter-pod terms {affine_pods}"
     );
 }

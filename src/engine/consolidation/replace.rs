@@ -18,6 +18,13 @@
 //!   - each pod's node selector, required node affinity and tolerations accept the offer's labels and
 //!     taints;
 //!   - no required hostname anti-affinity between two of the pods (they would share one node);
+//!   - required pod affinity and anti-affinity on other keys, with the removal planner's rules
+//!     (`affinity.rs`): the replaced nodes leave with their pods, which then land on the new node
+//!     one by one (a pod whose affinity wants a pod that lands later waits for it), each checked
+//!     against the cluster as the plan and the earlier replacements leave it. The new node's
+//!     hostname is a domain of its own, its zone the offer's, other keys the offer's labels; a key
+//!     the offer does not carry is unknown and refuses the pod. `pods` lists them in that order;
+//!     DaemonSet pods are not checked against them;
 //!   - no pod with a `DoNotSchedule` topology spread (not modelled for a new node: such a pod pins its
 //!     node for replacement, which is safe).
 //! - Every PDB covering a moved pod must allow a disruption after the removal plan, and a replacement
@@ -40,6 +47,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::affinity::{self, Place, Refusal};
 use super::{KeepReason, Options, Plan};
 use crate::engine::catalog::{Arch, Catalog};
 use crate::engine::ranking::RankedCandidate;
@@ -121,7 +129,7 @@ pub struct Replacement {
     pub replace: Vec<NodeId>,
     /// The new node.
     pub with: Offer,
-    /// The pods that move to it.
+    /// The pods that move to it, in an order in which each may land there.
     pub pods: Vec<PodId>,
     /// What the replaced nodes cost together, USD per hour.
     pub replaced_hourly: f64,
@@ -179,6 +187,28 @@ struct State<'a> {
     /// Pods per node (movable ones and DaemonSet ones).
     movable: BTreeMap<NodeId, Vec<PodId>>,
     daemons: BTreeMap<NodeId, Resources>,
+    /// Where each pod runs in the end state so far.
+    site: Vec<Site>,
+    /// The new nodes of the replacements committed so far, in order ([`Site::New`] indexes them).
+    new_nodes: Vec<Offer>,
+    /// Pods owning anti-affinity terms on keys other than the hostname.
+    anti_owners: Vec<PodId>,
+    /// Some pod has required pod affinity or such anti-affinity (else those checks are skipped).
+    inter_pod_terms: bool,
+    /// Nodes the removal plan moves pods to, whatever their keep reason says (a node above the
+    /// threshold receives pods and stays `AboveThreshold`): never replaced.
+    receiving: BTreeSet<NodeId>,
+}
+
+/// Where a pod runs in the end state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Site {
+    /// A node of the snapshot.
+    Node(NodeId),
+    /// The i-th new node.
+    New(usize),
+    /// Nowhere: a DaemonSet or static pod of a removed or replaced node.
+    Gone,
 }
 
 impl<'a> State<'a> {
@@ -202,6 +232,23 @@ impl<'a> State<'a> {
                 }
             }
         }
+        let mut site: Vec<Site> = snapshot
+            .pods
+            .iter()
+            .map(|p| match removed.contains(&p.node) {
+                true => Site::Gone,
+                false => Site::Node(p.node),
+            })
+            .collect();
+        for m in &plan.moves {
+            site[m.pod.index()] = Site::Node(m.to);
+        }
+        let anti_owners: Vec<PodId> = (0..snapshot.pods.len())
+            .filter(|&i| !snapshot.pods[i].topology_anti_affinity.is_empty())
+            .map(|i| PodId(i as u32))
+            .collect();
+        let inter_pod_terms =
+            !anti_owners.is_empty() || snapshot.pods.iter().any(|p| !p.pod_affinity.is_empty());
         let mut movable: BTreeMap<NodeId, Vec<PodId>> = BTreeMap::new();
         let mut daemons: BTreeMap<NodeId, Resources> = BTreeMap::new();
         for (i, pod) in snapshot.pods.iter().enumerate() {
@@ -232,6 +279,11 @@ impl<'a> State<'a> {
             spot_nodes,
             movable,
             daemons,
+            site,
+            new_nodes: Vec::new(),
+            anti_owners,
+            inter_pod_terms,
+            receiving: plan.moves.iter().map(|m| m.to).collect(),
         }
     }
 
@@ -247,7 +299,7 @@ impl<'a> State<'a> {
                     KeepReason::AboveThreshold { .. }
                         | KeepReason::NotEmpty { .. }
                         | KeepReason::NoRoom { .. }
-                )
+                ) && !self.receiving.contains(&k.node)
             })
             .filter_map(|k| {
                 let node = &self.snapshot.nodes[k.node.index()];
@@ -296,10 +348,11 @@ impl<'a> State<'a> {
             .iter()
             .filter(|offer| {
                 offer.hourly <= replaced_hourly * (1.0 - self.replace.margin)
-                    && self.fits(offer, &pods, requests)
+                    && self.fits(offer, nodes, &pods, requests)
                     && self.spot_allows(offer, nodes.len(), spot_before)
             })
             .min_by(|a, b| a.hourly.total_cmp(&b.hourly))?;
+        let pods = self.landing_order(offer, nodes, &pods)?;
         Some(Replacement {
             reason: ReplaceReason::Consolidation,
             replace: nodes.to_vec(),
@@ -324,7 +377,9 @@ impl<'a> State<'a> {
         })
     }
 
-    fn fits(&self, offer: &Offer, pods: &[PodId], requests: Resources) -> bool {
+    /// Do `pods` of the replaced `nodes` fit a new node of `offer`: its capacity, its labels and taints,
+    /// and the inter-pod terms in its domains?
+    fn fits(&self, offer: &Offer, nodes: &[NodeId], pods: &[PodId], requests: Resources) -> bool {
         let cap = |v: u64| (v as f64 * self.max_fill).floor() as u64;
         requests.cpu_millis <= cap(offer.allocatable.cpu_millis)
             && requests.memory_bytes <= cap(offer.allocatable.memory_bytes)
@@ -332,6 +387,83 @@ impl<'a> State<'a> {
             && pods
                 .iter()
                 .all(|id| self.snapshot.pods[id.index()].accepts_node(&offer.labels, &offer.taints))
+            && self.landing_order(offer, nodes, pods).is_some()
+    }
+
+    /// An order in which `pods` land on a new node of `offer` once `nodes` have left, each with its
+    /// required pod affinity and anti-affinity met (see the module docs); `None` if there is none.
+    /// A pod whose affinity does not hold yet is tried again after the others have landed.
+    fn landing_order(&self, offer: &Offer, nodes: &[NodeId], pods: &[PodId]) -> Option<Vec<PodId>> {
+        if !self.inter_pod_terms {
+            return Some(pods.to_vec());
+        }
+        let target = Place::New {
+            host: self.new_nodes.len(),
+            offer,
+        };
+        let mut landed: Vec<PodId> = Vec::with_capacity(pods.len());
+        let mut waiting = pods.to_vec();
+        while !waiting.is_empty() {
+            let before = waiting.len();
+            let mut still = Vec::new();
+            for id in waiting {
+                match self.admits(id, target, nodes, &landed) {
+                    Ok(()) => landed.push(id),
+                    Err(Refusal::PodAffinity) => still.push(id),
+                    Err(Refusal::AntiAffinity) => return None,
+                }
+            }
+            if still.len() == before {
+                return None;
+            }
+            waiting = still;
+        }
+        Some(landed)
+    }
+
+    /// May pod `id` land on `target` while `nodes` are gone and `landed` are on it already?
+    fn admits(
+        &self,
+        id: PodId,
+        target: Place<'_>,
+        nodes: &[NodeId],
+        landed: &[PodId],
+    ) -> Result<(), Refusal> {
+        let pod = &self.snapshot.pods[id.index()];
+        let on_target = |q: &PodId| (&self.snapshot.pods[q.index()], target);
+        if !pod.pod_affinity.is_empty() || !pod.topology_anti_affinity.is_empty() {
+            let placed = (0..self.snapshot.pods.len()).map(|i| PodId(i as u32));
+            let placed = self
+                .placed(placed, nodes)
+                .chain(landed.iter().map(on_target));
+            affinity::own_terms_allow(pod, target, placed)?;
+        }
+        let owners = self.placed(self.anti_owners.iter().copied(), nodes);
+        let owners = owners.chain(landed.iter().map(on_target));
+        if affinity::repelled_by(pod, target, owners) {
+            return Err(Refusal::AntiAffinity);
+        }
+        Ok(())
+    }
+
+    /// `pods` with where they run in the end state so far, leaving out those gone or on `leaving`.
+    fn placed<'s>(
+        &'s self,
+        pods: impl Iterator<Item = PodId> + 's,
+        leaving: &'s [NodeId],
+    ) -> impl Iterator<Item = (&'s crate::engine::snapshot::Pod, Place<'s>)> + 's {
+        pods.filter_map(move |id| {
+            let place = match self.site[id.index()] {
+                Site::Node(n) if leaving.contains(&n) => return None,
+                Site::Node(n) => Place::Node(&self.snapshot.nodes[n.index()].labels),
+                Site::New(host) => Place::New {
+                    host,
+                    offer: &self.new_nodes[host],
+                },
+                Site::Gone => return None,
+            };
+            Some((&self.snapshot.pods[id.index()], place))
+        })
     }
 
     /// No pod with a spread constraint; no two pods kept apart by required hostname anti-affinity (the
@@ -391,6 +523,7 @@ impl<'a> State<'a> {
                 !k.reason.pins_node()
                     && !matches!(k.reason, KeepReason::Destination { .. })
                     && !taken.contains(&k.node)
+                    && !self.receiving.contains(&k.node)
                     && self.snapshot.nodes[k.node.index()].capacity_type == CapacityType::OnDemand
             })
             .filter_map(|k| self.to_spot(k.node))
@@ -408,6 +541,10 @@ impl<'a> State<'a> {
             if self.spot_nodes >= wanted {
                 break;
             }
+            // Conversions committed since moved pods: the inter-pod terms are checked again now.
+            let Some(option) = self.to_spot(option.replace[0]) else {
+                continue;
+            };
             if self.pdbs_allow(&option.pods) {
                 self.commit(&option);
                 converted.push(option);
@@ -433,9 +570,10 @@ impl<'a> State<'a> {
             .filter(|o| {
                 o.capacity_type == CapacityType::Spot
                     && o.hourly < price
-                    && self.fits(o, &pods, requests)
+                    && self.fits(o, &[node], &pods, requests)
             })
             .min_by(|a, b| a.hourly.total_cmp(&b.hourly))?;
+        let pods = self.landing_order(offer, &[node], &pods)?;
         Some(Replacement {
             reason: ReplaceReason::SpotMix,
             replace: vec![node],
@@ -447,6 +585,16 @@ impl<'a> State<'a> {
     }
 
     fn commit(&mut self, replacement: &Replacement) {
+        let host = self.new_nodes.len();
+        for site in &mut self.site {
+            if matches!(site, Site::Node(n) if replacement.replace.contains(n)) {
+                *site = Site::Gone;
+            }
+        }
+        for id in &replacement.pods {
+            self.site[id.index()] = Site::New(host);
+        }
+        self.new_nodes.push(replacement.with.clone());
         for (i, pdb) in self.snapshot.pdbs.iter().enumerate() {
             let used = replacement
                 .pods

@@ -835,24 +835,105 @@ fn replaced(s: &Snapshot, replace: &ReplaceOptions) -> Vec<NodeId> {
         .collect()
 }
 
+/// `replaceable()` with its one offer moved to `zone`.
+fn offered_in(zone: &str) -> ReplaceOptions {
+    let (_, mut replace) = replaceable();
+    for offer in &mut replace.offers {
+        offer.zone = zone.into();
+        offer.labels.insert(LABEL_ZONE.into(), zone.into());
+    }
+    replace
+}
+
+/// `replaceable()` plus n3, a do-not-disrupt node in zone a (never replaced) running `resident`.
+fn with_pinned_resident(resident: Pod) -> Snapshot {
+    let (mut s, _) = replaceable();
+    let mut n3 = in_zone(sized_node("n3", 16_000, 64), "a");
+    n3.do_not_disrupt = true;
+    s.nodes.push(n3);
+    s.pods.push(Pod {
+        node: NodeId(3),
+        ..resident
+    });
+    s
+}
+
 #[test]
-fn replacement_leaves_nodes_with_inter_pod_terms_it_does_not_check_alone() {
-    let (s, replace) = replaceable();
+fn replacement_into_the_zone_its_pod_affinity_wants_is_planned() {
+    let mut s = with_pinned_resident(pod("db1", 3, 500, 1));
+    s.pods[0] = attracted(s.pods[0].clone(), LABEL_ZONE, "db");
+    assert!(replaced(&s, &offered_in("a")).contains(&NodeId(0)));
+}
+
+#[test]
+fn replacement_into_another_zone_than_its_pod_affinity_wants_is_refused() {
+    let mut s = with_pinned_resident(pod("db1", 3, 500, 1));
+    s.pods[0] = attracted(s.pods[0].clone(), LABEL_ZONE, "db");
+    let r = replaced(&s, &offered_in("b"));
     assert!(
-        replaced(&s, &replace).contains(&NodeId(0)),
-        "the baseline replaces n0"
+        !r.contains(&NodeId(0)),
+        "web0 needs a db pod in its zone: {r:?}"
     );
-    let (mut s, replace) = replaceable();
-    s.pods[0] = attracted(s.pods[0].clone(), LABEL_ZONE, "web");
-    assert!(!replaced(&s, &replace).contains(&NodeId(0)));
-    // A pod another pod's zone anti-affinity selects pins its node as well.
-    let (mut s, replace) = replaceable();
-    let mut guard = pod("guard1", 2, 100, 1);
-    guard.labels = std::sync::Arc::new(Labels::from([("app".to_owned(), "guard".to_owned())]));
-    s.pods.push(repelled(guard, LABEL_ZONE, "web0"));
+    assert!(r.contains(&NodeId(1)), "n1's pods have no terms: {r:?}");
+}
+
+#[test]
+fn replacement_respects_zone_anti_affinity_of_a_resident_in_both_zones() {
+    // guard1 (zone a) repels web0: a new node in zone a may not take it, one in zone b may.
+    let mut guard = pod("guard1", 3, 100, 1);
+    guard = repelled(guard, LABEL_ZONE, "web0");
+    let mut s = with_pinned_resident(guard);
     std::sync::Arc::make_mut(&mut s.pods[0].labels).insert("app".into(), "web0".into());
-    let r = replaced(&s, &replace);
-    assert!(!r.contains(&NodeId(0)) && !r.contains(&NodeId(2)), "{r:?}");
+    assert!(!replaced(&s, &offered_in("a")).contains(&NodeId(0)));
+    assert!(replaced(&s, &offered_in("b")).contains(&NodeId(0)));
+}
+
+#[test]
+fn replacement_refuses_pod_affinity_on_a_key_the_offer_does_not_model() {
+    let rack = "example.com/rack";
+    let mut s = with_pinned_resident(pod("db1", 3, 500, 1));
+    for n in &mut s.nodes {
+        n.labels.insert(rack.into(), "r1".into());
+    }
+    s.pods[0] = attracted(s.pods[0].clone(), rack, "db");
+    assert!(!replaced(&s, &offered_in("a")).contains(&NodeId(0)));
+    // With the rack among the offer's labels the new node's domain is known.
+    let mut replace = offered_in("a");
+    replace.offers[0].labels.insert(rack.into(), "r1".into());
+    assert!(replaced(&s, &replace).contains(&NodeId(0)));
+}
+
+#[test]
+fn replacement_refuses_hostname_anti_affinity_between_pods_moving_onto_one_new_node() {
+    let (mut s, replace) = replaceable();
+    // web0 (n0) repels web10 (n1) on the hostname: n0 and n1 may not share a new node.
+    std::sync::Arc::make_mut(&mut s.pods[6].labels).insert("app".into(), "lonely".into());
+    s.pods[0].anti_affinity = vec![AntiAffinityTerm {
+        selector: LabelSelector::labels([("app", "lonely")]),
+        namespaces: Vec::new(),
+    }];
+    let p = run(&s, &options());
+    let r = plan_replacements(&s, &p, &options(), &replace);
+    assert!(
+        r.iter()
+            .all(|r| !(r.replace.contains(&NodeId(0)) && r.replace.contains(&NodeId(1)))),
+        "{r:?}"
+    );
+    assert!(!r.is_empty(), "n1 and n2 still merge: {r:?}");
+}
+
+#[test]
+fn replacement_lands_a_pod_after_the_moving_pod_its_hostname_affinity_wants() {
+    // web0 must share a host with a cache pod; the only one moves from n2 onto the same new node.
+    let (mut s, replace) = replaceable();
+    s.pods[0] = attracted(s.pods[0].clone(), LABEL_HOSTNAME, "cache");
+    std::sync::Arc::make_mut(&mut s.pods[12].labels).insert("app".into(), "cache".into());
+    let p = run(&s, &options());
+    let r = plan_replacements(&s, &p, &options(), &replace);
+    let with_web0 = r.iter().find(|r| r.pods.contains(&PodId(0)));
+    let order = &with_web0.expect("web0 moves with the cache pod").pods;
+    let position = |id: u32| order.iter().position(|p| *p == PodId(id));
+    assert!(position(12) < position(0), "cache lands first: {order:?}");
 }
 
 fn spread(mut p: Pod, key: TopologyKey, max_skew: u32) -> Pod {
