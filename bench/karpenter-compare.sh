@@ -126,7 +126,7 @@ ours_run() {
     CLOUDOPTIM_INPUT=$input CLOUDOPTIM_WARM=$warm nice -n "$nice_level" "${BENCH_EXE[karpenter_input]}" \
         >"$work/ours.log" 2>&1 || {
         tail -20 "$work/ours.log" >&2
-        grep -q '^compare side=cloudoptim valid=no' "$work/ours.log" &&
+        grep -E '^(violation: |compare side=cloudoptim valid=no)' "$work/ours.log" >&2 &&
             fail "the packer's output is INVALID (the validator in benches/karpenter_input.rs, see above)"
         fail "benches/karpenter_input.rs failed"
     }

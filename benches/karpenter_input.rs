@@ -8,7 +8,9 @@
 //!
 //! After the timed runs, `validate` checks the cold run's packing against the input's semantics, with
 //! its own code (it uses none of the product's selector or constraint helpers), panics on any violation
-//! and prints `compare side=cloudoptim valid=yes checks=N`. See `validate` for the exact rules.
+//! and prints `compare side=cloudoptim valid=yes checks=N strict_final_skew_over=K` (K: see `Report`).
+//! See `validate` for the exact rules. `CLOUDOPTIM_TAMPER=dup|overfill|offering|anti|affinity|spread`
+//! breaks one rule in the packing before validating it, to show that the run then fails.
 //!
 //! Without `CLOUDOPTIM_INPUT` (a plain `cargo bench`) it prints a note and does nothing.
 
