@@ -23,8 +23,11 @@
 #    Karpenter, ...), so both see the same machine load.
 # 4. Prints, per side, the median and range of cold and warm seconds, pods/s at the median, nodes
 #    launched and total hourly cost (sum over new nodes of the cheapest available offering the node can
-#    launch with), the ratios, and what Karpenter does that the packer does not. Exits 1 when a target
-#    is missed (ratio < 20x cold or warm, or a higher cost), 2 when a side fails.
+#    launch with), the ratios, the validity of the packer's output (benches/karpenter_input.rs checks
+#    each process's cold packing against the input's semantics with its own code and fails the run on
+#    any violation), and what Karpenter does that the packer does not. Exits 1 when a target
+#    is missed (ratio < 20x cold or warm, or a higher cost), 2 when a side fails (including an invalid
+#    packing).
 #
 # Environment: KARPENTER_VERSION, KARPENTER_WORK (default ~/.cache/cloudoptim/karpenter-<version>),
 # KARPENTER_PODS (20000), RUNS (5), WARM (1), NICE (10), CARGO (see bench/lib.sh).
@@ -123,9 +126,14 @@ ours_run() {
     CLOUDOPTIM_INPUT=$input CLOUDOPTIM_WARM=$warm nice -n "$nice_level" "${BENCH_EXE[karpenter_input]}" \
         >"$work/ours.log" 2>&1 || {
         tail -20 "$work/ours.log" >&2
+        grep -E '^(violation: |compare side=cloudoptim valid=no)' "$work/ours.log" >&2 &&
+            fail "the packer's output is INVALID (the validator in benches/karpenter_input.rs, see above)"
         fail "benches/karpenter_input.rs failed"
     }
-    grep '^compare side=cloudoptim' "$work/ours.log" | tee -a "$results" >&2
+    grep '^compare side=cloudoptim .*run=' "$work/ours.log" | tee -a "$results" >&2
+    validity=$(grep '^compare side=cloudoptim valid=' "$work/ours.log") ||
+        fail "benches/karpenter_input.rs printed no validity line"
+    echo "$validity" >&2
 }
 
 karpenter_build
@@ -181,6 +189,10 @@ END {
     printf "measured karpenter_pods_per_s_warm %.0f\nmeasured cloudoptim_pods_per_s_warm %.0f\n", pods / med["karpenter,warm"], pods / med["cloudoptim,warm"]
     exit !(cold >= 20 && warm >= 20 && costr <= 1.0005)
 }' "$results" || status=$?
+echo "  cloudoptim packing checked by an independent validator (cold run of each process; placement, capacity"
+echo "    with overhead, pod caps, offerings, anti-affinity, zone affinity, DoNotSchedule spread): ${validity#compare side=cloudoptim }"
+echo "    (strict_final_skew_over: spreads whose final skew, counting matching pods that do not carry them, exceeds"
+echo "    maxSkew; Kubernetes checks skew only when it places a pod carrying the spread, so this is not a violation)"
 cat <<'EOF'
   What differs (the input, the pods and the types are identical; the work is not entirely):
   - Karpenter keeps each new NodeClaim's zone and instance types open (a list of options narrowed pod by
