@@ -103,11 +103,14 @@ pub(super) async fn read<C: Cloud>(
     let options = config.prometheus.options(&url, Proxies::from_env())?;
     let prom = Prometheus::new(&options)?;
     let read = crate::prometheus::read::read(&prom, None, window, Utc::now().timestamp()).await?;
+    // The policy's excluded namespaces and the operator's protected ones (which the chart's workload
+    // guard refuses anyway): never annotated, never changed.
     let excluded: BTreeSet<&str> = policy
         .spec
         .disruption
         .exclude_namespaces
         .iter()
+        .chain(&config.protected_namespaces)
         .map(String::as_str)
         .collect();
     let mut found = Found::default();
@@ -542,8 +545,15 @@ pub(super) async fn act<C: Cloud>(
     let mut annotated = 0;
     let seen = |w: &Workload| usage.seen.get(w).cloned().unwrap_or_default();
     if !dry_run {
+        let excluded: BTreeSet<&Workload> = usage
+            .states
+            .iter()
+            .filter(|s| s.excluded)
+            .map(|s| &s.workload)
+            .collect();
         for (workload, value) in annotations(recs) {
-            if seen(&workload).1.as_deref() == Some(value.as_str()) {
+            if seen(&workload).1.as_deref() == Some(value.as_str()) || excluded.contains(&workload)
+            {
                 continue;
             }
             if !matches!(

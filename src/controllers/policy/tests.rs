@@ -292,6 +292,49 @@ mod decide {
     }
 
     #[test]
+    fn replacement_enabled_false_plans_and_reports_but_never_launches() {
+        // Only the two busy nodes: nothing to remove, so a waited replacement launches this pass.
+        let mut inputs = inputs(&[]);
+        inputs.scope.truncate(2);
+        inputs.snapshot.nodes.truncate(2);
+        inputs.offers = vec![crate::engine::consolidation::Offer {
+            instance_type: "m6i.xlarge".into(),
+            zone: "us-east-1a".into(),
+            capacity_type: crate::engine::ranking::CapacityType::OnDemand,
+            hourly: 0.25,
+            allocatable: crate::engine::consolidation::kubelet_allocatable(4, 16 * 1024, 110),
+            labels: Default::default(),
+            taints: Vec::new(),
+        }];
+        let decide_with = |replacement: serde_json::Value| {
+            let settings = settings_of(json!({
+                "consolidation": {
+                    "utilizationThreshold": 0.3, "consolidateAfter": "0s", "replacement": replacement
+                },
+                "disruption": {"budgets": [{"nodes": "2"}]}
+            }));
+            decide(
+                &inputs,
+                &settings,
+                &mut BTreeMap::new(),
+                Utc::now(),
+                Instant::now(),
+            )
+            .expect("plans")
+        };
+        let on = decide_with(json!({"enabled": true}));
+        assert_eq!(on.planned_replacements().len(), 1);
+        assert_eq!(on.launches.len(), 1, "enabled, it launches: {:?}", on.notes);
+        let off = decide_with(json!({"enabled": false}));
+        assert_eq!(
+            off.planned_replacements().len(),
+            1,
+            "disabled: still planned and reported in the status"
+        );
+        assert!(off.launches.is_empty(), "disabled: nothing is launched");
+    }
+
+    #[test]
     fn an_empty_node_is_removed_only_after_consolidate_after() {
         let settings = settings_of(json!({"consolidation": {"consolidateAfter": "60s"}}));
         let inputs = inputs(&[]);
