@@ -265,6 +265,15 @@ fn openmetrics(end: i64) -> String {
     out
 }
 
+/// promtool, or skip (`None`) / fail with `CLOUDOPTIM_E2E_REQUIRED=1` when it is not installed.
+fn promtool() -> Option<String> {
+    peer_env_public("CLOUDOPTIM_PROMTOOL").or_else(|| {
+        support::missing::<String>(
+            "CLOUDOPTIM_PROMTOOL (promtool, from the Debian package prometheus)",
+        )
+    })
+}
+
 /// Backfill `text` into `data` (a TSDB directory) with promtool.
 fn backfill(promtool: &str, dir: &Path, text: &str) {
     let file = dir.join("usage.om");
@@ -301,11 +310,7 @@ fn find<'r>(recs: &'r [Recommendation], kind: WorkloadKind, name: &str) -> &'r R
 
 #[tokio::test]
 async fn fourteen_days_backfilled_into_prometheus_give_the_expected_recommendations() {
-    let Some(promtool) = peer_env_public("CLOUDOPTIM_PROMTOOL").or_else(|| {
-        support::missing::<String>(
-            "CLOUDOPTIM_PROMTOOL (promtool, from the Debian package prometheus)",
-        )
-    }) else {
+    let Some(promtool) = promtool() else {
         return;
     };
     let dir = std::env::temp_dir().join(unique("cloudoptim-rightsizing-prometheus"));
@@ -568,11 +573,7 @@ fn quantity_bytes(text: &str) -> u64 {
 /// naming the URL.
 #[tokio::test]
 async fn the_operator_recommends_applies_within_its_rules_and_reverts() {
-    let Some(promtool) = peer_env_public("CLOUDOPTIM_PROMTOOL").or_else(|| {
-        support::missing::<String>(
-            "CLOUDOPTIM_PROMTOOL (promtool, from the Debian package prometheus)",
-        )
-    }) else {
+    let Some(promtool) = promtool() else {
         return;
     };
     let Some(cp) = ControlPlane::shared() else {

@@ -239,6 +239,19 @@ mod decide {
         }
     }
 
+    /// One on-demand 4 vCPU node at $0.25/h: it holds both busy nodes' pods.
+    fn cheaper_offer() -> crate::engine::consolidation::Offer {
+        crate::engine::consolidation::Offer {
+            instance_type: "m6i.xlarge".into(),
+            zone: "us-east-1a".into(),
+            capacity_type: crate::engine::ranking::CapacityType::OnDemand,
+            hourly: 0.25,
+            allocatable: crate::engine::consolidation::kubelet_allocatable(4, 16 * 1024, 110),
+            labels: Default::default(),
+            taints: Vec::new(),
+        }
+    }
+
     fn settings_of(spec: serde_json::Value) -> Settings {
         settings(&policy(spec)).expect("valid policy")
     }
@@ -249,15 +262,7 @@ mod decide {
         // holds both their pods. `idle` is removed as before.
         let settings = settings_of(json!({"consolidation": {"utilizationThreshold": 0.3}}));
         let mut inputs = inputs(&[]);
-        inputs.offers = vec![crate::engine::consolidation::Offer {
-            instance_type: "m6i.xlarge".into(),
-            zone: "us-east-1a".into(),
-            capacity_type: crate::engine::ranking::CapacityType::OnDemand,
-            hourly: 0.25,
-            allocatable: crate::engine::consolidation::kubelet_allocatable(4, 16 * 1024, 110),
-            labels: Default::default(),
-            taints: Vec::new(),
-        }];
+        inputs.offers = vec![cheaper_offer()];
         let decision = decide(
             &inputs,
             &settings,
@@ -297,15 +302,7 @@ mod decide {
         let mut inputs = inputs(&[]);
         inputs.scope.truncate(2);
         inputs.snapshot.nodes.truncate(2);
-        inputs.offers = vec![crate::engine::consolidation::Offer {
-            instance_type: "m6i.xlarge".into(),
-            zone: "us-east-1a".into(),
-            capacity_type: crate::engine::ranking::CapacityType::OnDemand,
-            hourly: 0.25,
-            allocatable: crate::engine::consolidation::kubelet_allocatable(4, 16 * 1024, 110),
-            labels: Default::default(),
-            taints: Vec::new(),
-        }];
+        inputs.offers = vec![cheaper_offer()];
         let decide_with = |replacement: serde_json::Value| {
             let settings = settings_of(json!({
                 "consolidation": {
