@@ -8,7 +8,7 @@
 
 use super::*;
 use crate::api::policy::Rightsizing;
-use crate::engine::rightsizing::{Requests, Settings, Workload, WorkloadKind};
+use crate::engine::rightsizing::{Requests, Settings, Workload, WorkloadKind, apply};
 
 /// The label the Deployment controller puts on a ReplicaSet's pods.
 pub const POD_TEMPLATE_HASH: &str = "pod-template-hash";
@@ -171,6 +171,37 @@ pub fn pod_workload(pod: &core::Pod, path: &str) -> Result<PodWorkload, Translat
         containers,
         running: scheduled && !matches!(phase, Some("Succeeded" | "Failed")),
     })
+}
+
+/// A container's resources as `mode: Apply` sees them: as written and parsed (an unparsable quantity counts as not set: Apply
+/// leaves that field alone).
+pub fn applied_container(c: &core::Container) -> apply::Container {
+    let resources = c.resources.clone().unwrap_or_default();
+    let text =
+        |map: &Option<
+            BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+        >,
+         key: &str| map.as_ref().and_then(|m| m.get(key)).map(|q| q.0.clone());
+    let written = apply::Written {
+        cpu_request: text(&resources.requests, "cpu"),
+        memory_request: text(&resources.requests, "memory"),
+        cpu_limit: text(&resources.limits, "cpu"),
+        memory_limit: text(&resources.limits, "memory"),
+    };
+    let cpu = |t: &Option<String>| t.as_deref().and_then(|t| parse_cpu_millis(t).ok());
+    let memory = |t: &Option<String>| t.as_deref().and_then(|t| parse_memory_bytes(t).ok());
+    apply::Container {
+        name: c.name.clone(),
+        requests: Requests {
+            cpu_millis: cpu(&written.cpu_request),
+            memory_bytes: memory(&written.memory_request),
+        },
+        limits: Requests {
+            cpu_millis: cpu(&written.cpu_limit),
+            memory_bytes: memory(&written.memory_limit),
+        },
+        written,
+    }
 }
 
 #[cfg(test)]

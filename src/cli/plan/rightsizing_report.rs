@@ -4,7 +4,7 @@ use std::io::{self, Write};
 
 use serde_json::{Value, json};
 
-use crate::engine::rightsizing::{Confidence, MIB, Recommendation, Requests, Settings};
+use crate::engine::rightsizing::{Confidence, MIB, Recommendation, Requests, Settings, apply};
 use crate::engine::savings::HOURS_PER_MONTH;
 
 use super::RightsizingSection;
@@ -13,20 +13,19 @@ use super::report::dollars;
 /// Recommendations listed in the table before "-o json for all".
 const TABLE_ROWS: usize = 30;
 
+/// `250m`, `2`, or `-` when not set (the quantity text Apply writes).
 fn cpu_text(millis: Option<u64>) -> String {
-    match millis {
-        Some(m) if m.is_multiple_of(1000) => format!("{}", m / 1000),
-        Some(m) => format!("{m}m"),
-        None => "-".to_owned(),
-    }
+    millis.map_or_else(|| "-".to_owned(), apply::cpu_text)
 }
 
+/// Whole GiB as `2Gi` (easier to read in a table), the rest as Apply writes it (`360Mi`), `-` when
+/// not set.
 fn memory_text(bytes: Option<u64>) -> String {
     match bytes {
         Some(b) if b > 0 && b.is_multiple_of(1024 * MIB) => {
             format!("{}Gi", b / MIB / 1024)
         }
-        Some(b) => format!("{}Mi", b.div_ceil(MIB)),
+        Some(b) => apply::memory_text(b),
         None => "-".to_owned(),
     }
 }

@@ -21,10 +21,10 @@ use kube::api::{Patch, PatchParams};
 use super::*;
 use crate::api::policy::{Recommendation as StatusRecommendation, RightsizingMode};
 use crate::engine::rightsizing::apply::{
-    self, Action as Change, Container, Control, Rules, Skip, Written, cpu_text, memory_text,
+    self, Action as Change, Control, Rules, Skip, Written, cpu_text, memory_text,
 };
 use crate::engine::rightsizing::{
-    Confidence, Recommendation, Requests, Settings as RsSettings, Workload, WorkloadKind,
+    Confidence, Recommendation, Settings as RsSettings, Workload, WorkloadKind,
 };
 use crate::http::client::Proxies;
 use crate::k8s::PodWorkload;
@@ -273,7 +273,12 @@ impl Found {
         let containers = template
             .spec
             .as_ref()
-            .map(|s| s.containers.iter().map(container).collect())
+            .map(|s| {
+                s.containers
+                    .iter()
+                    .map(crate::k8s::applied_container)
+                    .collect()
+            })
             .unwrap_or_default();
         self.states.push(apply::State {
             workload: workload.clone(),
@@ -296,43 +301,6 @@ impl Found {
                 annotations.get(RECOMMENDED_REQUESTS).cloned(),
             ),
         );
-    }
-}
-
-/// A container's resources as written and parsed (an unparsable quantity counts as not set: Apply
-/// leaves that field alone).
-fn container(c: &k8s_openapi::api::core::v1::Container) -> Container {
-    let resources = c.resources.clone().unwrap_or_default();
-    let text =
-        |map: &Option<
-            BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
-        >,
-         key: &str| map.as_ref().and_then(|m| m.get(key)).map(|q| q.0.clone());
-    let written = Written {
-        cpu_request: text(&resources.requests, "cpu"),
-        memory_request: text(&resources.requests, "memory"),
-        cpu_limit: text(&resources.limits, "cpu"),
-        memory_limit: text(&resources.limits, "memory"),
-    };
-    let cpu = |t: &Option<String>| {
-        t.as_deref()
-            .and_then(|t| crate::k8s::parse_cpu_millis(t).ok())
-    };
-    let memory = |t: &Option<String>| {
-        t.as_deref()
-            .and_then(|t| crate::k8s::parse_memory_bytes(t).ok())
-    };
-    Container {
-        name: c.name.clone(),
-        requests: Requests {
-            cpu_millis: cpu(&written.cpu_request),
-            memory_bytes: memory(&written.memory_request),
-        },
-        limits: Requests {
-            cpu_millis: cpu(&written.cpu_limit),
-            memory_bytes: memory(&written.memory_limit),
-        },
-        written,
     }
 }
 
@@ -528,6 +496,16 @@ async fn patch_workload(
     }
 }
 
+/// What one pass changed, for the Ready message and the metrics.
+#[derive(Default)]
+struct Tally {
+    annotated: usize,
+    applied: usize,
+    reverted: usize,
+    failed: usize,
+    held: BTreeMap<&'static str, usize>,
+}
+
 /// act: annotate the workloads whose recommendation changed, carry out `changes` (not in dry run),
 /// record Events and metrics; returns the notes for the Ready message and the status
 /// recommendations.
@@ -540,159 +518,217 @@ pub(super) async fn act<C: Cloud>(
     dry_run: bool,
 ) -> (Vec<String>, Vec<StatusRecommendation>) {
     let mut notes = Vec::new();
-    let client = &pctx.base.client;
-    let metrics = &pctx.base.metrics;
-    let mut annotated = 0;
-    let seen = |w: &Workload| usage.seen.get(w).cloned().unwrap_or_default();
+    let mut tally = Tally::default();
     if !dry_run {
-        let excluded: BTreeSet<&Workload> = usage
-            .states
-            .iter()
-            .filter(|s| s.excluded)
-            .map(|s| &s.workload)
-            .collect();
-        for (workload, value) in annotations(recs) {
-            if seen(&workload).1.as_deref() == Some(value.as_str()) || excluded.contains(&workload)
-            {
-                continue;
-            }
-            if !matches!(
-                workload.kind,
-                WorkloadKind::Deployment
-                    | WorkloadKind::StatefulSet
-                    | WorkloadKind::DaemonSet
-                    | WorkloadKind::CronJob
-            ) {
-                continue;
-            }
-            let patch =
-                serde_json::json!({"metadata": {"annotations": {RECOMMENDED_REQUESTS: value}}});
-            match patch_workload(client, &workload, &patch).await {
-                Ok(()) => annotated += 1,
-                Err(e) => notes.push(format!("annotating {workload}: {e}")),
-            }
-        }
+        tally.annotated = annotate(pctx, usage, recs, &mut notes).await;
     }
-    let (mut applied, mut reverted, mut failed) = (0, 0, 0);
-    let mut held: BTreeMap<&'static str, usize> = BTreeMap::new();
-    let states: BTreeMap<&Workload, &apply::State> =
-        usage.states.iter().map(|s| (&s.workload, s)).collect();
     for (workload, change) in changes {
-        let current: BTreeMap<String, Written> = states
-            .get(workload)
-            .map(|s| {
-                s.containers
-                    .iter()
-                    .map(|c| (c.name.clone(), c.written.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let (action, patch, summary) = match change {
-            Change::Skip(skip) => {
-                *held.entry(skip.reason()).or_default() += 1;
+        let Some((action, patch, summary)) = prepare(usage, workload, change) else {
+            if let Change::Skip(skip) = change {
+                *tally.held.entry(skip.reason()).or_default() += 1;
                 if let Skip::OptedOut(why) = skip
                     && why.starts_with("unreadable")
                 {
                     notes.push(format!("right-sizing leaves {workload} alone: {why}"));
                 }
-                continue;
             }
-            Change::Apply {
-                set, previous, oom, ..
-            } => {
-                let record = serde_json::to_string(previous).unwrap_or_default();
-                let annotations = serde_json::json!({
-                    RIGHTSIZING_PREVIOUS: record,
-                    RIGHTSIZED_AT: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                });
-                let summary = format!(
-                    "{}{}",
-                    describe(&current, set),
-                    if *oom { " (OOM bump)" } else { "" }
-                );
-                (
-                    "apply",
-                    change_patch(workload.kind, set, annotations, seen(workload).0.as_deref()),
-                    summary,
-                )
-            }
-            Change::Revert { set } => {
-                let annotations = serde_json::json!({
-                    RIGHTSIZING_PREVIOUS: null,
-                    RIGHTSIZED_AT: null,
-                    RIGHTSIZING_CONTROL: "reverted",
-                });
-                let summary = if set.is_empty() {
-                    "nothing was recorded to restore".to_string()
-                } else {
-                    describe(&current, set)
-                };
-                (
-                    "revert",
-                    change_patch(workload.kind, set, annotations, seen(workload).0.as_deref()),
-                    summary,
-                )
-            }
+            continue;
         };
         if dry_run {
-            metrics
+            pctx.base
+                .metrics
                 .rightsizing_changes
                 .with_label_values(&[action, "dry_run"])
                 .inc();
             notes.push(format!("dry run: would {action} {workload}: {summary}"));
             continue;
         }
-        let (reason, warning, note, result) = match patch_workload(client, workload, &patch).await {
-            Ok(()) if action == "apply" => {
-                applied += 1;
-                (
-                    "RightsizingApplied",
-                    false,
-                    format!(
-                        "{summary}; previous values in {RIGHTSIZING_PREVIOUS}; to undo: kubectl annotate {} {} {RIGHTSIZING_CONTROL}=revert",
-                        workload.kind.as_str().to_lowercase(),
-                        workload.name
-                    ),
-                    "ok",
-                )
-            }
-            Ok(()) => {
-                reverted += 1;
-                (
-                    "RightsizingReverted",
-                    false,
-                    format!(
-                        "{summary}; {RIGHTSIZING_CONTROL} set to reverted, remove it to let Apply manage the workload again"
-                    ),
-                    "ok",
-                )
-            }
-            Err(e) => {
-                failed += 1;
-                let why = match &e {
-                    kube::Error::Api(s) if s.code == 409 => {
-                        "it changed since it was read; decided again next pass".to_string()
-                    }
-                    kube::Error::Api(s) => format!("HTTP {}: {}", s.code, s.message),
-                    e => e.to_string(),
-                };
-                notes.push(format!("right-sizing could not {action} {workload}: {why}"));
-                (
-                    "RightsizingFailed",
-                    true,
-                    format!("could not {action} ({summary}): {why}"),
-                    "error",
-                )
-            }
-        };
-        metrics
-            .rightsizing_changes
-            .with_label_values(&[action, result])
-            .inc();
+        carry_out(
+            pctx, workload, action, &patch, &summary, &mut tally, &mut notes,
+        )
+        .await;
+    }
+    for reason in Skip::REASONS {
         pctx.base
-            .event(&object_ref(workload), warning, reason, note)
+            .metrics
+            .rightsizing_held
+            .with_label_values(&[&policy.name_any(), reason])
+            .set(tally.held.get(reason).copied().unwrap_or(0) as i64);
+    }
+    let note = summary_note(usage.mode, recs, &tally, dry_run);
+    if !recs.is_empty() {
+        pctx.base
+            .event(
+                &policy.object_ref(&()),
+                false,
+                "RightsizingRecommended",
+                note.clone(),
+            )
             .await;
     }
+    notes.push(note);
+    (notes, status_recommendations(recs))
+}
+
+/// Write `cloudoptim.io/recommended-requests` where it changed, on the kinds Apply may patch and
+/// outside excluded namespaces; returns how many were written.
+async fn annotate<C: Cloud>(
+    pctx: &PolicyContext<C>,
+    usage: &Usage,
+    recs: &[Recommendation],
+    notes: &mut Vec<String>,
+) -> usize {
+    let excluded: BTreeSet<&Workload> = usage
+        .states
+        .iter()
+        .filter(|s| s.excluded)
+        .map(|s| &s.workload)
+        .collect();
+    let mut annotated = 0;
+    for (workload, value) in annotations(recs) {
+        let written = usage.seen.get(&workload).and_then(|(_, a)| a.as_deref());
+        if written == Some(value.as_str())
+            || excluded.contains(&workload)
+            || !workload.kind.patchable()
+        {
+            continue;
+        }
+        let patch = serde_json::json!({"metadata": {"annotations": {RECOMMENDED_REQUESTS: value}}});
+        match patch_workload(&pctx.base.client, &workload, &patch).await {
+            Ok(()) => annotated += 1,
+            Err(e) => notes.push(format!("annotating {workload}: {e}")),
+        }
+    }
+    annotated
+}
+
+/// The action (`apply`, `revert`), its patch and a summary of the change; `None` for a skip.
+fn prepare(
+    usage: &Usage,
+    workload: &Workload,
+    change: &Change,
+) -> Option<(&'static str, serde_json::Value, String)> {
+    let current: BTreeMap<String, Written> = usage
+        .states
+        .iter()
+        .find(|s| &s.workload == workload)
+        .map(|s| {
+            s.containers
+                .iter()
+                .map(|c| (c.name.clone(), c.written.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let version = usage.seen.get(workload).and_then(|(v, _)| v.as_deref());
+    match change {
+        Change::Skip(_) => None,
+        Change::Apply {
+            set, previous, oom, ..
+        } => {
+            let annotations = serde_json::json!({
+                RIGHTSIZING_PREVIOUS: serde_json::to_string(previous).unwrap_or_default(),
+                RIGHTSIZED_AT: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            });
+            let oom = if *oom { " (OOM bump)" } else { "" };
+            Some((
+                "apply",
+                change_patch(workload.kind, set, annotations, version),
+                format!("{}{oom}", describe(&current, set)),
+            ))
+        }
+        Change::Revert { set } => {
+            let annotations = serde_json::json!({
+                RIGHTSIZING_PREVIOUS: null,
+                RIGHTSIZED_AT: null,
+                RIGHTSIZING_CONTROL: "reverted",
+            });
+            let summary = if set.is_empty() {
+                "nothing was recorded to restore".to_string()
+            } else {
+                describe(&current, set)
+            };
+            Some((
+                "revert",
+                change_patch(workload.kind, set, annotations, version),
+                summary,
+            ))
+        }
+    }
+}
+
+/// Patch one change into its workload, then count it, record its Event on the workload and its
+/// metric.
+async fn carry_out<C: Cloud>(
+    pctx: &PolicyContext<C>,
+    workload: &Workload,
+    action: &'static str,
+    patch: &serde_json::Value,
+    summary: &str,
+    tally: &mut Tally,
+    notes: &mut Vec<String>,
+) {
+    let (reason, warning, note, result) = match patch_workload(&pctx.base.client, workload, patch)
+        .await
+    {
+        Ok(()) if action == "apply" => {
+            tally.applied += 1;
+            (
+                "RightsizingApplied",
+                false,
+                format!(
+                    "{summary}; previous values in {RIGHTSIZING_PREVIOUS}; to undo: kubectl annotate {} {} {RIGHTSIZING_CONTROL}=revert",
+                    workload.kind.as_str().to_lowercase(),
+                    workload.name
+                ),
+                "ok",
+            )
+        }
+        Ok(()) => {
+            tally.reverted += 1;
+            (
+                "RightsizingReverted",
+                false,
+                format!(
+                    "{summary}; {RIGHTSIZING_CONTROL} set to reverted, remove it to let Apply manage the workload again"
+                ),
+                "ok",
+            )
+        }
+        Err(e) => {
+            tally.failed += 1;
+            let why = match &e {
+                kube::Error::Api(s) if s.code == 409 => {
+                    "it changed since it was read; decided again next pass".to_string()
+                }
+                kube::Error::Api(s) => format!("HTTP {}: {}", s.code, s.message),
+                e => e.to_string(),
+            };
+            notes.push(format!("right-sizing could not {action} {workload}: {why}"));
+            (
+                "RightsizingFailed",
+                true,
+                format!("could not {action} ({summary}): {why}"),
+                "error",
+            )
+        }
+    };
+    pctx.base
+        .metrics
+        .rightsizing_changes
+        .with_label_values(&[action, result])
+        .inc();
+    pctx.base
+        .event(&object_ref(workload), warning, reason, note)
+        .await;
+}
+
+/// The pass's right-sizing line of the Ready message.
+fn summary_note(
+    mode: RightsizingMode,
+    recs: &[Recommendation],
+    tally: &Tally,
+    dry_run: bool,
+) -> String {
     let total: f64 = recs.iter().map(|r| r.monthly_savings).sum();
     let top = recs.first().map(|r| {
         let target = r.target();
@@ -713,43 +749,30 @@ pub(super) async fn act<C: Cloud>(
         if dry_run {
             "no workload annotated".to_string()
         } else {
-            format!("{annotated} workloads annotated {RECOMMENDED_REQUESTS}")
+            format!(
+                "{} workloads annotated {RECOMMENDED_REQUESTS}",
+                tally.annotated
+            )
         },
         top.unwrap_or_default()
     );
-    if usage.mode == RightsizingMode::Apply || reverted + failed > 0 {
+    if mode == RightsizingMode::Apply || tally.reverted + tally.failed > 0 {
         note.push_str(&format!(
-            "; applied {applied}, reverted {reverted}, failed {failed}"
+            "; applied {}, reverted {}, failed {}",
+            tally.applied, tally.reverted, tally.failed
         ));
-        if !held.is_empty() {
-            let held: Vec<String> = held.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        if !tally.held.is_empty() {
+            let held: Vec<String> = tally.held.iter().map(|(k, n)| format!("{k} {n}")).collect();
             note.push_str(&format!(", held: {}", held.join(", ")));
         }
     }
-    for reason in Skip::REASONS {
-        metrics
-            .rightsizing_held
-            .with_label_values(&[&policy.name_any(), reason])
-            .set(held.get(reason).copied().unwrap_or(0) as i64);
-    }
-    if !recs.is_empty() {
-        pctx.base
-            .event(
-                &policy.object_ref(&()),
-                false,
-                "RightsizingRecommended",
-                note.clone(),
-            )
-            .await;
-    }
-    notes.push(note);
-    (notes, status_recommendations(recs))
+    note
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::rightsizing::{GIB, MIB, Sample};
+    use crate::engine::rightsizing::{GIB, MIB, Requests, Sample};
     use crate::k8s::ContainerRequests;
     use crate::prometheus::response::Series;
     use crate::prometheus::usage::{Observed, Owners};

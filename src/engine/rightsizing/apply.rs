@@ -335,7 +335,7 @@ pub fn decide(
             out.push(skip(Skip::DoNotDisrupt));
             continue;
         }
-        if matches!(workload.kind, WorkloadKind::ReplicaSet | WorkloadKind::Job) {
+        if !workload.kind.patchable() {
             out.push(skip(Skip::NotPatchable));
             continue;
         }

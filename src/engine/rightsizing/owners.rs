@@ -35,6 +35,12 @@ impl WorkloadKind {
         }
     }
 
+    /// A kind whose pod template CloudOptim may patch (annotate, apply): not a bare ReplicaSet or
+    /// Job, whose template nothing reads again.
+    pub fn patchable(self) -> bool {
+        !matches!(self, WorkloadKind::ReplicaSet | WorkloadKind::Job)
+    }
+
     /// The kind named `kind`, if it is one.
     pub fn parse(kind: &str) -> Option<WorkloadKind> {
         [
