@@ -155,16 +155,6 @@ fn tainted(node: &Node) -> bool {
         .is_some_and(|t| t.iter().any(|t| t.key == TAINT))
 }
 
-async fn ready_message(api: &Api<OptimizationPolicy>, name: &str) -> Option<(String, String)> {
-    let p = api.get(name).await.ok()?;
-    let c = p
-        .status?
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Ready")?;
-    Some((c.status, c.message))
-}
-
 #[tokio::test]
 async fn policy_consolidates_safely_resumes_after_a_crash_and_handles_zombies() {
     let Some(cp) = ControlPlane::shared() else {
@@ -403,8 +393,9 @@ async fn policy_consolidates_safely_resumes_after_a_crash_and_handles_zombies() 
     })
     .await;
     let (status, message) = eventually(WAIT, "dry-run status", || async {
-        ready_message(&policies, &name)
+        support::policy_ready(&policies, &name)
             .await
+            .map(|(s, _, m)| (s, m))
             .filter(|(_, m)| m.contains("dry run"))
     })
     .await;
@@ -494,8 +485,9 @@ async fn policy_consolidates_safely_resumes_after_a_crash_and_handles_zombies() 
         }
     }
     let (status, message) = eventually(WAIT, "status explains the kept nodes", || async {
-        ready_message(&policies, &name)
+        support::policy_ready(&policies, &name)
             .await
+            .map(|(s, _, m)| (s, m))
             .filter(|(_, m)| m.contains("plan removes 0"))
     })
     .await;

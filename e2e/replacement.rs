@@ -10,11 +10,16 @@
 //! Phases, against one policy:
 //! 1. join off: the operator launches a replacement and is killed (SIGKILL) right after the launch; the
 //!    restarted operator finds it from its tags alone, and at the Ready deadline terminates it (the group
-//!    shrinks back) and leaves the old nodes as they were: none cordoned, all pods where they were;
+//!    shrinks back) and leaves the old nodes as they were: none cordoned, all pods where they were.
+//!    Then (phase 1b in the code) the next replacement gets a Node no kubelet runs (never Ready)
+//!    with a pod bound to it: past the deadline the operator waits rather than terminate it under
+//!    the pod, and once the pod is deleted it aborts;
 //! 2. join on: the next replacement's node joins; the operator drains the three nodes (killed again at
 //!    the first cordon, restarted) and removes them through the group with decrement; all eighteen pods
 //!    run on the new node, the scheduler never found a pod unschedulable, the PDB never let more than
-//!    one pod be unavailable, and AWS shows one instance in the group with no replacement tag left.
+//!    one pod be unavailable, and AWS shows one instance in the group with no replacement tag left;
+//! 3. a second pool converges to a Spot mix one replacement at a time, and moto's request log shows
+//!    one DescribeInstances per policy pass.
 
 mod support;
 
@@ -173,6 +178,25 @@ async fn place(
     for name in all {
         cordon(name.clone(), false).await;
     }
+    // The deployment controller reports the last step's pods a little after they run (seconds on a
+    // loaded machine): an observer started before that would read the previous step's count as pods
+    // lost.
+    let replicas = (per_node * targets.len()) as i32;
+    eventually(
+        WAIT,
+        &format!("{app} reports {replicas} available"),
+        || async {
+            let d = Api::<Deployment>::namespaced(client.clone(), ns)
+                .get(app)
+                .await
+                .ok()?;
+            let status = d.status?;
+            (status.observed_generation == d.metadata.generation
+                && status.available_replicas == Some(replicas))
+            .then_some(())
+        },
+    )
+    .await;
 }
 
 /// A Deployment of `app` with no replicas yet, its pods requesting `cpu` and `memory`.
@@ -450,6 +474,71 @@ async fn three_busy_nodes_become_one_cheaper_node_replace_before_delete_and_cras
     }
     assert_eq!(web_pods(&client, &ns).await.2, old_nodes, "no pod moved");
 
+    // Phase 1b: a new node that runs a pod is never terminated under it. The next replacement gets a
+    // Node that no kubelet runs (not kwok's: never Ready), and a pod is bound to it, as a drain that
+    // gave up may have left there. Past the deadline the operator waits instead of aborting; once the
+    // pod is gone, it aborts.
+    let second = eventually(WAIT, "the next replacement launched", || async {
+        launched(&sdk, &originals)
+            .await
+            .into_iter()
+            .find(|l| l.id != first_id && l.state == "running")
+    })
+    .await;
+    let mut unready = FakeNode::new(&format!("{pool}-unready"), &second.zone, &second.id).to_node();
+    unready.metadata.annotations = None;
+    if let Some(labels) = unready.metadata.labels.as_mut() {
+        labels.insert("e2e-pool".into(), pool.clone());
+    }
+    Api::<Node>::all(client.clone())
+        .create(&PostParams::default(), &unready)
+        .await
+        .expect("unready node created");
+    let stuck: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "stuck"},
+        "spec": {"nodeName": unready.name_any(), "terminationGracePeriodSeconds": 0,
+                 "containers": [{"name": "c", "image": "stuck"}]}
+    }))
+    .expect("pod");
+    let pods_api = Api::<Pod>::namespaced(client.clone(), &ns);
+    pods_api
+        .create(&PostParams::default(), &stuck)
+        .await
+        .expect("pod bound to the unready node");
+    eventually(
+        WAIT,
+        "the operator waits for the pod past the deadline",
+        || async {
+            let (_, _, message) = support::policy_ready(&policies, &name).await?;
+            message
+                .contains(&format!(
+                    "{} ({}) is not Ready but runs 1 pod(s)",
+                    second.id, second.instance_type
+                ))
+                .then_some(())
+        },
+    )
+    .await;
+    // Seen from AWS at that moment, past the 20 s deadline: still running, still in the group.
+    let (desired, instances) = group_state(&sdk, &group).await;
+    assert_eq!(desired, 4, "the group still holds the replacement");
+    assert!(instances.contains(&second.id));
+    pods_api
+        .delete("stuck", &kube::api::DeleteParams::default().grace_period(0))
+        .await
+        .expect("pod deleted");
+    eventually(WAIT, "the emptied replacement aborted", || async {
+        let (desired, instances) = group_state(&sdk, &group).await;
+        let gone = Api::<Node>::all(client.clone())
+            .get_opt(&unready.name_any())
+            .await
+            .ok()?
+            .is_none();
+        (desired == 3 && instances == originals && gone).then_some(())
+    })
+    .await;
+    assert_eq!(web_pods(&client, &ns).await.2, old_nodes, "no pod moved");
+
     // Phase 2: nodes join now. Killed at the first cordon of a replaced node, restarted, the operator
     // finishes: the three old nodes go, all pods run on the new one.
     join.store(true, Ordering::SeqCst);
@@ -576,6 +665,13 @@ async fn three_busy_nodes_become_one_cheaper_node_replace_before_delete_and_cras
     // one in disruption, and the base stays on-demand. (Not 80%: moto 5.2.5 computes a mixed group's
     // size with the on-demand share rounded down, so at 80% a group of 4 shrinks to 3 on its own; a
     // base plus 100% above it is exact at every size.)
+    // From here on, moto's log also counts the operator's DescribeInstances against its policy
+    // passes: each pass describes the cluster's instances once, for reading, replacement and the
+    // zombie sweep together.
+    moto.start_recording();
+    let passes =
+        || operator.metric(r#"cloudoptim_reconcile_duration_seconds_count{controller="policy"}"#);
+    let passes_before = passes();
     let pool_b = format!("{pool}-b");
     let tags_b: BTreeMap<String, String> = [
         ("cloudoptim.io/cluster".to_string(), CLUSTER.to_string()),
@@ -742,6 +838,19 @@ async fn three_busy_nodes_become_one_cheaper_node_replace_before_delete_and_cras
         st.nodes.as_ref().map(|n| (n.total, n.spot)),
         Some((4, 3)),
         "{st:?}"
+    );
+    // The log is read before the count: a pass that described but has not finished yet is the only
+    // slack (two policies may each have one in flight).
+    let describes = moto
+        .recorded_requests()
+        .iter()
+        .filter(|(agents, op)| agents.contains("app/") && op == "DescribeInstances")
+        .count() as f64;
+    let passes_during = passes() - passes_before;
+    assert!(passes_during >= 5.0, "{passes_during} policy passes");
+    assert!(
+        describes >= 1.0 && describes <= passes_during + 2.0,
+        "{describes} DescribeInstances calls in {passes_during} policy passes"
     );
     watch_b.abort();
     kubelet.abort();

@@ -426,17 +426,6 @@ async fn an_unreachable_prometheus_is_reported_with_its_url() {
     assert!(error.to_string().contains(&url), "{error}");
 }
 
-/// The Ready condition's (status, reason, message) of a policy.
-async fn ready(api: &Api<OptimizationPolicy>, name: &str) -> Option<(String, String, String)> {
-    let policy = api.get(name).await.ok()?;
-    let c = policy
-        .status?
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Ready")?;
-    Some((c.status, c.reason, c.message))
-}
-
 /// A pod template of one container `name` with these requests and limits.
 fn template(app: &str, container: &str, requests: Value, limits: Option<Value>) -> Value {
     let mut resources = json!({"requests": requests});
@@ -694,7 +683,7 @@ async fn the_operator_recommends_applies_within_its_rules_and_reverts() {
         .await
         .expect("dry run Apply");
     eventually(WAIT, "dry run reports the changes", || async {
-        let (_, _, message) = ready(&policies, "rightsize").await?;
+        let (_, _, message) = support::policy_ready(&policies, "rightsize").await?;
         message.contains("would apply").then_some(())
     })
     .await;
@@ -726,7 +715,7 @@ async fn the_operator_recommends_applies_within_its_rules_and_reverts() {
                 &held_by_budget,
             );
             async move {
-                if let Some((_, _, message)) = ready(policies, "rightsize").await
+                if let Some((_, _, message)) = support::policy_ready(policies, "rightsize").await
                     && message.contains("Budget")
                 {
                     held.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -864,10 +853,42 @@ async fn the_operator_recommends_applies_within_its_rules_and_reverts() {
         .create(&PostParams::default(), &unreachable)
         .await
         .expect("policy created");
-    let (status, reason, message) = eventually(WAIT, "Ready=False", || async {
-        ready(&policies, "rightsize-down")
+    // Right-sizing is cluster-wide: while the older policy has it on, the new one is refused as a
+    // whole, naming the owner and the fix.
+    let (_, reason, message) = eventually(WAIT, "the second owner refused", || async {
+        support::policy_ready(&policies, "rightsize-down")
             .await
             .filter(|(s, _, _)| s == "False")
+    })
+    .await;
+    assert_eq!(reason, "ConflictingPolicies", "{message}");
+    assert!(
+        message.contains("OptimizationPolicy rightsize (older)")
+            && message.contains("rightsizing.mode: Off"),
+        "{message}"
+    );
+    // The older one turns right-sizing off; the new one (woken by a change: a conflict is otherwise
+    // looked at again in 5 minutes) now owns it, and its Prometheus is unreachable.
+    policies
+        .patch(
+            "rightsize",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"rightsizing": {"mode": "Off"}}})),
+        )
+        .await
+        .expect("right-sizing off on the older policy");
+    policies
+        .patch(
+            "rightsize-down",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"e2e/wake": "1"}}})),
+        )
+        .await
+        .expect("woken");
+    let (status, reason, message) = eventually(WAIT, "Ready=False unreachable", || async {
+        support::policy_ready(&policies, "rightsize-down")
+            .await
+            .filter(|(s, r, _)| s == "False" && r != "ConflictingPolicies")
     })
     .await;
     assert_eq!(

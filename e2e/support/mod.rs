@@ -525,3 +525,17 @@ pub async fn events(client: &Client, name: &str) -> Vec<(String, String)> {
         .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
         .collect()
 }
+
+/// The Ready condition of OptimizationPolicy `name`: (status, reason, message).
+pub async fn policy_ready(
+    api: &Api<cloudoptim::api::OptimizationPolicy>,
+    name: &str,
+) -> Option<(String, String, String)> {
+    let policy = api.get(name).await.ok()?;
+    let c = policy
+        .status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")?;
+    Some((c.status, c.reason, c.message))
+}

@@ -332,6 +332,8 @@ pub struct Rightsizing {
     /// annotation on Deployments, StatefulSets, DaemonSets and CronJobs) or Apply (Recommend, and the
     /// requests patched into the workloads: more than 10% change, once a day, budgets, revert with
     /// `cloudoptim.io/rightsizing: revert`; needs the chart's `rightsizing.apply.enabled`).
+    /// Cluster-wide: only the oldest policy with a mode other than Off right-sizes; any other one is
+    /// Ready=False (ConflictingPolicies) until one of them is set to Off.
     #[serde(default)]
     pub mode: RightsizingMode,
     /// Prometheus base URL, e.g. `http://prometheus.monitoring:9090`.

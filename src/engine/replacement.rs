@@ -4,7 +4,9 @@
 //!
 //! 1. launched (tagged) -> attached to the group (AttachInstances; desired capacity + 1);
 //! 2. attached -> its Node Ready, within `ready_timeout` of the launch; if the deadline passes first,
-//!    the new instance is terminated (with decrement) and the replaced nodes are left untouched;
+//!    the new instance is terminated (with decrement) and the replaced nodes are left untouched,
+//!    unless workload pods run on it (a drain that gave up moved them): it is never terminated under
+//!    them, and waits until it is Ready again or Kubernetes has moved them;
 //! 3. Ready -> the replaced nodes are drained and terminated with decrement (the budget and PDBs apply
 //!    as for any removal);
 //! 4. none of them left -> the replacement tags are removed: done.
@@ -165,6 +167,9 @@ pub struct Facts {
     pub remaining: Vec<String>,
     /// Some replaced node is already marked for removal (a drain started).
     pub draining: bool,
+    /// Workload pods (not DaemonSet, not mirror, not terminating) running on the new node: a drain
+    /// that gave up (and uncordoned the old nodes) may have moved some there already.
+    pub pods_on_new: usize,
 }
 
 /// The next step of a replacement.
@@ -180,6 +185,10 @@ pub enum Step {
     Drain(Vec<String>),
     /// The new node is not Ready, but the old capacity is already going: wait, never roll back.
     WaitDraining,
+    /// The deadline passed but the new node runs `pods` workload pods: terminating it would kill them
+    /// without a PodDisruptionBudget's say. Wait until the node is Ready again or Kubernetes has
+    /// evicted them (a NotReady node's pods go after their `tolerationSeconds`); then abort.
+    WaitPods { pods: usize },
     /// Everything replaced is gone: remove the replacement tags.
     Finish,
 }
@@ -187,18 +196,24 @@ pub enum Step {
 /// The next step for `facts`, with `ready_timeout_secs` for the new node to become Ready.
 pub fn next_step(facts: &Facts, ready_timeout_secs: i64) -> Step {
     let started = facts.draining || facts.remaining.len() < facts.replaced;
+    let late = facts.age_secs >= ready_timeout_secs;
     if !attached_or_done(facts) {
-        return if facts.age_secs >= ready_timeout_secs {
-            Step::Abort
-        } else {
-            Step::Attach
+        return match () {
+            _ if late && facts.pods_on_new > 0 => Step::WaitPods {
+                pods: facts.pods_on_new,
+            },
+            _ if late => Step::Abort,
+            _ => Step::Attach,
         };
     }
     match facts.node {
         NodeState::Ready if facts.remaining.is_empty() => Step::Finish,
         NodeState::Ready => Step::Drain(facts.remaining.clone()),
         _ if started => Step::WaitDraining,
-        _ if facts.age_secs >= ready_timeout_secs => Step::Abort,
+        _ if late && facts.pods_on_new > 0 => Step::WaitPods {
+            pods: facts.pods_on_new,
+        },
+        _ if late => Step::Abort,
         _ => Step::WaitReady {
             left_secs: ready_timeout_secs - facts.age_secs,
         },
@@ -233,6 +248,7 @@ mod tests {
             replaced: 3,
             remaining: vec!["i-1".into(), "i-2".into(), "i-3".into()],
             draining: false,
+            pods_on_new: 0,
         }
     }
 
@@ -346,5 +362,44 @@ mod tests {
             };
             assert_eq!(next_step(&f, 600), Step::WaitDraining, "{f:?}");
         }
+    }
+
+    #[test]
+    fn a_new_node_that_runs_pods_is_never_terminated_under_them() {
+        // A drain gave up and uncordoned the old nodes (so nothing reads as started), but six pods it
+        // moved run on the new node, which then turned NotReady: terminating it would kill them.
+        for node in [NodeState::Missing, NodeState::NotReady] {
+            for attached in [true, false] {
+                let f = Facts {
+                    node,
+                    attached,
+                    age_secs: 10_000,
+                    pods_on_new: 6,
+                    ..facts()
+                };
+                assert_eq!(next_step(&f, 600), Step::WaitPods { pods: 6 }, "{f:?}");
+                // Once Kubernetes has moved them, the abort goes ahead.
+                let empty = Facts {
+                    pods_on_new: 0,
+                    ..f
+                };
+                assert_eq!(next_step(&empty, 600), Step::Abort, "{empty:?}");
+            }
+        }
+        // Before the deadline it simply waits for Ready, and a Ready node drains as before.
+        let early = Facts {
+            node: NodeState::NotReady,
+            pods_on_new: 6,
+            ..facts()
+        };
+        assert_eq!(next_step(&early, 600), Step::WaitReady { left_secs: 570 });
+        let ready = Facts {
+            node: NodeState::Ready,
+            ..early
+        };
+        assert_eq!(
+            next_step(&ready, 600),
+            Step::Drain(vec!["i-1".into(), "i-2".into(), "i-3".into()])
+        );
     }
 }

@@ -95,6 +95,14 @@ pub enum Error {
         /// The other policy.
         other: String,
     },
+    /// Another, older policy already right-sizes the cluster's workloads.
+    #[error(
+        "spec.rightsizing.mode: OptimizationPolicy {other} (older) already right-sizes this cluster's workloads, and right-sizing is cluster-wide; set rightsizing.mode: Off here or there. This policy does nothing until then"
+    )]
+    RightsizingConflict {
+        /// The policy that owns right-sizing.
+        other: String,
+    },
     /// The cluster's objects could not be turned into a snapshot.
     #[error("reading the cluster: {0}")]
     Snapshot(String),
@@ -121,7 +129,7 @@ impl Error {
         match self {
             Error::Invalid { .. } => "InvalidPolicy",
             Error::Budget { .. } => "InvalidBudget",
-            Error::Conflict { .. } => "ConflictingPolicies",
+            Error::Conflict { .. } | Error::RightsizingConflict { .. } => "ConflictingPolicies",
             Error::Snapshot(_) => "InvalidClusterState",
             Error::Plan(_) => "PlanFailed",
             Error::Cloud(CloudError::AccessDenied { .. }) => "AccessDenied",
@@ -139,7 +147,9 @@ impl Error {
     fn action(&self) -> Action {
         match self {
             Error::Invalid { .. } | Error::Budget { .. } => Action::await_change(),
-            Error::Conflict { .. } => Action::requeue(Duration::from_secs(300)),
+            Error::Conflict { .. } | Error::RightsizingConflict { .. } => {
+                Action::requeue(Duration::from_secs(300))
+            }
             _ => Action::requeue(Duration::from_secs(15)),
         }
     }

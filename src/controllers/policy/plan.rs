@@ -242,6 +242,7 @@ fn facts(inputs: &Inputs, r: &InFlight, record: &Record, now: chrono::DateTime<U
                 .get(id)
                 .is_some_and(|n| inputs.marked.contains(n))
         }),
+        pods_on_new: r.pods_on_new,
     }
 }
 

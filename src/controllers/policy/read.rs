@@ -93,6 +93,37 @@ pub(super) fn selected_templates<'t>(
     Ok(selected)
 }
 
+/// Right-sizing reads and changes every workload of the cluster, so one policy owns it: of the
+/// policies with `rightsizing.mode` Recommend or Apply (and not being deleted), the oldest (then the
+/// first by name). Any other one with right-sizing on is refused as a whole, naming the owner.
+pub(super) fn rightsizing_owner(
+    policy: &OptimizationPolicy,
+    policies: &[OptimizationPolicy],
+) -> Result<(), Error> {
+    let on = |p: &OptimizationPolicy| {
+        p.spec.rightsizing.mode != crate::api::policy::RightsizingMode::Off
+            && p.metadata.deletion_timestamp.is_none()
+    };
+    if !on(policy) {
+        return Ok(());
+    }
+    let key = |p: &OptimizationPolicy| {
+        (
+            p.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            p.name_any(),
+        )
+    };
+    let owner = policies
+        .iter()
+        .filter(|p| on(p) && p.name_any() != policy.name_any())
+        .map(|p| (key(p), p.name_any()))
+        .min();
+    match owner {
+        Some((theirs, other)) if theirs < key(policy) => Err(Error::RightsizingConflict { other }),
+        _ => Ok(()),
+    }
+}
+
 /// Read the selected templates, their groups' instances, the Nodes in scope with their pods and PDBs
 /// (from the reflectors), and the price catalog.
 pub(super) async fn read<C: Cloud>(
@@ -109,6 +140,7 @@ pub(super) async fn read<C: Cloud>(
         .await?
         .items;
     let selected = selected_templates(policy, &policies, &templates)?;
+    rightsizing_owner(policy, &policies)?;
     let mut owners: BTreeMap<String, (String, String)> = BTreeMap::new();
     let mut groups = BTreeMap::new();
     for template in &selected {

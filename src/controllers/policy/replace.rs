@@ -20,6 +20,8 @@ pub(super) struct InFlight {
     pub(super) node: Option<String>,
     /// Its Node's state.
     pub(super) node_state: NodeState,
+    /// Workload pods on its Node, counted only while the Node is not Ready (see [`pods_at_stake`]).
+    pub(super) pods_on_new: usize,
 }
 
 /// A replacement to launch.
@@ -66,14 +68,48 @@ pub(super) async fn read_in_flight<C: Cloud>(
                 None => NodeState::Missing,
             },
         };
+        let pods_on_new = match (&node, node_state) {
+            (Some(name), NodeState::NotReady) => pods_at_stake(ctx, name).await?,
+            _ => 0,
+        };
         found.push(InFlight {
             instance: instance.clone(),
             record,
             node,
             node_state,
+            pods_on_new,
         });
     }
     Ok(found)
+}
+
+/// The pods an abort would kill on a new Node that is not Ready: bound to it, not finished, not being
+/// deleted, not a DaemonSet's or a mirror pod. Read from the API server (the pod cache keeps no
+/// deletion marks), and only for a replacement whose Node is not Ready, which is rare and short.
+async fn pods_at_stake<C: Cloud>(ctx: &Context<C>, node: &str) -> Result<usize, Error> {
+    let pods = Api::<Pod>::all(ctx.client.clone())
+        .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
+        .await?;
+    Ok(pods
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            !matches!(
+                p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            )
+        })
+        .filter(|p| {
+            let owners = p.metadata.owner_references.as_deref().unwrap_or_default();
+            !owners.iter().any(|o| o.kind == "DaemonSet")
+                && !p
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .is_some_and(|a| a.contains_key(crate::k8s::MIRROR))
+        })
+        .count())
 }
 
 /// The Node's `Ready` condition is True.
@@ -124,6 +160,11 @@ pub(super) async fn advance<C: Cloud>(
             )),
             Step::WaitDraining => notes.push(format!(
                 "replacement {id} ({}) is not Ready while the nodes it replaces are going; waiting",
+                r.instance.instance_type
+            )),
+            Step::WaitPods { pods } => notes.push(format!(
+                "replacement {id} ({}) is not Ready but runs {pods} pod(s): it is not terminated \
+                 under them; waiting for it to be Ready or for Kubernetes to move them",
                 r.instance.instance_type
             )),
             Step::Drain(_) => {}

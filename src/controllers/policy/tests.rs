@@ -487,3 +487,39 @@ fn a_spec_error_waits_for_a_change_and_the_rest_is_retried() {
         Action::requeue(Duration::from_secs(15))
     );
 }
+
+#[test]
+fn one_policy_owns_right_sizing_the_oldest() {
+    let make = |name: &str, created: &str, mode: &str| {
+        serde_json::from_value::<OptimizationPolicy>(json!({
+            "apiVersion": "cloudoptim.io/v1alpha1",
+            "kind": "OptimizationPolicy",
+            "metadata": {"name": name, "creationTimestamp": created},
+            "spec": {"rightsizing": {"mode": mode}},
+        }))
+        .expect("policy")
+    };
+    let old = make("old", "2026-01-01T00:00:00Z", "Apply");
+    let young = make("young", "2026-02-01T00:00:00Z", "Recommend");
+    let off = make("earliest-off", "2025-01-01T00:00:00Z", "Off");
+    let all = [old.clone(), young.clone(), off.clone()];
+    assert!(read::rightsizing_owner(&old, &all).is_ok());
+    let refused = read::rightsizing_owner(&young, &all).expect_err("a second owner");
+    assert!(matches!(&refused, Error::RightsizingConflict { other } if other == "old"));
+    assert_eq!(refused.reason(), "ConflictingPolicies");
+    assert!(
+        refused.to_string().contains("rightsizing.mode: Off"),
+        "{refused}"
+    );
+    // A policy with right-sizing off is never refused for it, and does not own it.
+    assert!(read::rightsizing_owner(&off, &all).is_ok());
+    // Same age: the first by name owns it.
+    let twin = make("a-twin", "2026-01-01T00:00:00Z", "Recommend");
+    let pair = [old.clone(), twin.clone()];
+    assert!(read::rightsizing_owner(&twin, &pair).is_ok());
+    assert!(read::rightsizing_owner(&old, &pair).is_err());
+    // The owner being deleted hands over.
+    let mut leaving = old.clone();
+    leaving.metadata.deletion_timestamp = old.metadata.creation_timestamp.clone();
+    assert!(read::rightsizing_owner(&young, &[leaving, young.clone()]).is_ok());
+}
