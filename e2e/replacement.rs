@@ -7,15 +7,18 @@
 //! The harness plays the kubelet: a task joins a kwok Node (its size from the catalog, its providerID
 //! the instance) for each instance the operator launches, but only while `join` is on.
 //!
+//! The operator runs as the chart runs it: two replicas with the chart's rendered arguments, electing
+//! a leader through their Lease.
+//!
 //! Phases, against one policy:
-//! 1. join off: the operator launches a replacement and is killed (SIGKILL) right after the launch; the
-//!    restarted operator finds it from its tags alone, and at the Ready deadline terminates it (the group
+//! 1. join off: the leader launches a replacement and is killed (SIGKILL) right after the launch; the
+//!    standby takes over and finds it from its tags alone, and at the Ready deadline terminates it (the group
 //!    shrinks back) and leaves the old nodes as they were: none cordoned, all pods where they were.
 //!    Then (phase 1b in the code) the next replacement gets a Node no kubelet runs (never Ready)
 //!    with a pod bound to it: past the deadline the operator waits rather than terminate it under
 //!    the pod, and once the pod is deleted it aborts;
 //! 2. join on: the next replacement's node joins; the operator drains the three nodes (killed again at
-//!    the first cordon, restarted) and removes them through the group with decrement; all eighteen pods
+//!    the first cordon; the standby goes on) and removes them through the group with decrement; all eighteen pods
 //!    run on the new node, the scheduler never found a pod unschedulable, the PDB never let more than
 //!    one pod be unavailable, and AWS shows one instance in the group with no replacement tag left;
 //! 3. a second pool converges to a Spot mix one replacement at a time, and moto's request log shows
@@ -98,6 +101,53 @@ async fn group_state(sdk: &aws_config::SdkConfig, group: &str) -> (i32, BTreeSet
             .filter_map(|i| i.instance_id().map(str::to_string))
             .collect(),
     )
+}
+
+/// The operator arguments the chart renders for a release in `namespace`, less those the harness
+/// sets itself (subcommand, logging, metrics address; cluster and region, checked equal to its own).
+fn chart_operator_args(namespace: &str) -> Vec<String> {
+    let rendered = support::chart::render(
+        &support::rbac::release(namespace),
+        namespace,
+        &[
+            &format!("clusterName={CLUSTER}"),
+            &format!("region={}", aws::REGION),
+        ],
+    );
+    let all: Vec<String> = support::chart::operator_container(&rendered)["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(|a| a.as_str())
+        .map(str::to_string)
+        .collect();
+    for own in [
+        format!("--cluster-name={CLUSTER}"),
+        format!("--region={}", aws::REGION),
+    ] {
+        assert!(all.contains(&own), "{own} in {all:?}");
+    }
+    let harness = ["--log-", "--metrics-addr=", "--cluster-name=", "--region="];
+    let args: Vec<String> = all
+        .into_iter()
+        .filter(|a| a != "run" && !harness.iter().any(|h| a.starts_with(h)))
+        .collect();
+    assert!(args.iter().any(|a| a == "--leader-elect"), "{args:?}");
+    args
+}
+
+/// The index of the replica that leads (its `cloudoptim_leader` gauge is 1), once exactly one does.
+async fn leader(replicas: &[Operator]) -> usize {
+    eventually(WAIT, "exactly one leader", || async {
+        let leading: Vec<usize> = replicas
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.metric("cloudoptim_leader") == 1.0)
+            .map(|(i, _)| i)
+            .collect();
+        (leading.len() == 1).then(|| leading[0])
+    })
+    .await
 }
 
 /// Pods of the web Deployment: (running, total live, the nodes they run on).
@@ -405,13 +455,27 @@ async fn three_busy_nodes_become_one_cheaper_node_replace_before_delete_and_cras
         join.clone(),
     );
 
-    // Phase 1: the first replacement is launched; the operator dies right after.
-    let mut operator = Operator::start(cp, &moto, CLUSTER, &[]);
+    // The operator as the chart runs it: two replicas with the arguments the chart renders (leader
+    // election among them), their Lease in the release namespace and their own pod names, as the
+    // downward API gives them.
+    let release_ns = create_namespace(&client, "repl-op").await;
+    let chart_args = chart_operator_args(&release_ns);
+    let replica = |pod: &str| {
+        let mut args = chart_args.clone();
+        args.push(format!("--namespace={release_ns}"));
+        args.push(format!("--identity={pod}"));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Operator::start(cp, &moto, CLUSTER, &args)
+    };
+    let mut replicas = vec![replica("cloudoptim-a"), replica("cloudoptim-b")];
+
+    // Phase 1: the first replacement is launched; the leader dies (SIGKILL) right after.
     let first = eventually(WAIT, "a replacement launched", || async {
         launched(&sdk, &originals).await.into_iter().next()
     })
     .await;
-    operator.kill();
+    let lead = leader(&replicas).await;
+    replicas.remove(lead).kill();
     let (first_id, first_type, first_tags) = (first.id, first.instance_type, first.tags);
     assert_eq!(
         first_tags
@@ -436,9 +500,11 @@ async fn three_busy_nodes_become_one_cheaper_node_replace_before_delete_and_cras
         "{first_type} is cheaper than three m5.4xlarge by the margin"
     );
 
-    // Restarted, the operator knows the replacement from its tags alone: it never becomes Ready, so at
-    // the deadline it is terminated through the group and nothing else changes.
-    let mut operator = Operator::start(cp, &moto, CLUSTER, &[]);
+    // The standby takes over once the Lease expires and knows the replacement from its tags alone: it
+    // never becomes Ready, so at the deadline it is terminated through the group and nothing else
+    // changes. The Deployment's new pod joins as the next standby.
+    leader(&replicas).await;
+    replicas.push(replica("cloudoptim-c"));
     eventually(WAIT, "the unready replacement terminated", || async {
         let (desired, instances) = group_state(&sdk, &group).await;
         let state = launched(&sdk, &originals)
@@ -539,8 +605,8 @@ async fn three_busy_nodes_become_one_cheaper_node_replace_before_delete_and_cras
     .await;
     assert_eq!(web_pods(&client, &ns).await.2, old_nodes, "no pod moved");
 
-    // Phase 2: nodes join now. Killed at the first cordon of a replaced node, restarted, the operator
-    // finishes: the three old nodes go, all pods run on the new one.
+    // Phase 2: nodes join now. The leader is killed at the first cordon of a replaced node; the
+    // standby finishes: the three old nodes go, all pods run on the new one.
     join.store(true, Ordering::SeqCst);
     eventually(WAIT, "a replaced node cordoned", || async {
         let nodes = Api::<Node>::all(client.clone())
@@ -554,8 +620,11 @@ async fn three_busy_nodes_become_one_cheaper_node_replace_before_delete_and_cras
             .then_some(())
     })
     .await;
-    operator.kill();
-    let operator = Operator::start(cp, &moto, CLUSTER, &[]);
+    let lead = leader(&replicas).await;
+    replicas.remove(lead).kill();
+    // The standby leads once the Lease expires; the Deployment's new pod then joins as the standby.
+    leader(&replicas).await;
+    replicas.push(replica("cloudoptim-d"));
     let new_node = eventually(
         Duration::from_secs(240),
         "the three nodes replaced by one",
@@ -642,6 +711,8 @@ async fn three_busy_nodes_become_one_cheaper_node_replace_before_delete_and_cras
         })
         .collect();
     assert!(unschedulable.is_empty(), "{unschedulable:?}");
+    // The replica that finished it counted it (no leader was killed since).
+    let operator = &replicas[leader(&replicas).await];
     assert_eq!(
         operator
             .metric("cloudoptim_replacements_total{reason=\"consolidation\",result=\"replaced\"}"),
