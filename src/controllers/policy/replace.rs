@@ -162,11 +162,19 @@ pub(super) async fn advance<C: Cloud>(
                 "replacement {id} ({}) is not Ready while the nodes it replaces are going; waiting",
                 r.instance.instance_type
             )),
-            Step::WaitPods { pods } => notes.push(format!(
-                "replacement {id} ({}) is not Ready but runs {pods} pod(s): it is not terminated \
-                 under them; waiting for it to be Ready or for Kubernetes to move them",
-                r.instance.instance_type
-            )),
+            Step::WaitPods { pods } => {
+                // A Warning Event as well: the policy plans nothing else until this resolves (the
+                // recorder folds repeats into one series).
+                let note = format!(
+                    "replacement {id} ({}) is not Ready but runs {pods} pod(s): it is not \
+                     terminated under them; waiting for it to be Ready or for Kubernetes to move them",
+                    r.instance.instance_type
+                );
+                pctx.base
+                    .event(reference, true, "ReplacementWaiting", note.clone())
+                    .await;
+                notes.push(note);
+            }
             Step::Drain(_) => {}
             Step::Abort => {
                 if abort(pctx, reference, inputs, r, record, notes).await {
