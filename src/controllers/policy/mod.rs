@@ -248,6 +248,22 @@ pub fn error_policy<C: Cloud>(
     )
 }
 
+/// A hash of what others change on a policy (not its status): generation, labels, annotations and
+/// deletion.
+fn changed_by_others(policy: &OptimizationPolicy) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = policy.meta();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    meta.generation.hash(&mut hasher);
+    meta.labels.hash(&mut hasher);
+    meta.annotations.hash(&mut hasher);
+    meta.deletion_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .hash(&mut hasher);
+    Some(hasher.finish())
+}
+
 /// Run the controller until `shutdown` resolves; `nodes` is the shared store of [`node_store`].
 pub async fn run<C: Cloud>(
     ctx: Arc<Context<C>>,
@@ -272,10 +288,19 @@ pub async fn run<C: Cloud>(
             tracing::warn!(what, "reflector stopped before its first list");
         }
     }
-    let controller = Controller::new(
+    // Only what a person or another controller changes wakes a policy: its spec (generation), labels,
+    // annotations or deletion. Its own status write does not, or every interval would run two full
+    // passes (each reading AWS) a moment apart; the requeue drives the next pass.
+    let (reader, writer) = reflector::store();
+    let policies = watcher::watcher(
         Api::<OptimizationPolicy>::all(client),
         watcher::Config::default(),
-    );
+    )
+    .default_backoff()
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(changed_by_others, Default::default());
+    let controller = Controller::for_stream(policies, reader);
     let pctx = Arc::new(PolicyContext {
         base: ctx,
         stores,

@@ -523,3 +523,30 @@ fn one_policy_owns_right_sizing_the_oldest() {
     leaving.metadata.deletion_timestamp = old.metadata.creation_timestamp.clone();
     assert!(read::rightsizing_owner(&young, &[leaving, young.clone()]).is_ok());
 }
+
+#[test]
+fn only_changes_by_others_wake_a_policy() {
+    let base = policy(json!({"dryRun": true}));
+    let mut status_only = base.clone();
+    status_only.status = Some(OptimizationPolicyStatus {
+        observed_generation: Some(7),
+        ..Default::default()
+    });
+    status_only.metadata.resource_version = Some("99".into());
+    assert_eq!(changed_by_others(&base), changed_by_others(&status_only));
+    let mut spec = base.clone();
+    spec.metadata.generation = Some(2);
+    let mut annotated = base.clone();
+    annotated.metadata.annotations = Some([("a".to_string(), "b".to_string())].into());
+    let mut labelled = base.clone();
+    labelled.metadata.labels = Some([("a".to_string(), "b".to_string())].into());
+    let mut deleted = base.clone();
+    deleted.metadata.deletion_timestamp = base
+        .metadata
+        .creation_timestamp
+        .clone()
+        .or(Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)));
+    for changed in [spec, annotated, labelled, deleted] {
+        assert_ne!(changed_by_others(&base), changed_by_others(&changed));
+    }
+}
