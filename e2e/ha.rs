@@ -93,13 +93,9 @@ fn start_replica(
     kubeconfig: &std::path::Path,
 ) -> Operator {
     let metrics_port = free_port();
-    let container = support::chart::operator_container(&release.render(metrics_port));
-    let args: Vec<String> = container["args"]
-        .as_array()
-        .expect("args")
-        .iter()
-        .map(|a| a.as_str().expect("string arg").to_string())
-        .collect();
+    let rendered = release.render(metrics_port);
+    let container = support::chart::operator_container(&rendered);
+    let args = support::chart::operator_args(&rendered);
     assert!(
         args.contains(&format!("--metrics-addr=0.0.0.0:{metrics_port}")),
         "{args:?}"

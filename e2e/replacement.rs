@@ -114,13 +114,7 @@ fn chart_operator_args(namespace: &str) -> Vec<String> {
             &format!("region={}", aws::REGION),
         ],
     );
-    let all: Vec<String> = support::chart::operator_container(&rendered)["args"]
-        .as_array()
-        .expect("args")
-        .iter()
-        .filter_map(|a| a.as_str())
-        .map(str::to_string)
-        .collect();
+    let all = support::chart::operator_args(&rendered);
     for own in [
         format!("--cluster-name={CLUSTER}"),
         format!("--region={}", aws::REGION),

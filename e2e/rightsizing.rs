@@ -601,13 +601,9 @@ async fn the_operator_recommends_applies_within_its_rules_and_reverts() {
         &release_ns,
         &["clusterName=e2e", "region=us-east-1", values[0]],
     );
-    let chart_args: Vec<String> = support::chart::operator_container(&rendered)["args"]
-        .as_array()
-        .expect("args")
-        .iter()
-        .filter_map(|a| a.as_str())
+    let chart_args: Vec<String> = support::chart::operator_args(&rendered)
+        .into_iter()
         .filter(|a| a.starts_with("--rightsizing") || a.starts_with("--prometheus"))
-        .map(str::to_string)
         .collect();
     assert_eq!(chart_args, ["--rightsizing-apply"], "the chart's flag");
     cp.service_account_kubeconfig_with(&release_ns, support::rbac::Mode::Operator, &values);

@@ -73,6 +73,16 @@ pub fn operator_container(objects: &[serde_json::Value]) -> serde_json::Value {
         .clone()
 }
 
+/// The arguments of the rendered Deployment's first container.
+pub fn operator_args(objects: &[serde_json::Value]) -> Vec<String> {
+    operator_container(objects)["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("string arg").to_string())
+        .collect()
+}
+
 /// Server-side apply rendered `objects` in `namespace` as field manager `manager` (`dry_run`: only
 /// have the API server validate them); panics naming an object the API server refuses.
 pub async fn apply<'o>(

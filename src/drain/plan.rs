@@ -93,6 +93,12 @@ impl PodFacts {
                 .is_some_and(|c| CRITICAL_PRIORITY_CLASSES.contains(&c))
     }
 
+    /// A pod a drain would evict: not finished, not terminating, not a mirror or DaemonSet pod. Terminating
+    /// its node without a drain would kill it.
+    pub fn evictable(&self) -> bool {
+        self.skip().is_none()
+    }
+
     fn skip(&self) -> Option<Skip> {
         if self.finished {
             Some(Skip::Finished)
@@ -268,6 +274,7 @@ mod tests {
         mirror.mirror = true;
         let plan = plan(&[ds.clone(), mirror.clone(), pod("web")]).expect("not blocked");
         assert_eq!(names(&plan.waves[0]), ["web"]);
+        assert!(!ds.evictable() && !mirror.evictable());
         assert_eq!(
             plan.skipped,
             [(mirror.pod, Skip::Mirror), (ds.pod, Skip::DaemonSet)]
@@ -280,6 +287,7 @@ mod tests {
         leaving.terminating = true;
         let mut done = pod("job-done");
         done.finished = true;
+        assert!(!leaving.evictable() && !done.evictable() && pod("web").evictable());
         let plan = plan(&[leaving, done]).expect("not blocked");
         assert!(plan.is_empty(), "nothing to evict: {plan:?}");
         let why: Vec<Skip> = plan.skipped.iter().map(|(_, s)| *s).collect();

@@ -198,25 +198,28 @@ pub fn next_step(facts: &Facts, ready_timeout_secs: i64) -> Step {
     let started = facts.draining || facts.remaining.len() < facts.replaced;
     let late = facts.age_secs >= ready_timeout_secs;
     if !attached_or_done(facts) {
-        return match () {
-            _ if late && facts.pods_on_new > 0 => Step::WaitPods {
-                pods: facts.pods_on_new,
-            },
-            _ if late => Step::Abort,
-            _ => Step::Attach,
+        return if late {
+            abort_unless_pods(facts)
+        } else {
+            Step::Attach
         };
     }
     match facts.node {
         NodeState::Ready if facts.remaining.is_empty() => Step::Finish,
         NodeState::Ready => Step::Drain(facts.remaining.clone()),
         _ if started => Step::WaitDraining,
-        _ if late && facts.pods_on_new > 0 => Step::WaitPods {
-            pods: facts.pods_on_new,
-        },
-        _ if late => Step::Abort,
+        _ if late => abort_unless_pods(facts),
         _ => Step::WaitReady {
             left_secs: ready_timeout_secs - facts.age_secs,
         },
+    }
+}
+
+/// Past the deadline: abort, unless workload pods run on the new node (never terminated under them).
+fn abort_unless_pods(facts: &Facts) -> Step {
+    match facts.pods_on_new {
+        0 => Step::Abort,
+        pods => Step::WaitPods { pods },
     }
 }
 

@@ -83,8 +83,8 @@ pub(super) async fn read_in_flight<C: Cloud>(
     Ok(found)
 }
 
-/// The pods an abort would kill on a new Node that is not Ready: bound to it, not finished, not being
-/// deleted, not a DaemonSet's or a mirror pod. Read from the API server (the pod cache keeps no
+/// The pods an abort would kill on a new Node that is not Ready: those a drain would evict (the drain's
+/// own rule, [`crate::drain::PodFacts::evictable`]). Read from the API server (the pod cache keeps no
 /// deletion marks), and only for a replacement whose Node is not Ready, which is rare and short.
 async fn pods_at_stake<C: Cloud>(ctx: &Context<C>, node: &str) -> Result<usize, Error> {
     let pods = Api::<Pod>::all(ctx.client.clone())
@@ -93,22 +93,7 @@ async fn pods_at_stake<C: Cloud>(ctx: &Context<C>, node: &str) -> Result<usize, 
     Ok(pods
         .items
         .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| {
-            !matches!(
-                p.status.as_ref().and_then(|s| s.phase.as_deref()),
-                Some("Succeeded" | "Failed")
-            )
-        })
-        .filter(|p| {
-            let owners = p.metadata.owner_references.as_deref().unwrap_or_default();
-            !owners.iter().any(|o| o.kind == "DaemonSet")
-                && !p
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .is_some_and(|a| a.contains_key(crate::k8s::MIRROR))
-        })
+        .filter(|p| crate::drain::pod_facts(p).evictable())
         .count())
 }
 

@@ -577,6 +577,16 @@ fn replay_removals<'s>(
     Ok(world)
 }
 
+/// A pod no plan may move: do-not-disrupt, unmodelled constraints, no controller, an excluded
+/// namespace, or covered by more than one PDB.
+fn pinned(s: &Snapshot, o: &Options, p: &Pod) -> bool {
+    p.do_not_disrupt
+        || !p.unmodelled.is_empty()
+        || p.owner == OwnerKind::None
+        || o.excluded_namespaces.contains(&p.namespace)
+        || s.pdbs.iter().filter(|b| pdb_covers(b, p)).count() > 1
+}
+
 /// Check `plan` against `s` and `o` from first principles.
 fn verify(s: &Snapshot, o: &Options, plan: &Plan) -> Result<(), String> {
     let removed: BTreeSet<usize> = plan.removals.iter().map(|r| r.node.index()).collect();
@@ -622,13 +632,7 @@ fn verify(s: &Snapshot, o: &Options, plan: &Plan) -> Result<(), String> {
     }
     for &i in &moved {
         let p = &s.pods[i];
-        let pdbs = s.pdbs.iter().filter(|b| pdb_covers(b, p)).count();
-        if p.do_not_disrupt
-            || !p.unmodelled.is_empty()
-            || p.owner == OwnerKind::None
-            || o.excluded_namespaces.contains(&p.namespace)
-            || pdbs > 1
-        {
+        if pinned(s, o, p) {
             return Err(format!("moved pinned pod {}", p.key()));
         }
     }
@@ -841,14 +845,7 @@ fn verify_replacements(
         }
         for &i in &moved {
             let p = &s.pods[i];
-            let pdbs = s.pdbs.iter().filter(|b| pdb_covers(b, p)).count();
-            if p.do_not_disrupt
-                || !p.unmodelled.is_empty()
-                || p.owner == OwnerKind::None
-                || o.excluded_namespaces.contains(&p.namespace)
-                || pdbs > 1
-                || !p.topology_spread.is_empty()
-            {
+            if pinned(s, o, p) || !p.topology_spread.is_empty() {
                 return Err(format!(
                     "replacement moves pinned or spread pod {}",
                     p.key()
